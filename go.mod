@@ -1,0 +1,14 @@
+module github.com/ftpalg/ftpalg
+
+go 1.24
+
+require (
+	github.com/florianl/go-nfqueue/v2 v2.1.0
+	github.com/google/go-cmp v0.7.0
+	github.com/google/nftables v0.3.0
+	github.com/gopacket/gopacket v1.7.7
+	github.com/mdlayher/genetlink v1.4.0
+	github.com/mdlayher/netlink v1.9.0
+	github.com/ti-mo/conntrack v0.6.0
+	golang.org/x/sys v0.49.0
+)

@@ -1,0 +1,124 @@
+package mangle
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config configures an Engine. The zero value of every field but Mapper
+// means its default.
+type Config struct {
+	// Mapper translates addresses and sets up data channels. Required.
+	Mapper Mapper
+	// Strict answers a 64 session's 227 that names an address other than
+	// the server's own with 425 instead of translating it (with a counter).
+	Strict bool
+	// MaxFlows bounds the flow table (default 65536). A new flow past the
+	// bound evicts the least recently seen one.
+	MaxFlows int
+	// MaxHeld bounds the packets held per flow while a command or reply is
+	// incomplete (default 4); past it they are released unmodified.
+	MaxHeld int
+	// IdleTimeout forgets a flow that saw no packet for this long
+	// (default 2h, roughly conntrack's established timeout).
+	IdleTimeout time.Duration
+}
+
+// Emit is one packet the caller must send on, in order.
+type Emit struct {
+	// Tag is the caller's tag for the packet (its NFQUEUE packet id).
+	Tag uint64
+	// Packet is the packet to send: the original bytes when Modified is
+	// false, otherwise a rewritten copy owned by the engine, valid until
+	// the next call into the engine.
+	Packet []byte
+	// Modified says the packet differs from what the caller passed in.
+	Modified bool
+}
+
+// Rewrite records one line the engine changed, for logs and transcripts.
+type Rewrite struct {
+	Flow    FlowKey
+	Kind    Kind
+	Dir     Dir
+	Before  []byte // the original line without its line ending
+	After   []byte // what was sent instead, without its line ending
+	Comment string // a static note ("mapping S4:p4 -> S6:p6" is not built here)
+}
+
+// Result is what one call into the engine produced. Reuse one Result
+// across calls: the engine appends into its slices after truncating them.
+type Result struct {
+	// Emits lists the packets to send now, in order: the input packet
+	// (unless Held) and any held packets this call released.
+	Emits []Emit
+	// Held says the input packet was taken by the engine: the caller must
+	// keep its verdict pending; a later call releases it by Tag.
+	Held bool
+	// Rewrites lists the lines rewritten by this call.
+	Rewrites []Rewrite
+}
+
+func (r *Result) reset() {
+	r.Emits = r.Emits[:0]
+	r.Held = false
+	r.Rewrites = r.Rewrites[:0]
+}
+
+// Stats are the engine's counters. All only grow.
+type Stats struct {
+	Packets      uint64 // packets processed
+	NotTCP       uint64 // packets that were not IPv4/IPv6 TCP (passed)
+	Malformed    uint64 // packets whose headers did not decode (passed)
+	Untranslated uint64 // packets of connections the Mapper does not translate
+	Modified     uint64 // packets sent with changes
+	Rewrites     uint64 // lines rewritten
+	LocalReplies uint64 // commands answered by the ALG through NOOP substitution
+	BadSyntax    uint64 // commands or replies that should have been translated but did not parse (passed)
+	Bounce       uint64 // PORT/EPRT/LPRT naming a third party (passed untranslated)
+	MapFailed    uint64 // data-channel mappings the Mapper refused
+	AddrMismatch uint64 // 227 replies naming an address other than the server's
+	Held         uint64 // packets held
+	HeldTimeout  uint64 // held packets released unmodified by Expire or Flush
+	HeldOverflow uint64 // held packets released unmodified because the bound was hit
+	Retransmits  uint64 // segments carrying data already seen
+	OutOfOrder   uint64 // segments beyond a hole
+	RegionsFull  uint64 // rewrites skipped because the per-direction history was full
+	Overlong     uint64 // lines longer than MaxLine (passed)
+	Desync       uint64 // replies that could not be matched to commands
+	Transparent  uint64 // sessions that became transparent after AUTH
+	Flows        uint64 // flows created
+	FlowsEvicted uint64 // flows dropped from a full table
+}
+
+// FlowKey names a control connection on one leg, oriented client to
+// server. It is comparable and fixed-size, so it makes a cheap map key.
+type FlowKey struct {
+	client, server [16]byte
+	cport, sport   uint16
+	v6             bool
+}
+
+// MakeFlowKey builds a FlowKey from the client and server endpoints.
+func MakeFlowKey(client, server netip.AddrPort) FlowKey {
+	k := FlowKey{cport: client.Port(), sport: server.Port(), v6: client.Addr().Is6() && !client.Addr().Is4In6()}
+	k.client = client.Addr().As16()
+	k.server = server.Addr().As16()
+	return k
+}
+
+func (k FlowKey) addr(b [16]byte) netip.Addr {
+	a := netip.AddrFrom16(b)
+	if !k.v6 {
+		return a.Unmap()
+	}
+	return a
+}
+
+// Client is the client end of the connection.
+func (k FlowKey) Client() netip.AddrPort { return netip.AddrPortFrom(k.addr(k.client), k.cport) }
+
+// Server is the server end of the connection.
+func (k FlowKey) Server() netip.AddrPort { return netip.AddrPortFrom(k.addr(k.server), k.sport) }
+
+func (k FlowKey) String() string { return k.Client().String() + " -> " + k.Server().String() }

@@ -114,10 +114,12 @@ type DataRequest struct {
 // and shares a Mapper that must then be safe for concurrent use).
 type Mapper interface {
 	// Classify resolves a control connection seen on one leg of the
-	// translator, from its client to its server (both addresses in that
+	// translator, from its client to its server (both endpoints in that
 	// leg's family), into a Session. ok is false for a connection the
 	// translator does not translate (the engine then passes it untouched).
-	Classify(client, server netip.Addr) (s Session, ok bool)
+	// The engine calls it once per new flow; the ports let a stateful
+	// backend find the flow in the translator's or conntrack's tables.
+	Classify(client, server netip.AddrPort) (s Session, ok bool)
 
 	// MapData returns the endpoint, in the other family, that the far peer
 	// must use to reach req.Target, creating whatever mapping the translator

@@ -1,6 +1,6 @@
 module github.com/ftpalg/ftpalg
 
-go 1.24
+go 1.26.0
 
 require (
 	github.com/florianl/go-nfqueue/v2 v2.1.0

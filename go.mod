@@ -12,3 +12,5 @@ require (
 	github.com/ti-mo/conntrack v0.6.0
 	golang.org/x/sys v0.49.0
 )
+
+require golang.org/x/net v0.55.0 // indirect

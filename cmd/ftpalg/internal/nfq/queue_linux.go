@@ -1,0 +1,605 @@
+//go:build linux
+
+package nfq
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Defaults of Config's zero fields.
+const (
+	DefaultMaxQueueLen = 4096
+	DefaultRecvTimeout = 20 * time.Millisecond
+	DefaultRcvBuf      = 8 << 20
+	sndBuf             = 1 << 20
+	copyRange          = 0xffff
+	// readBuf holds the largest packet the kernel copies (copyRange) with
+	// its netlink headers and attributes.
+	readBuf = copyRange + 4096
+)
+
+// Config configures a Queue. The zero value of every field means its
+// default.
+type Config struct {
+	// Queue is the NFQUEUE number to bind.
+	Queue uint16
+	// FailOpen lets the kernel accept packets, instead of dropping them,
+	// while the queue is full (NFQA_CFG_F_FAIL_OPEN). Packets queued when
+	// no program is bound at all pass only with the rule's own bypass flag.
+	FailOpen bool
+	// MaxQueueLen bounds the packets waiting in the kernel for a verdict,
+	// held ones included (default DefaultMaxQueueLen).
+	MaxQueueLen uint32
+	// RecvTimeout bounds how long a read blocks (SO_RCVTIMEO), and so how
+	// late Tick runs and shutdown is noticed (default DefaultRecvTimeout).
+	RecvTimeout time.Duration
+	// TickInterval is the period of Handler.Tick while packets keep
+	// arriving (default RecvTimeout).
+	TickInterval time.Duration
+	// RcvBuf is the socket's receive buffer in bytes (default
+	// DefaultRcvBuf; set with SO_RCVBUFFORCE, so past net.core.rmem_max).
+	RcvBuf int
+	// NetNS, when not 0, is a file descriptor of the network namespace to
+	// open the socket in (no goroutine of the caller switches namespace).
+	NetNS int
+}
+
+// Handler decides on packets. The queue calls it from one goroutine only.
+type Handler interface {
+	// Packet is one queued packet. pkt aliases the read buffer: it is valid
+	// only during the call. Add a verdict to v now, or none to hold the
+	// packet (then give its verdict from a later call by id).
+	Packet(id uint32, pkt []byte, v *Verdicts)
+	// Tick runs at least every TickInterval (and after each read timeout):
+	// release held packets that waited too long.
+	Tick(now time.Time, v *Verdicts)
+	// Close runs once at shutdown: give a verdict to every held packet
+	// (the kernel drops those still queued when the socket closes).
+	Close(v *Verdicts)
+}
+
+// Stats are a queue's counters. All only grow.
+type Stats struct {
+	Reads         uint64 // reads that returned data
+	Packets       uint64 // packets received
+	Verdicts      uint64 // verdicts sent
+	Modified      uint64 // verdicts that replaced the packet
+	Oversize      uint64 // modified packets too long for a verdict (sent unchanged)
+	Writes        uint64 // verdict batches written
+	ENOBUFS       uint64 // reads that failed with ENOBUFS (the kernel dropped messages)
+	Truncated     uint64 // messages cut by a short read buffer
+	BadMessages   uint64 // messages that did not decode
+	VerdictErrors uint64 // errors the kernel returned for verdicts
+	WriteErrors   uint64 // verdict writes that failed
+	ReadErrors    uint64 // other read errors
+}
+
+// Queue is one bound NFQUEUE.
+type Queue struct {
+	cfg Config
+	fd  int
+
+	closing atomic.Bool
+	mu      sync.Mutex
+	running bool
+	closed  bool
+	done    chan struct{}
+
+	st struct {
+		reads, packets, verdicts, modified, oversize, writes, enobufs,
+		truncated, bad, verdictErrors, writeErrors, readErrors atomic.Uint64
+	}
+	lastVerdictErrno atomic.Int32
+}
+
+// Open binds queue cfg.Queue on a new netlink socket and configures it to
+// copy whole packets. Errors name the queue: "nfqueue 0: permission
+// denied", "nfqueue 0: queue in use by netlink port 1234 (another ftpalg
+// running?)".
+func Open(cfg *Config) (*Queue, error) {
+	c := Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.MaxQueueLen == 0 {
+		c.MaxQueueLen = DefaultMaxQueueLen
+	}
+	if c.RecvTimeout <= 0 {
+		c.RecvTimeout = DefaultRecvTimeout
+	}
+	if c.TickInterval <= 0 {
+		c.TickInterval = c.RecvTimeout
+	}
+	if c.RcvBuf <= 0 {
+		c.RcvBuf = DefaultRcvBuf
+	}
+	fd, err := socket(c.NetNS)
+	if err != nil {
+		return nil, fmt.Errorf("nfqueue %d: %w", c.Queue, err)
+	}
+	q := &Queue{cfg: c, fd: fd}
+	if err := q.setup(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return q, nil
+}
+
+// socket opens the netlink socket, in namespace netns when it is not 0:
+// from a goroutine locked to a thread that switches namespace and then
+// exits still locked, so the thread is never reused.
+func socket(netns int) (int, error) {
+	if netns == 0 {
+		return newSocket()
+	}
+	type result struct {
+		fd  int
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(netns, unix.CLONE_NEWNET); err != nil {
+			ch <- result{-1, fmt.Errorf("enter network namespace: %w", err)}
+			return
+		}
+		fd, err := newSocket()
+		ch <- result{fd, err}
+	}()
+	r := <-ch
+	return r.fd, r.err
+}
+
+func newSocket() (int, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return -1, fmt.Errorf("netlink socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("bind netlink socket: %w", err)
+	}
+	return fd, nil
+}
+
+func (q *Queue) errorf(format string, a ...any) error {
+	return fmt.Errorf("nfqueue %d: "+format, append([]any{q.cfg.Queue}, a...)...)
+}
+
+func (q *Queue) setup() error {
+	fd := q.fd
+	// A large receive buffer absorbs bursts; SO_RCVBUFFORCE needs
+	// CAP_NET_ADMIN, which binding a queue needs anyway.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, q.cfg.RcvBuf); err != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, q.cfg.RcvBuf)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sndBuf); err != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndBuf)
+	}
+	// Without NETLINK_NO_ENOBUFS an overrun is reported as ENOBUFS on the
+	// next read; with it the kernel only drops (counted in
+	// /proc/net/netfilter/nfnetlink_queue), and the loop never stalls.
+	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_NO_ENOBUFS, 1); err != nil {
+		return q.errorf("set NETLINK_NO_ENOBUFS: %w", err)
+	}
+	// Error acknowledgements without the request echoed back.
+	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+
+	var b []byte
+	seq := uint32(1)
+	exec := func(what string) error {
+		err := q.request(b, seq)
+		b = b[:0]
+		seq++
+		if err != nil {
+			return q.configError(what, err)
+		}
+		return nil
+	}
+	// PF_BIND is a no-op since Linux 3.8; older kernels need it per family.
+	b = appendConfigCmd(b, seq, q.cfg.Queue, cmdPfBind, unix.AF_INET)
+	if err := exec("bind ipv4"); err != nil {
+		return err
+	}
+	b = appendConfigCmd(b, seq, q.cfg.Queue, cmdPfBind, unix.AF_INET6)
+	if err := exec("bind ipv6"); err != nil {
+		return err
+	}
+	b = appendConfigCmd(b, seq, q.cfg.Queue, cmdBind, unix.AF_UNSPEC)
+	if err := exec("bind"); err != nil {
+		return err
+	}
+	var flags uint32
+	if q.cfg.FailOpen {
+		flags |= flagFailOpen
+	}
+	// Not NFQA_CFG_F_GSO: the kernel then segments GSO packets and hands
+	// over complete checksums. Not NFQA_CFG_F_CONNTRACK: unsupported on
+	// kernels without the nfqueue conntrack glue.
+	b = appendConfigParams(b, seq, q.cfg.Queue, copyRange, q.cfg.MaxQueueLen, flags, flagFailOpen)
+	if err := exec("configure"); err != nil {
+		return err
+	}
+	// Reads time out so that Run can expire held packets and notice
+	// shutdown without another goroutine.
+	tv := unix.NsecToTimeval(q.cfg.RecvTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return q.errorf("set SO_RCVTIMEO: %w", err)
+	}
+	return nil
+}
+
+// configError turns a failed configuration request into a clear error.
+func (q *Queue) configError(what string, err error) error {
+	if errors.Is(err, unix.EPERM) {
+		// The kernel answers EPERM both to a caller without CAP_NET_ADMIN
+		// and for a queue bound by another socket.
+		if port, ok := queueOwner(q.cfg.Queue); ok {
+			return q.errorf("queue in use by netlink port %d (another ftpalg running?)", port)
+		}
+		return q.errorf("permission denied (needs root or CAP_NET_ADMIN)")
+	}
+	if errors.Is(err, unix.EBUSY) {
+		return q.errorf("queue in use (another ftpalg running?)")
+	}
+	if errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.ENOENT) && what == "bind" {
+		return q.errorf("%s: %w (is nfnetlink_queue in the kernel?)", what, err)
+	}
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return q.errorf("%s: flag not supported by this kernel: %w", what, err)
+	}
+	return q.errorf("%s: %w", what, err)
+}
+
+// queueOwner reads the netlink port bound to queue from
+// /proc/net/netfilter/nfnetlink_queue (this network namespace's).
+func queueOwner(queue uint16) (port uint32, ok bool) {
+	f, err := os.Open("/proc/net/netfilter/nfnetlink_queue")
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fs := strings.Fields(s.Text())
+		if len(fs) < 2 {
+			continue
+		}
+		n, err1 := strconv.ParseUint(fs[0], 10, 16)
+		p, err2 := strconv.ParseUint(fs[1], 10, 32)
+		if err1 == nil && err2 == nil && uint16(n) == queue {
+			return uint32(p), true
+		}
+	}
+	return 0, false
+}
+
+// KernelStats are a queue's counters as the kernel reports them.
+type KernelStats struct {
+	Waiting     uint32 // packets waiting for a verdict
+	QueueDrops  uint32 // packets dropped (or bypassed) because the queue was full
+	SocketDrops uint32 // packets the kernel failed to send to the socket
+}
+
+// KernelStats reads the queue's line of /proc/net/netfilter/nfnetlink_queue.
+// ok is false when the queue is not listed.
+func (q *Queue) KernelStats() (ks KernelStats, ok bool) {
+	f, err := os.Open("/proc/net/netfilter/nfnetlink_queue")
+	if err != nil {
+		return ks, false
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		// queue_number peer_portid queue_total copy_mode copy_range
+		// queue_dropped user_dropped id_sequence 1
+		fs := strings.Fields(s.Text())
+		if len(fs) < 7 {
+			continue
+		}
+		if n, err := strconv.ParseUint(fs[0], 10, 16); err != nil || uint16(n) != q.cfg.Queue {
+			continue
+		}
+		u := func(s string) uint32 { v, _ := strconv.ParseUint(s, 10, 32); return uint32(v) }
+		return KernelStats{Waiting: u(fs[2]), QueueDrops: u(fs[5]), SocketDrops: u(fs[6])}, true
+	}
+	return ks, false
+}
+
+// request sends one configuration message and reads its acknowledgement.
+// Packets cannot arrive yet: the queue is bound by this very sequence.
+func (q *Queue) request(b []byte, seq uint32) error {
+	if _, err := unix.Write(q.fd, b); err != nil {
+		return err
+	}
+	var rb [4096]byte
+	tv := unix.NsecToTimeval((2 * time.Second).Nanoseconds())
+	_ = unix.SetsockoptTimeval(q.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	for {
+		n, err := unix.Read(q.fd, rb[:])
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if errors.Is(err, unix.EAGAIN) {
+				return errors.New("no answer from the kernel")
+			}
+			return err
+		}
+		buf := rb[:n]
+		for len(buf) > 0 {
+			m, rest, err := nextMessage(buf)
+			if err != nil {
+				return err
+			}
+			buf = rest
+			if m.typ != nlmsgError {
+				continue
+			}
+			errno, s, ok := errorCode(m.data)
+			if !ok || s != seq {
+				continue
+			}
+			if errno != 0 {
+				return unix.Errno(errno)
+			}
+			return nil
+		}
+	}
+}
+
+// ErrClosed is returned by Run on a closed queue; it is net.ErrClosed, so
+// errors.Is(err, net.ErrClosed) detects it.
+var ErrClosed = net.ErrClosed
+
+// Run reads packets and gives them to h until ctx is done or the queue is
+// closed, then calls h.Close and sends its verdicts. It returns nil when
+// ctx ended it, an error wrapping net.ErrClosed when Close did, or the
+// error that stopped the loop. The loop runs on a goroutine of its own
+// that is locked to its OS thread and exits locked.
+func (q *Queue) Run(ctx context.Context, h Handler) error {
+	q.mu.Lock()
+	if q.closed || q.closing.Load() {
+		q.mu.Unlock()
+		return q.errorf("run: %w", ErrClosed)
+	}
+	if q.running {
+		q.mu.Unlock()
+		return q.errorf("run: already running")
+	}
+	q.running = true
+	q.done = make(chan struct{})
+	q.mu.Unlock()
+
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- q.loop(ctx, h)
+	}()
+	err := <-errc
+
+	q.mu.Lock()
+	q.running = false
+	close(q.done)
+	q.mu.Unlock()
+	return err
+}
+
+func (q *Queue) loop(ctx context.Context, h Handler) error {
+	buf := make([]byte, readBuf)
+	v := &Verdicts{queue: q.cfg.Queue, buf: make([]byte, 0, 2*readBuf)}
+	v.send = q.send
+	var p packet
+	tick := q.cfg.TickInterval
+	lastTick := time.Now()
+	done := ctx.Done()
+
+	// stop gives held packets their verdicts before the loop ends, then
+	// accepts what is already queued: the kernel drops whatever is still
+	// queued when the socket closes.
+	stop := func(err error) error {
+		h.Close(v)
+		q.sendVerdicts(v)
+		q.drain(buf, &p, v)
+		return err
+	}
+	for {
+		select {
+		case <-done:
+			return stop(nil)
+		default:
+		}
+		if q.closing.Load() {
+			return stop(q.errorf("run: %w", ErrClosed))
+		}
+		n, err := unix.Read(q.fd, buf)
+		if err != nil {
+			switch {
+			case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+			case errors.Is(err, unix.ENOBUFS):
+				q.st.enobufs.Add(1)
+			case errors.Is(err, unix.EBADF):
+				return stop(q.errorf("run: %w", ErrClosed))
+			default:
+				q.st.readErrors.Add(1)
+				return stop(q.errorf("read: %w", err))
+			}
+		} else {
+			q.st.reads.Add(1)
+			q.dispatch(buf[:n], &p, h, v)
+		}
+		if now := time.Now(); err != nil || now.Sub(lastTick) >= tick {
+			lastTick = now
+			h.Tick(now, v)
+		}
+		q.sendVerdicts(v)
+	}
+}
+
+// acceptAll is the handler of the shutdown drain.
+type acceptAll struct{}
+
+func (acceptAll) Packet(id uint32, _ []byte, v *Verdicts) { v.Accept(id) }
+func (acceptAll) Tick(time.Time, *Verdicts)                {}
+func (acceptAll) Close(*Verdicts)                          {}
+
+// drainLimit bounds the shutdown drain under a flood of packets.
+const drainLimit = time.Second
+
+// drain accepts, unchanged, the packets already queued, until a read finds
+// none (or drainLimit passes).
+func (q *Queue) drain(buf []byte, p *packet, v *Verdicts) {
+	end := time.Now().Add(drainLimit)
+	for time.Now().Before(end) {
+		n, err := unix.Read(q.fd, buf)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.ENOBUFS) {
+				continue
+			}
+			return
+		}
+		q.dispatch(buf[:n], p, acceptAll{}, v)
+		q.sendVerdicts(v)
+	}
+}
+
+// dispatch handles every netlink message of one read.
+func (q *Queue) dispatch(b []byte, p *packet, h Handler, v *Verdicts) {
+	for len(b) > 0 {
+		m, rest, err := nextMessage(b)
+		if err != nil {
+			if err == errTruncated {
+				q.st.truncated.Add(1)
+			} else {
+				q.st.bad.Add(1)
+			}
+			return
+		}
+		b = rest
+		switch m.typ {
+		case msgPacket:
+			if !decodePacket(m.data, p) {
+				q.st.bad.Add(1)
+				continue
+			}
+			q.st.packets.Add(1)
+			if p.Payload == nil {
+				// Nothing to inspect (copy range 0 elsewhere): let it go.
+				v.Accept(p.ID)
+				continue
+			}
+			h.Packet(p.ID, p.Payload, v)
+		case nlmsgError:
+			// Verdicts are sent without NLM_F_ACK: only failures come back
+			// (ENOENT: no such packet id, one verdict too many).
+			if errno, _, ok := errorCode(m.data); ok && errno != 0 {
+				q.st.verdictErrors.Add(1)
+				q.lastVerdictErrno.Store(errno)
+			}
+		case nlmsgNoop, nlmsgDone:
+		default:
+			q.st.bad.Add(1)
+		}
+	}
+}
+
+// sendVerdicts writes the collected verdicts, if any.
+func (q *Queue) sendVerdicts(v *Verdicts) {
+	q.st.verdicts.Add(v.accepted)
+	q.st.modified.Add(v.modified)
+	q.st.oversize.Add(v.oversize)
+	v.accepted, v.modified, v.oversize = 0, 0, 0
+	v.flush()
+}
+
+// send writes one batch of verdict messages.
+func (q *Queue) send(b []byte) {
+	for {
+		_, err := unix.Write(q.fd, b)
+		if err == nil {
+			q.st.writes.Add(1)
+			return
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		// Lost verdicts leave packets queued until the socket closes; the
+		// counter and LastVerdictError show it.
+		q.st.writeErrors.Add(1)
+		if en, ok := err.(unix.Errno); ok {
+			q.lastVerdictErrno.Store(int32(en))
+		}
+		return
+	}
+}
+
+// Stats returns the queue's counters; safe to call from any goroutine.
+func (q *Queue) Stats() Stats {
+	return Stats{
+		Reads:         q.st.reads.Load(),
+		Packets:       q.st.packets.Load(),
+		Verdicts:      q.st.verdicts.Load(),
+		Modified:      q.st.modified.Load(),
+		Oversize:      q.st.oversize.Load(),
+		Writes:        q.st.writes.Load(),
+		ENOBUFS:       q.st.enobufs.Load(),
+		Truncated:     q.st.truncated.Load(),
+		BadMessages:   q.st.bad.Load(),
+		VerdictErrors: q.st.verdictErrors.Load(),
+		WriteErrors:   q.st.writeErrors.Load(),
+		ReadErrors:    q.st.readErrors.Load(),
+	}
+}
+
+// LastVerdictError is the last error the kernel returned for a verdict,
+// or nil.
+func (q *Queue) LastVerdictError() error {
+	if e := q.lastVerdictErrno.Load(); e != 0 {
+		return unix.Errno(e)
+	}
+	return nil
+}
+
+// Num is the queue's number.
+func (q *Queue) Num() uint16 { return q.cfg.Queue }
+
+// Close stops Run (within RecvTimeout; Run first gives held packets their
+// verdicts) and closes the socket, which unbinds the queue. Safe to call
+// more than once and from any goroutine.
+func (q *Queue) Close() error {
+	q.closing.Store(true)
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil
+	}
+	done, running := q.done, q.running
+	q.mu.Unlock()
+	if running {
+		<-done
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return nil
+	}
+	q.closed = true
+	// Closing the socket unbinds the queue in the kernel.
+	if err := unix.Close(q.fd); err != nil {
+		return q.errorf("close: %w", err)
+	}
+	return nil
+}

@@ -453,8 +453,8 @@ func (q *Queue) loop(ctx context.Context, h Handler) error {
 type acceptAll struct{}
 
 func (acceptAll) Packet(id uint32, _ []byte, v *Verdicts) { v.Accept(id) }
-func (acceptAll) Tick(time.Time, *Verdicts)                {}
-func (acceptAll) Close(*Verdicts)                          {}
+func (acceptAll) Tick(time.Time, *Verdicts)               {}
+func (acceptAll) Close(*Verdicts)                         {}
 
 // drainLimit bounds the shutdown drain under a flood of packets.
 const drainLimit = time.Second

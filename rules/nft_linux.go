@@ -1,0 +1,196 @@
+//go:build linux
+
+package rules
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
+	"golang.org/x/sys/unix"
+)
+
+// Install loads the ruleset of cfg in one atomic batch. It replaces an
+// earlier version of the daemon's table, and removes a table of the same
+// name left on the other leg; nothing else is touched. It uses the native
+// nft queue statement when the kernel has nft_queue (see NativeQueue) and
+// the xt NFQUEUE target through the nftables compat layer otherwise.
+func Install(cfg *Config) error {
+	p, err := newPlan(cfg)
+	if err != nil {
+		return err
+	}
+	conn, err := dial(cfg)
+	if err != nil {
+		return fmt.Errorf("install rules: %w", err)
+	}
+	native, err := nativeQueue(conn)
+	if err != nil {
+		return fmt.Errorf("install rules: %w", err)
+	}
+	deleteTables(conn, p.table)
+	p.add(conn, native)
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("install rules in table %s %s: %w", p.family, p.table, err)
+	}
+	return nil
+}
+
+// Remove deletes the daemon's table (Config.Table) in both families, ip and
+// ip6, in one batch. A table that does not exist is not an error.
+func Remove(cfg *Config) error {
+	p, err := newPlan(cfg)
+	if err != nil {
+		return err
+	}
+	conn, err := dial(cfg)
+	if err != nil {
+		return fmt.Errorf("remove rules: %w", err)
+	}
+	deleteTables(conn, p.table)
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("remove rules (table %s): %w", p.table, err)
+	}
+	return nil
+}
+
+// NativeQueue reports whether the kernel has nft_queue, that is whether a
+// rule with the native nft "queue" statement can be loaded. Without it,
+// Install falls back to the xt NFQUEUE target. It probes by loading such a
+// rule in a scratch table and deleting the table again, in one batch, so
+// nothing is left behind either way.
+func NativeQueue() (bool, error) {
+	conn, err := nftables.New()
+	if err != nil {
+		return false, err
+	}
+	return nativeQueue(conn)
+}
+
+func dial(cfg *Config) (*nftables.Conn, error) {
+	var opts []nftables.ConnOption
+	if cfg.NetNS != 0 {
+		opts = append(opts, nftables.WithNetNSFd(cfg.NetNS))
+	}
+	return nftables.New(opts...)
+}
+
+func nativeQueue(conn *nftables.Conn) (bool, error) {
+	// CreateTable fails rather than reuse a table that happens to exist,
+	// so the probe can never delete anything but its own table.
+	t := conn.CreateTable(&nftables.Table{
+		Family: nftables.TableFamilyIPv4,
+		Name:   fmt.Sprintf("ftpalg_probe_%d", os.Getpid()),
+	})
+	c := conn.AddChain(&nftables.Chain{Name: "probe", Table: t})
+	conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: []expr.Any{
+		&expr.Queue{Num: 0, Total: 1, Flag: expr.QueueFlagBypass},
+	}})
+	conn.DelTable(t)
+	err := conn.Flush()
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EOPNOTSUPP):
+		// The kernel knows no expression named "queue".
+		return false, nil
+	}
+	return false, fmt.Errorf("probe for nft_queue: %w", err)
+}
+
+// deleteTables queues the deletion of the table name in both families. Each
+// deletion is preceded by an add, which creates the table if it is missing,
+// so the batch never fails on an absent table (the "nft -f" idiom
+// "table ip t; delete table ip t").
+func deleteTables(conn *nftables.Conn, name string) {
+	for _, f := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		t := &nftables.Table{Family: f, Name: name}
+		conn.AddTable(t)
+		conn.DelTable(t)
+	}
+}
+
+// add queues the table, chains and rules of p.
+func (p *plan) add(conn *nftables.Conn, native bool) {
+	fam := nftables.TableFamilyIPv4
+	if p.family == familyIP6 {
+		fam = nftables.TableFamilyIPv6
+	}
+	t := conn.AddTable(&nftables.Table{Family: fam, Name: p.table})
+	accept := nftables.ChainPolicyAccept
+	for _, cp := range p.chains {
+		hk := nftables.ChainHookPrerouting
+		if cp.hook == hookPostrouting {
+			hk = nftables.ChainHookPostrouting
+		}
+		c := conn.AddChain(&nftables.Chain{
+			Name:     cp.name,
+			Table:    t,
+			Type:     nftables.ChainTypeFilter,
+			Hooknum:  hk,
+			Priority: nftables.ChainPriorityRef(nftables.ChainPriority(cp.priority)),
+			Policy:   &accept,
+		})
+		// TCP header offsets of the destination and source ports, in
+		// the order Render prints the rules.
+		for _, off := range []uint32{2, 0} {
+			conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: p.ruleExprs(conn, t, off, native)})
+		}
+	}
+}
+
+// ruleExprs builds "tcp dport|sport <ports> counter queue ...": off is
+// the offset of the port in the TCP header.
+func (p *plan) ruleExprs(conn *nftables.Conn, t *nftables.Table, off uint32, native bool) []expr.Any {
+	e := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
+	}
+	if len(p.ports) == 1 {
+		e = append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p.ports[0])})
+	} else {
+		// An anonymous constant set, as nft makes for "{ 21, 2121 }".
+		// AddSet only fails for anonymous sets that are not constant.
+		set := &nftables.Set{Table: t, Anonymous: true, Constant: true, KeyType: nftables.TypeInetService}
+		elems := make([]nftables.SetElement, len(p.ports))
+		for i, port := range p.ports {
+			elems[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(port)}
+		}
+		_ = conn.AddSet(set, elems)
+		e = append(e, &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID})
+	}
+	e = append(e, &expr.Counter{})
+	if native {
+		q := &expr.Queue{Num: p.queueNum, Total: p.queues}
+		if p.bypass {
+			q.Flag = expr.QueueFlagBypass
+		}
+		return append(e, q)
+	}
+	return append(e, &expr.Target{Name: "NFQUEUE", Rev: 3, Info: p.xtInfo()})
+}
+
+// xtNFQBypass is NFQ_FLAG_BYPASS of linux/netfilter/xt_NFQUEUE.h.
+const xtNFQBypass = 0x01
+
+// xtInfo is struct xt_NFQ_info_v3 (linux/netfilter/xt_NFQUEUE.h): u16
+// queuenum, u16 queues_total, u16 flags, u16 padding, in host byte order.
+// With queues_total > 1 the xt target balances with the same symmetric
+// address hash as nft_queue.
+func (p *plan) xtInfo() *xt.Unknown {
+	info := make(xt.Unknown, 8)
+	binary.NativeEndian.PutUint16(info[0:], p.queueNum)
+	binary.NativeEndian.PutUint16(info[2:], p.queues)
+	var flags uint16
+	if p.bypass {
+		flags |= xtNFQBypass
+	}
+	binary.NativeEndian.PutUint16(info[4:], flags)
+	return &info
+}

@@ -1,0 +1,29 @@
+//go:build !linux
+
+package rules
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Install needs Linux nftables.
+func Install(cfg *Config) error {
+	if _, err := newPlan(cfg); err != nil {
+		return err
+	}
+	return fmt.Errorf("install rules: %w", errors.ErrUnsupported)
+}
+
+// Remove needs Linux nftables.
+func Remove(cfg *Config) error {
+	if _, err := newPlan(cfg); err != nil {
+		return err
+	}
+	return fmt.Errorf("remove rules: %w", errors.ErrUnsupported)
+}
+
+// NativeQueue needs Linux nftables.
+func NativeQueue() (bool, error) {
+	return false, errors.ErrUnsupported
+}

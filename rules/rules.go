@@ -1,0 +1,276 @@
+// Package rules builds, installs and removes the nftables rulesets that
+// divert FTP control packets of a NAT64 translator (Tayga, Jool) to NFQUEUE,
+// where the ftpalg daemon rewrites them.
+//
+// Only control packets are queued: TCP with source or destination port in
+// Config.Ports, on one leg (address family) of the translator, in both
+// directions. Data connections stay in the kernel. All rules live in the
+// daemon's own table (Config.Table, "ftpalg" by default), so removing them
+// never touches anything else.
+//
+// Render prints the ruleset as nft text; Install loads the same ruleset in
+// one atomic batch, with the native nft "queue" statement where the kernel
+// has nft_queue and the xt NFQUEUE target through the nftables compat layer
+// (what "iptables-nft -j NFQUEUE" uses) where it has not. Both use the
+// kernel's symmetric address hash to balance over several queues, so both
+// directions of a connection land in the same queue.
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Translator names.
+const (
+	Tayga = "tayga"
+	Jool  = "jool"
+)
+
+// Leg names: the address family whose packets are queued.
+const (
+	LegIPv4 = "ipv4"
+	LegIPv6 = "ipv6"
+)
+
+// DefaultTable is the name of the daemon's table when Config.Table is empty.
+const DefaultTable = "ftpalg"
+
+// Config selects the ruleset. The zero value of every field but Translator
+// means its default.
+type Config struct {
+	Translator string   // "tayga" or "jool"; required
+	Leg        string   // "ipv4" (default) or "ipv6"
+	Ports      []uint16 // FTP control ports; default {21}
+	QueueNum   uint16   // first queue (default 0)
+	Queues     uint16   // number of queues (default 1)
+	Bypass     bool     // fail-open: accept packets while no daemon listens
+	Table      string   // default "ftpalg"
+
+	// NetNS, if not zero, is an open file descriptor of the network
+	// namespace that Install and Remove work in; zero means the
+	// namespace of the calling thread. Render ignores it.
+	NetNS int
+}
+
+// ErrConfig is wrapped by every error about an invalid Config.
+var ErrConfig = errors.New("invalid rules config")
+
+// Hook priorities, as netfilter numbers them (linux/netfilter_ipv4.h; the
+// IPv6 values are the same).
+const (
+	// prioRaw (NF_IP_PRI_RAW) is after defragmentation (-400) and
+	// before conntrack (-200).
+	prioRaw = -300
+	// prioAfterNAT orders a postrouting chain after source NAT (100)
+	// and after ordinary filter chains (0), so it sees the addresses
+	// that go on the wire and never queues a packet a firewall drops.
+	prioAfterNAT = 300
+)
+
+// family is the nftables table family of a leg.
+type family uint8
+
+const (
+	familyIP  family = iota // nft "ip"
+	familyIP6               // nft "ip6"
+)
+
+func (f family) String() string {
+	if f == familyIP6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
+// hook is a netfilter hook a chain attaches to.
+type hook uint8
+
+const (
+	hookPrerouting hook = iota
+	hookPostrouting
+)
+
+func (h hook) String() string {
+	if h == hookPostrouting {
+		return "postrouting"
+	}
+	return "prerouting"
+}
+
+// chainPlan is one base chain of the ruleset. Its rules are always the
+// same: queue TCP packets whose destination port, then whose source port,
+// is an FTP control port.
+type chainPlan struct {
+	name     string
+	hook     hook
+	priority int32
+	why      []string // comment lines for the rendered ruleset
+}
+
+// plan is the ruleset a Config stands for. Render prints it and Install
+// loads it, so the two cannot disagree.
+type plan struct {
+	translator string
+	leg        string
+	table      string
+	family     family
+	ports      []uint16 // sorted, no duplicates
+	queueNum   uint16
+	queues     uint16
+	bypass     bool
+	chains     []chainPlan
+}
+
+// tableNameOK reports whether s is a table name that needs no quoting in nft
+// syntax.
+func tableNameOK(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_':
+		case i > 0 && (r >= '0' && r <= '9' || r == '-' || r == '.'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// newPlan checks cfg and fills in the defaults. It never changes cfg.
+func newPlan(cfg *Config) (*plan, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("%w: no config (translator tayga or jool is required)", ErrConfig)
+	}
+	p := &plan{
+		translator: cfg.Translator,
+		leg:        cfg.Leg,
+		table:      cfg.Table,
+		queueNum:   cfg.QueueNum,
+		queues:     cfg.Queues,
+		bypass:     cfg.Bypass,
+	}
+	switch p.translator {
+	case Tayga, Jool:
+	case "":
+		return nil, fmt.Errorf("%w: translator is required (tayga or jool)", ErrConfig)
+	default:
+		return nil, fmt.Errorf("%w: unknown translator %q (want tayga or jool)", ErrConfig, p.translator)
+	}
+	switch p.leg {
+	case "", LegIPv4:
+		p.leg, p.family = LegIPv4, familyIP
+	case LegIPv6:
+		p.family = familyIP6
+	default:
+		return nil, fmt.Errorf("%w: unknown leg %q (want ipv4 or ipv6)", ErrConfig, p.leg)
+	}
+	if p.table == "" {
+		p.table = DefaultTable
+	}
+	if !tableNameOK(p.table) {
+		return nil, fmt.Errorf("%w: table name %q (want a letter or _, then letters, digits, _ - or ., at most 64)", ErrConfig, p.table)
+	}
+	if p.queues == 0 {
+		p.queues = 1
+	}
+	if int(p.queueNum)+int(p.queues)-1 > 0xffff {
+		return nil, fmt.Errorf("%w: queues %d..%d exceed 65535", ErrConfig, p.queueNum, int(p.queueNum)+int(p.queues)-1)
+	}
+	p.ports = slices.Clone(cfg.Ports)
+	if len(p.ports) == 0 {
+		p.ports = []uint16{21}
+	}
+	slices.Sort(p.ports)
+	p.ports = slices.Compact(p.ports)
+	if p.ports[0] == 0 {
+		return nil, fmt.Errorf("%w: port 0", ErrConfig)
+	}
+	p.chains = chainsFor(p.translator, p.family)
+	return p, nil
+}
+
+// chainsFor decides where the packets of one leg are caught.
+func chainsFor(translator string, fam family) []chainPlan {
+	this, other := "IPv4", "IPv6"
+	if fam == familyIP6 {
+		this, other = other, this
+	}
+	if translator == Tayga {
+		// Tayga is a userspace process behind a TUN device: on either
+		// leg, both directions are ordinary ingress packets of the
+		// router (from the peer's interface, and from the TUN device
+		// once Tayga has translated them).
+		return []chainPlan{{
+			name: "prerouting", hook: hookPrerouting, priority: prioRaw,
+			why: []string{
+				"Tayga runs in userspace behind a TUN device: both directions of a",
+				"connection are ordinary ingress packets here, from the peer's interface",
+				"and from the TUN device after translation. Priority raw (-300) runs",
+				"before conntrack (-200), so its TCP window tracking sees the sequence",
+				"numbers the daemon rewrote.",
+			},
+		}}
+	}
+	// Jool is a netfilter hook in prerouting of both families at
+	// NF_IP_PRI_NAT_DST + 25 (-75). It steals the packets it translates
+	// and sends the result with dst_output(): translated packets enter
+	// the other family's postrouting hook directly and never traverse
+	// its prerouting, forward or output hooks.
+	return []chainPlan{
+		{
+			name: "prerouting", hook: hookPrerouting, priority: prioRaw,
+			why: []string{
+				"Packets from the " + this + " peers, before conntrack (-200) and before Jool",
+				"(NF_IP_PRI_NAT_DST + 25 = -75), which translates them.",
+			},
+		},
+		{
+			name: "postrouting", hook: hookPostrouting, priority: prioAfterNAT,
+			why: []string{
+				"Packets Jool translated from " + other + ": Jool emits them with dst_output(),",
+				"so they enter postrouting directly. Priority 300 is after source NAT",
+				"(100) and after filter chains, so the daemon sees the addresses that",
+				"go on the wire and never a packet the firewall drops.",
+			},
+		},
+	}
+}
+
+// queueText is the nft queue statement of the plan.
+func (p *plan) queueText() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "queue num %d", p.queueNum)
+	if p.queues > 1 {
+		fmt.Fprintf(&b, "-%d", int(p.queueNum)+int(p.queues)-1)
+	}
+	if p.bypass {
+		b.WriteString(" bypass")
+	}
+	return b.String()
+}
+
+// portsText is the nft port expression of the plan: "21" or "{ 21, 2121 }".
+func (p *plan) portsText() string {
+	if len(p.ports) == 1 {
+		return fmt.Sprint(p.ports[0])
+	}
+	s := make([]string, len(p.ports))
+	for i, port := range p.ports {
+		s[i] = fmt.Sprint(port)
+	}
+	return "{ " + strings.Join(s, ", ") + " }"
+}
+
+// other is the family whose same-named table Install and Remove also
+// delete: a table left by an earlier install on the other leg.
+func (f family) other() family {
+	if f == familyIP {
+		return familyIP6
+	}
+	return familyIP
+}

@@ -19,6 +19,9 @@ type Config struct {
 	// MaxHeld bounds the packets held per flow while a command or reply is
 	// incomplete (default 4); past it they are released unmodified.
 	MaxHeld int
+	// ServerPorts are the FTP control ports (default 21): a packet to one
+	// is from a client, a packet from one is from a server.
+	ServerPorts []uint16
 	// IdleTimeout forgets a flow that saw no packet for this long
 	// (default 2h, roughly conntrack's established timeout).
 	IdleTimeout time.Duration

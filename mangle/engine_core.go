@@ -1,0 +1,431 @@
+package mangle
+
+import (
+	"encoding/binary"
+	"time"
+)
+
+// Engine rewrites the FTP control connections of a NAT64, one packet at a
+// time. It is not safe for concurrent use: a daemon runs one per queue, and
+// the kernel's queue hash sends both directions of a flow to the same one.
+type Engine struct {
+	cfg   Config
+	stats Stats
+	flows map[FlowKey]*flow
+	free  []*flow
+	heldF []*flow // flows holding packets
+
+	pkt       packet
+	res       *Result
+	bufs      [][]byte // output packets of the current call
+	nbuf      int
+	scratch   []byte // transcript text of the current call
+	lineOut   []byte // a replacement line being built
+	textBuf   []byte // replacement text being built
+	lastSweep time.Time
+}
+
+// New returns an engine. cfg.Mapper must be set.
+func New(cfg *Config) *Engine {
+	e := &Engine{cfg: *cfg}
+	if e.cfg.MaxFlows <= 0 {
+		e.cfg.MaxFlows = 65536
+	}
+	if e.cfg.MaxHeld <= 0 {
+		e.cfg.MaxHeld = 4
+	}
+	e.cfg.MaxHeld = min(e.cfg.MaxHeld, maxHeldCap)
+	if e.cfg.IdleTimeout <= 0 {
+		e.cfg.IdleTimeout = 2 * time.Hour
+	}
+	if len(e.cfg.ServerPorts) == 0 {
+		e.cfg.ServerPorts = []uint16{21}
+	}
+	e.flows = make(map[FlowKey]*flow)
+	e.lineOut = make([]byte, 0, 2*maxRegionBytes)
+	e.textBuf = make([]byte, 0, 2*maxRegionBytes)
+	e.scratch = make([]byte, 0, 4096)
+	return e
+}
+
+// Stats returns a copy of the counters.
+func (e *Engine) Stats() Stats {
+	s := e.stats
+	return s
+}
+
+// Flows returns the number of flows the engine follows.
+func (e *Engine) Flows() int { return len(e.flows) }
+
+func (e *Engine) begin(res *Result) {
+	res.reset()
+	e.res = res
+	e.nbuf = 0
+	e.scratch = e.scratch[:0]
+}
+
+func (e *Engine) outBuf(n int) []byte {
+	if e.nbuf == len(e.bufs) {
+		e.bufs = append(e.bufs, make([]byte, 0, max(n, 2048)))
+	}
+	b := e.bufs[e.nbuf]
+	if cap(b) < n {
+		b = make([]byte, 0, n+256)
+		e.bufs[e.nbuf] = b
+	}
+	e.nbuf++
+	return b[:0]
+}
+
+func (e *Engine) isServerPort(p uint16) bool {
+	for _, q := range e.cfg.ServerPorts {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}
+
+// Process handles one packet arriving at the ALG, tagged by the caller.
+// now is the arrival time (the capture time in replay).
+func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
+	e.begin(res)
+	e.stats.Packets++
+	p := &e.pkt
+	switch p.decode(b) {
+	case notTCP:
+		e.stats.NotTCP++
+		e.emitOrig(tag, b)
+		return
+	case malformed:
+		e.stats.Malformed++
+		e.emitOrig(tag, b)
+		return
+	}
+	var d Dir
+	var key FlowKey
+	switch {
+	case e.isServerPort(p.dport):
+		d = ToServer
+		key = FlowKey{client: p.src, server: p.dst, cport: p.sport, sport: p.dport, v6: p.v6}
+	case e.isServerPort(p.sport):
+		d = ToClient
+		key = FlowKey{client: p.dst, server: p.src, cport: p.dport, sport: p.sport, v6: p.v6}
+	default:
+		e.stats.Untranslated++
+		e.emitOrig(tag, b)
+		return
+	}
+	f := e.flows[key]
+	if f == nil || (p.flags&(tcpSYN|tcpACK) == tcpSYN && d == ToServer && f.s[ToServer].synced && p.seq+1 != f.s[ToServer].next) {
+		if p.flags&tcpRST != 0 {
+			e.stats.Untranslated++
+			e.emitOrig(tag, b)
+			return
+		}
+		if f != nil {
+			// A new connection reusing the key of an old one.
+			e.dropFlow(f)
+		}
+		f = e.newFlow(key, now)
+	}
+	f.last = now
+	if !f.translate {
+		e.stats.Untranslated++
+		e.emitOrig(tag, b)
+		return
+	}
+	e.process(f, d, tag, b, now)
+}
+
+func (e *Engine) emitOrig(tag uint64, b []byte) {
+	e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: b})
+}
+
+func (e *Engine) newFlow(key FlowKey, now time.Time) *flow {
+	if len(e.flows) >= e.cfg.MaxFlows {
+		e.evict()
+	}
+	var f *flow
+	if n := len(e.free); n > 0 {
+		f = e.free[n-1]
+		e.free = e.free[:n-1]
+		held0, held1 := f.s[0].heldBuf[:0], f.s[1].heldBuf[:0]
+		*f = flow{}
+		f.s[0].heldBuf, f.s[1].heldBuf = held0, held1
+	} else {
+		f = new(flow)
+	}
+	f.key = key
+	f.last = now
+	f.sess, f.translate = e.cfg.Mapper.Classify(key.Client(), key.Server())
+	if f.translate && f.sess.Kind == KindNone {
+		f.translate = false
+	}
+	e.flows[key] = f
+	e.stats.Flows++
+	return f
+}
+
+func (e *Engine) dropFlow(f *flow) {
+	if f.inHeldList {
+		for i, g := range e.heldF {
+			if g == f {
+				e.heldF = append(e.heldF[:i], e.heldF[i+1:]...)
+				break
+			}
+		}
+		f.inHeldList = false
+	}
+	delete(e.flows, f.key)
+	if len(e.free) < 1024 {
+		e.free = append(e.free, f)
+	}
+}
+
+// evict makes room in a full flow table: a closed flow if one is found
+// among the first few, else any flow without held packets.
+func (e *Engine) evict() {
+	var victim *flow
+	i := 0
+	for _, f := range e.flows {
+		if f.inHeldList {
+			continue
+		}
+		if victim == nil || f.closed {
+			victim = f
+		}
+		if f.closed || i > 16 {
+			break
+		}
+		i++
+	}
+	if victim != nil {
+		e.stats.FlowsEvicted++
+		e.dropFlow(victim)
+	}
+}
+
+// process runs one decoded TCP segment of a translated flow.
+func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
+	p := &e.pkt
+	st := &f.s[d]
+	data := p.data()
+	s := p.seq
+	if p.flags&tcpSYN != 0 {
+		s++
+		if !st.synced || d == ToServer && f.n == 0 {
+			st.next = s
+			st.synced = true
+			st.line.reset()
+			if d == ToServer && f.n == 0 && !f.rep.active {
+				f.push(pendingCmd{kind: cmdGreeting})
+			}
+		}
+	}
+	if !st.synced {
+		st.next = s
+		st.synced = true
+	}
+	if p.flags&tcpRST != 0 {
+		f.closed = true
+	}
+	end := s + uint32(len(data))
+	if p.flags&tcpFIN != 0 {
+		end++
+	}
+
+	if end == s {
+		// No data: SYN, pure ACK, RST. Never held; a pure ACK sent while
+		// data of its direction is held says the position the receiver
+		// will have, not one inside an unresolved line.
+		seq := p.seq
+		if p.flags&tcpSYN == 0 {
+			if r := e.resolved(f, d); seqLT(r, seq) {
+				seq = r
+			}
+		}
+		e.emit(f, d, tag, p, seq, true)
+		e.afterAck(f, d)
+		return
+	}
+
+	switch {
+	case seqLT(s, st.next) && seqLE(end, st.next):
+		e.stats.Retransmits++
+	case seqLT(st.next, s):
+		e.stats.OutOfOrder++
+	default:
+		// In order (possibly overlapping old data): parse what is new.
+		e.feed(f, d, s, data, p.flags&tcpFIN != 0)
+	}
+
+	// Everything up to resolved can be sent; the rest waits.
+	r := e.resolved(f, d)
+	if st.nheld > 0 {
+		e.drainParsed(f, d)
+		r = e.resolved(f, d)
+		e.release(f, d, r, false)
+	}
+	if seqLE(end, r) {
+		if st.line.started && seqLT(st.line.start, end) {
+			st.line.frozen = true
+		}
+		e.emit(f, d, tag, p, p.seq, true)
+	} else {
+		e.hold(f, d, tag, p, s, end, now, !seqLT(st.next, s))
+	}
+	e.afterAck(f, d)
+}
+
+// afterAck forgets the other direction's rewrites that the packet just
+// processed acknowledged, unless this direction holds packets whose
+// acknowledgement numbers still need the old history.
+func (e *Engine) afterAck(f *flow, d Dir) {
+	p := &e.pkt
+	if p.flags&tcpACK == 0 || f.s[d].nheld > 0 {
+		return
+	}
+	ot := &f.s[1-d]
+	if ot.hist.n > 0 {
+		ot.hist.forget(ot.hist.toOrig(p.ack, false))
+	}
+}
+
+// resolved is the original sequence number up to which direction d's
+// bytes have a known translation.
+func (e *Engine) resolved(f *flow, d Dir) uint32 {
+	st := &f.s[d]
+	if st.line.started && f.wantsHold(d) {
+		return st.line.start
+	}
+	return st.next
+}
+
+// feed runs the new bytes of an in-order segment through the assembler.
+func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
+	st := &f.s[d]
+	if seqLT(s, st.next) {
+		skip := st.next - s
+		if skip > uint32(len(data)) {
+			skip = uint32(len(data))
+		}
+		data = data[skip:]
+		s = st.next
+	}
+	for len(data) > 0 {
+		if !f.active() {
+			// Transparent or desynchronised: no parsing, only positions.
+			st.line.reset()
+			s += uint32(len(data))
+			break
+		}
+		n, complete := st.line.push(s, data)
+		s += uint32(n)
+		data = data[n:]
+		if complete {
+			if !st.line.skip {
+				if d == ToServer {
+					e.commandLine(f, s)
+				} else {
+					e.replyLine(f, s)
+				}
+			}
+			st.line.reset()
+		}
+	}
+	st.next = s
+	if fin {
+		st.next++
+		st.fin = true
+		if f.s[1-d].fin {
+			f.closed = true
+		}
+	}
+}
+
+// emit sends the packet p (of direction d, tagged tag) with its sequence
+// number mapped from seq, its acknowledgement and SACK blocks mapped back
+// to the peer's numbering, and its payload rebuilt from the history. With
+// stable false the bytes of p may not outlive this call, so even an
+// unchanged packet is copied.
+func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable bool) {
+	st, ot := &f.s[d], &f.s[1-d]
+	data := p.data()
+	ds := p.seq
+	if p.flags&tcpSYN != 0 {
+		ds++
+	}
+	newSeq := seq
+	payloadChanged := false
+	if !st.hist.empty() && p.flags&tcpSYN == 0 {
+		newSeq = st.hist.toSent(seq)
+		payloadChanged = len(data) > 0 && st.hist.overlaps(ds, ds+uint32(len(data)))
+	}
+	newAck := p.ack
+	ackMapped := p.flags&tcpACK != 0 && !ot.hist.empty()
+	if ackMapped {
+		newAck = ot.hist.toOrig(p.ack, false)
+	}
+	if newSeq == p.seq && !payloadChanged && !ackMapped {
+		if stable {
+			e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: p.b})
+			return
+		}
+		out := append(e.outBuf(len(p.b)), p.b...)
+		e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: out})
+		return
+	}
+	var out []byte
+	if payloadChanged {
+		out = e.outBuf(len(p.b) + 2*maxRegionBytes)
+		out = append(out, p.b[:p.payload]...)
+		out = st.hist.appendSent(out, ds, data)
+	} else {
+		out = append(e.outBuf(len(p.b)), p.b...)
+	}
+	binary.BigEndian.PutUint32(out[p.tcp+4:], newSeq)
+	binary.BigEndian.PutUint32(out[p.tcp+8:], newAck)
+	if ackMapped {
+		mapSACK(out, p.tcp, p.payload, &ot.hist)
+	}
+	setLengths(out, p.v6)
+	fixChecksums(out, p.v6, p.tcp)
+	e.stats.Modified++
+	e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: out, Modified: true})
+}
+
+// mapSACK maps every SACK block (RFC 2018) back to the sender's numbering:
+// left edges round up and right edges down, so a block never claims bytes
+// the receiver may not have; a block that becomes empty is left as an empty
+// block, which receivers ignore.
+func mapSACK(b []byte, tcp, payload int, h *history) {
+	for i := tcp + tcpMinLen; i < payload; {
+		switch b[i] {
+		case tcpOptEnd:
+			return
+		case tcpOptNOP:
+			i++
+			continue
+		}
+		if i+1 >= payload {
+			return
+		}
+		n := int(b[i+1])
+		if n < 2 || i+n > payload {
+			return
+		}
+		if b[i] == tcpOptSACK {
+			for j := i + 2; j+8 <= i+n; j += 8 {
+				l := h.toOrig(binary.BigEndian.Uint32(b[j:]), true)
+				r := h.toOrig(binary.BigEndian.Uint32(b[j+4:]), false)
+				if seqLT(r, l) {
+					r = l
+				}
+				binary.BigEndian.PutUint32(b[j:], l)
+				binary.BigEndian.PutUint32(b[j+4:], r)
+			}
+		}
+		i += n
+	}
+}

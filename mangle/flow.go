@@ -1,0 +1,124 @@
+package mangle
+
+import (
+	"time"
+)
+
+// maxPending bounds the commands awaiting replies in one session; past it
+// the session stops translating (its replies could no longer be matched).
+const maxPending = 32
+
+// maxHeldCap is the hard bound on packets held per direction.
+const maxHeldCap = 16
+
+// cmdKind says what the reply to a command needs.
+type cmdKind uint8
+
+const (
+	cmdOther    cmdKind = iota // nothing
+	cmdGreeting                // the 220 greeting that opens a connection
+	cmdPASV46                  // PASV sent as EPSV 2: 229 -> 227
+	cmdEPSV46                  // EPSV (1) sent as EPSV 2: 229 port p6 -> p4
+	cmdEPSV64                  // EPSV (2) sent as PASV: 227 -> 229
+	cmdLPSV64                  // LPSV sent as PASV: 227 -> 228
+	cmdLocal                   // NOOP substituted: the reply becomes the ALG's own
+	cmdAUTH                    // AUTH: a 2xx/3xx reply makes the session transparent
+)
+
+// translated reports whether a reply to the command may be rewritten.
+func (k cmdKind) translated() bool {
+	return k != cmdOther && k != cmdGreeting && k != cmdAUTH
+}
+
+type pendingCmd struct {
+	kind  cmdKind
+	local localReply
+}
+
+// replyState follows the reply being received, which may span lines
+// (RFC 959 section 4.2: "ddd-" opens a multi-line reply, "ddd " closes it).
+type replyState struct {
+	active   bool
+	code     int
+	codeText [3]byte
+	newCode  [3]byte // the code every line of this reply gets ("" = keep)
+	recode   bool
+	addrDone bool // the line carrying the address has been handled
+	first    bool
+}
+
+// heldPkt is a packet the engine keeps until the line it carries is
+// complete (or a hole before it is filled).
+type heldPkt struct {
+	tag    uint64
+	off, n int // bytes in stream.heldBuf
+	seq    uint32
+	end    uint32 // seq + sequence space used
+	at     time.Time
+	parsed bool // its bytes went through the line assembler
+}
+
+// stream is one direction of a flow.
+type stream struct {
+	hist    history
+	next    uint32 // next original sequence number the assembler expects
+	synced  bool
+	fin     bool
+	line    lineState
+	nheld   int
+	held    [maxHeldCap]heldPkt
+	heldBuf []byte
+}
+
+// flow is one control connection.
+type flow struct {
+	key       FlowKey
+	sess      Session
+	translate bool
+	s         [2]stream
+	last      time.Time
+	closed    bool // RST seen, or FIN both ways
+
+	pending  [maxPending]pendingCmd
+	phead, n int
+	rep      replyState
+
+	desync      bool // replies can no longer be matched to commands
+	transparent bool // after a successful AUTH: no parsing
+	disabled    bool // ALGS DISABLE64
+	epsvAll     bool // EPSV ALL seen (64)
+	inHeldList  bool
+}
+
+func (f *flow) resetSession() {
+	f.phead, f.n = 0, 0
+	f.rep = replyState{}
+	f.desync, f.transparent, f.disabled, f.epsvAll = false, false, false, false
+}
+
+func (f *flow) push(c pendingCmd) {
+	if f.n == maxPending {
+		f.desync = true
+		return
+	}
+	f.pending[(f.phead+f.n)%maxPending] = c
+	f.n++
+}
+
+func (f *flow) head() (pendingCmd, bool) {
+	if f.n == 0 {
+		return pendingCmd{}, false
+	}
+	return f.pending[f.phead], true
+}
+
+func (f *flow) pop() {
+	if f.n == 0 {
+		return
+	}
+	f.phead = (f.phead + 1) % maxPending
+	f.n--
+}
+
+// active reports whether the flow's lines are still parsed.
+func (f *flow) active() bool { return !f.transparent && !f.desync }

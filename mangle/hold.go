@@ -1,0 +1,210 @@
+package mangle
+
+import (
+	"time"
+)
+
+// Holding packets (DESIGN.md: split and pipelined commands).
+//
+// A segment that ends inside a line the engine may rewrite cannot be sent
+// yet: its bytes' translation is unknown until the line ends. The engine
+// keeps a copy and tells the caller to keep the verdict pending; when the
+// line completes it sends the segment rewritten, or unmodified (with the
+// line then left as it was) when the caller's timeout fires or the bound
+// is hit. A segment beyond a hole waits the same way until the hole is
+// filled, so lines are always parsed in order.
+
+// hold keeps packet p of direction d. parsed says its bytes have been
+// through the assembler (false for a segment beyond a hole).
+func (e *Engine) hold(f *flow, d Dir, tag uint64, p *packet, s, end uint32, now time.Time, parsed bool) {
+	st := &f.s[d]
+	if st.nheld >= e.cfg.MaxHeld {
+		e.stats.HeldOverflow += uint64(st.nheld) + 1
+		e.forceRelease(f, d)
+		if !parsed {
+			e.jump(f, d, s)
+			e.feed(f, d, s, p.data(), p.flags&tcpFIN != 0)
+		}
+		st.line.frozen = st.line.started
+		e.emit(f, d, tag, p, p.seq, true)
+		return
+	}
+	e.stats.Held++
+	e.res.Held = true
+	off := len(st.heldBuf)
+	st.heldBuf = append(st.heldBuf, p.b...)
+	h := heldPkt{tag: tag, off: off, n: len(p.b), seq: s, end: end, at: now, parsed: parsed}
+	// Keep the list in sequence order (it is tiny).
+	i := st.nheld
+	for i > 0 && seqLT(s, st.held[i-1].seq) {
+		st.held[i] = st.held[i-1]
+		i--
+	}
+	st.held[i] = h
+	st.nheld++
+	if !f.inHeldList {
+		f.inHeldList = true
+		e.heldF = append(e.heldF, f)
+	}
+}
+
+func (st *stream) heldBytes(h *heldPkt) []byte { return st.heldBuf[h.off : h.off+h.n] }
+
+// drainParsed feeds held segments that the hole before them no longer
+// separates from the stream.
+func (e *Engine) drainParsed(f *flow, d Dir) {
+	st := &f.s[d]
+	for progress := true; progress; {
+		progress = false
+		for i := 0; i < st.nheld; i++ {
+			h := &st.held[i]
+			if h.parsed || seqLT(st.next, h.seq) {
+				continue
+			}
+			var p packet
+			if p.decode(st.heldBytes(h)) == decodedTCP && seqLT(st.next, h.end) {
+				e.feed(f, d, h.seq, p.data(), p.flags&tcpFIN != 0)
+			}
+			h.parsed = true
+			progress = true
+		}
+	}
+}
+
+// release sends the held packets of direction d that end at or before r
+// (all of them with force), in sequence order.
+func (e *Engine) release(f *flow, d Dir, r uint32, force bool) {
+	st := &f.s[d]
+	k := 0
+	for i := 0; i < st.nheld; i++ {
+		h := &st.held[i]
+		if !force && (!h.parsed || !seqLE(h.end, r)) {
+			st.held[k] = *h
+			k++
+			continue
+		}
+		var p packet
+		if p.decode(st.heldBytes(h)) == decodedTCP {
+			e.emit(f, d, h.tag, &p, p.seq, false)
+		}
+	}
+	if k == st.nheld {
+		return
+	}
+	st.nheld = k
+	// Compact the byte store: released packets were copied out.
+	w := 0
+	for i := 0; i < k; i++ {
+		h := &st.held[i]
+		copy(st.heldBuf[w:], st.heldBuf[h.off:h.off+h.n])
+		h.off = w
+		w += h.n
+	}
+	st.heldBuf = st.heldBuf[:w]
+}
+
+// forceRelease sends every held packet of direction d: the line being
+// held is left as it was, and a hole that never filled is skipped (the
+// session then stops translating: commands in the hole were never seen).
+func (e *Engine) forceRelease(f *flow, d Dir) {
+	st := &f.s[d]
+	if st.line.started {
+		st.line.frozen = true
+	}
+	for i := 0; i < st.nheld; i++ {
+		h := &st.held[i]
+		if h.parsed {
+			continue
+		}
+		if seqLT(st.next, h.seq) {
+			e.jump(f, d, h.seq)
+		}
+		var p packet
+		if p.decode(st.heldBytes(h)) == decodedTCP && seqLT(st.next, h.end) {
+			e.feed(f, d, h.seq, p.data(), p.flags&tcpFIN != 0)
+		}
+		h.parsed = true
+	}
+	e.release(f, d, 0, true)
+}
+
+// jump moves direction d past a hole to s.
+func (e *Engine) jump(f *flow, d Dir, s uint32) {
+	st := &f.s[d]
+	if !seqLT(st.next, s) {
+		return
+	}
+	if f.active() {
+		f.desync = true
+		e.stats.Desync++
+	}
+	st.next = s
+	st.line.reset()
+}
+
+// Expire releases, unmodified, packets held since before now-holdTimeout,
+// and forgets flows idle for longer than Config.IdleTimeout (closed flows
+// after two minutes).
+func (e *Engine) Expire(now time.Time, holdTimeout time.Duration, res *Result) {
+	e.begin(res)
+	cut := now.Add(-holdTimeout)
+	k := 0
+	for _, f := range e.heldF {
+		for d := range f.s {
+			st := &f.s[d]
+			if st.nheld > 0 && oldest(st).Before(cut) {
+				e.stats.HeldTimeout += uint64(st.nheld)
+				e.forceRelease(f, Dir(d))
+			}
+		}
+		if f.s[0].nheld+f.s[1].nheld > 0 {
+			e.heldF[k] = f
+			k++
+		} else {
+			f.inHeldList = false
+		}
+	}
+	clear(e.heldF[k:])
+	e.heldF = e.heldF[:k]
+
+	sweep := min(e.cfg.IdleTimeout/4, 10*time.Second)
+	if now.Sub(e.lastSweep) < sweep {
+		return
+	}
+	e.lastSweep = now
+	for _, f := range e.flows {
+		if f.inHeldList {
+			continue
+		}
+		idle := now.Sub(f.last)
+		if idle > e.cfg.IdleTimeout || f.closed && idle > 2*time.Minute {
+			e.dropFlow(f)
+		}
+	}
+}
+
+func oldest(st *stream) time.Time {
+	t := st.held[0].at
+	for i := 1; i < st.nheld; i++ {
+		if st.held[i].at.Before(t) {
+			t = st.held[i].at
+		}
+	}
+	return t
+}
+
+// Flush releases every held packet unmodified (end of a capture, shutdown).
+func (e *Engine) Flush(res *Result) {
+	e.begin(res)
+	for _, f := range e.heldF {
+		for d := range f.s {
+			if n := f.s[d].nheld; n > 0 {
+				e.stats.HeldTimeout += uint64(n)
+				e.forceRelease(f, Dir(d))
+			}
+		}
+		f.inHeldList = false
+	}
+	clear(e.heldF)
+	e.heldF = e.heldF[:0]
+}

@@ -1,0 +1,171 @@
+package mangle
+
+// Sequence-number bookkeeping for one direction of a connection.
+//
+// Rewriting a line changes the byte stream one peer sends into another
+// one the other peer receives. The history remembers each rewrite as a
+// region: the original byte range [start, start+olen) and the bytes sent
+// instead. From it, positions map both ways (original <-> sent), and any
+// segment, retransmissions included, is rebuilt from its original bytes
+// plus the regions it overlaps: a retransmitted segment comes out
+// byte-identical to its first rewrite.
+//
+// All arithmetic is modulo 2^32 and comparisons use the sign of the
+// difference (RFC 9293 section 3.4; gVisor's seqnum does the same), so
+// wraparound needs no special case.
+
+// maxRegionBytes bounds the bytes of one rewrite (the longest is a 228
+// reply carrying an IPv6 address, about 100 bytes).
+const maxRegionBytes = 160
+
+// maxRegions bounds the rewrites one direction remembers until the peer
+// acknowledges them; past it a rewrite is skipped and counted.
+const maxRegions = 16
+
+type region struct {
+	start uint32 // original sequence number of the first replaced byte
+	olen  uint32 // original length
+	nlen  uint32 // length of the replacement
+	data  [maxRegionBytes]byte
+}
+
+func (r *region) delta() uint32 { return r.nlen - r.olen }
+
+type history struct {
+	base    uint32 // cumulative delta of the regions already forgotten
+	n       int
+	regions [maxRegions]region
+}
+
+// seqLT reports a < b in sequence space.
+func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
+
+// seqLE reports a <= b in sequence space.
+func seqLE(a, b uint32) bool { return int32(a-b) <= 0 }
+
+// toSent maps an original sequence number to the number the receiver
+// sees. A number strictly inside a rewritten range maps to the same offset
+// inside the replacement, clamped to its end, so consecutive segments that
+// split a rewritten line still tile the replacement exactly.
+func (h *history) toSent(x uint32) uint32 {
+	d := h.base
+	for i := 0; i < h.n; i++ {
+		r := &h.regions[i]
+		off := x - r.start
+		if int32(off) <= 0 {
+			break
+		}
+		if off < r.olen {
+			return r.start + d + min(off, r.nlen)
+		}
+		d += r.delta()
+	}
+	return x + d
+}
+
+// toOrig maps a number the receiver acknowledges back to the sender's
+// original numbering. A number strictly inside a replacement maps to the
+// start of the original range (roundUp false: acknowledge no more than was
+// surely received) or to its end (roundUp true: for SACK left edges).
+func (h *history) toOrig(y uint32, roundUp bool) uint32 {
+	d := h.base
+	for i := 0; i < h.n; i++ {
+		r := &h.regions[i]
+		sent := r.start + d
+		off := y - sent
+		if int32(off) <= 0 {
+			break
+		}
+		if off < r.nlen {
+			if roundUp {
+				return r.start + r.olen
+			}
+			return r.start
+		}
+		d += r.delta()
+	}
+	return y - d
+}
+
+// overlaps reports whether a region overlaps the original range [s, e).
+func (h *history) overlaps(s, e uint32) bool {
+	for i := 0; i < h.n; i++ {
+		r := &h.regions[i]
+		if !seqLT(r.start, e) {
+			return false
+		}
+		if seqLT(s, r.start+r.olen) {
+			return true
+		}
+	}
+	return false
+}
+
+// empty reports whether the history maps every number to itself.
+func (h *history) empty() bool { return h.n == 0 && h.base == 0 }
+
+// appendSent appends to dst what the receiver gets for the original bytes
+// payload that start at sequence number s.
+func (h *history) appendSent(dst []byte, s uint32, payload []byte) []byte {
+	e := s + uint32(len(payload))
+	pos := s
+	for i := 0; i < h.n; i++ {
+		r := &h.regions[i]
+		rs, re := r.start, r.start+r.olen
+		if seqLE(re, pos) {
+			continue
+		}
+		if seqLE(e, rs) {
+			break
+		}
+		if seqLT(pos, rs) {
+			dst = append(dst, payload[pos-s:rs-s]...)
+			pos = rs
+		}
+		k1 := min(pos-rs, r.nlen)
+		k2 := r.nlen
+		if seqLT(e, re) {
+			k2 = min(e-rs, r.nlen)
+		}
+		dst = append(dst, r.data[k1:k2]...)
+		pos = re
+		if seqLT(e, re) {
+			pos = e
+		}
+	}
+	if seqLT(pos, e) {
+		dst = append(dst, payload[pos-s:]...)
+	}
+	return dst
+}
+
+// add records that the original range [start, start+olen) is sent as b.
+// Regions are added in stream order and never overlap. It reports false
+// when the history is full or b too long: the caller then leaves the
+// line as it was.
+func (h *history) add(start, olen uint32, b []byte) bool {
+	if h.n == maxRegions || len(b) > maxRegionBytes {
+		return false
+	}
+	r := &h.regions[h.n]
+	r.start, r.olen, r.nlen = start, olen, uint32(len(b))
+	copy(r.data[:], b)
+	h.n++
+	return true
+}
+
+// forget drops the regions that end at or before the original sequence
+// number acked, which the receiver has acknowledged: no retransmission can
+// cover them again. Their length changes fold into base.
+func (h *history) forget(acked uint32) {
+	k := 0
+	for k < h.n && seqLE(h.regions[k].start+h.regions[k].olen, acked) {
+		h.base += h.regions[k].delta()
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	copy(h.regions[:], h.regions[k:h.n])
+	h.n -= k
+}

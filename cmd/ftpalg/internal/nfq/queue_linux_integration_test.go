@@ -1,0 +1,354 @@
+//go:build linux
+
+package nfq
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// needRoot skips a test that needs root, except in CI, where it fails.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("needs root")
+	}
+	t.Skip("needs root")
+}
+
+func needTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("needs %s: %v", name, err)
+		}
+		t.Skipf("needs %s", name)
+	}
+}
+
+// netns is a network namespace made for one test.
+type netns struct {
+	name string
+	fd   int
+}
+
+func newNetNS(t *testing.T) *netns {
+	t.Helper()
+	name := fmt.Sprintf("ftpalg-nfq-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	sh(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	n := &netns{name: name, fd: fd}
+	n.sh(t, "ip", "link", "set", "lo", "up")
+	return n
+}
+
+func sh(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func (n *netns) sh(t *testing.T, args ...string) {
+	t.Helper()
+	sh(t, append([]string{"ip", "netns", "exec", n.name}, args...)...)
+}
+
+// do runs f on a thread inside the namespace; the thread exits with it.
+func (n *netns) do(t *testing.T, f func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		errc <- f()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testHandler rewrites, holds and accepts UDP datagrams by their payload:
+// "modify" becomes "MODIFY", "hold" waits for a Tick past holdFor,
+// "forever" waits for Close, anything else passes.
+type testHandler struct {
+	holdFor time.Duration
+
+	mu      sync.Mutex
+	held    map[uint32]time.Time
+	forever []uint32
+	seen    int
+	closed  bool
+	buf     []byte
+}
+
+func udpPayload(pkt []byte) (payload []byte, csumOff int) {
+	if len(pkt) < 1 {
+		return nil, 0
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		ihl := int(pkt[0]&0xf) * 4
+		if len(pkt) < ihl+8 {
+			return nil, 0
+		}
+		return pkt[ihl+8:], ihl + 6
+	case 6:
+		if len(pkt) < 48 || pkt[6] != unix.IPPROTO_UDP {
+			return nil, 0
+		}
+		return pkt[48:], 46
+	}
+	return nil, 0
+}
+
+func (h *testHandler) Packet(id uint32, pkt []byte, v *Verdicts) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen++
+	p, csum := udpPayload(pkt)
+	switch string(p) {
+	case "modify":
+		h.buf = append(h.buf[:0], pkt...)
+		copy(h.buf[len(pkt)-len(p):], "MODIFY")
+		if h.buf[0]>>4 == 4 {
+			h.buf[csum], h.buf[csum+1] = 0, 0 // IPv4 UDP: no checksum
+		} else {
+			fixUDP6Checksum(h.buf)
+		}
+		v.AcceptModified(id, h.buf)
+	case "hold":
+		h.held[id] = time.Now()
+	case "forever":
+		h.forever = append(h.forever, id)
+	default:
+		v.Accept(id)
+	}
+}
+
+func (h *testHandler) Tick(now time.Time, v *Verdicts) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, t := range h.held {
+		if now.Sub(t) >= h.holdFor {
+			v.Accept(id)
+			delete(h.held, id)
+		}
+	}
+}
+
+func (h *testHandler) Close(v *Verdicts) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for id := range h.held {
+		v.Accept(id)
+	}
+	for _, id := range h.forever {
+		v.Accept(id)
+	}
+	h.held, h.forever = nil, nil
+}
+
+// fixUDP6Checksum recomputes the UDP checksum of an IPv6 packet without
+// extension headers (RFC 8200 section 8.1 pseudo-header).
+func fixUDP6Checksum(p []byte) {
+	udp := p[40:]
+	udp[6], udp[7] = 0, 0
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(p[8:40])
+	sum += uint32(len(udp)) + unix.IPPROTO_UDP
+	add(udp)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	c := ^uint16(sum)
+	if c == 0 {
+		c = 0xffff
+	}
+	udp[6], udp[7] = byte(c>>8), byte(c)
+}
+
+func TestIntegrationQueue(t *testing.T) {
+	needRoot(t)
+	needTool(t, "ip")
+	needTool(t, "iptables-nft")
+	needTool(t, "ip6tables-nft")
+	ns := newNetNS(t)
+	const queueNum = 7
+	for _, tool := range []string{"iptables-nft", "ip6tables-nft"} {
+		ns.sh(t, tool, "-A", "OUTPUT", "-p", "udp", "--dport", "10000",
+			"-j", "NFQUEUE", "--queue-num", fmt.Sprint(queueNum))
+	}
+
+	q, err := Open(&Config{Queue: queueNum, NetNS: ns.fd, FailOpen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+
+	// A second program on the same queue gets a clear error.
+	if q2, err := Open(&Config{Queue: queueNum, NetNS: ns.fd}); err == nil {
+		q2.Close()
+		t.Error("second Open of the same queue succeeded")
+	} else if !strings.Contains(err.Error(), "queue in use") {
+		t.Errorf("second Open: %v, want \"queue in use\"", err)
+	}
+
+	h := &testHandler{holdFor: 60 * time.Millisecond, held: map[uint32]time.Time{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- q.Run(ctx, h) }()
+
+	for _, addr := range []string{"127.0.0.1:10000", "[::1]:10000"} {
+		t.Run(addr, func(t *testing.T) {
+			var srv, cli *net.UDPConn
+			ns.do(t, func() (err error) {
+				ua, _ := net.ResolveUDPAddr("udp", addr)
+				if srv, err = net.ListenUDP("udp", ua); err != nil {
+					return err
+				}
+				cli, err = net.DialUDP("udp", nil, ua)
+				return err
+			})
+			defer srv.Close()
+			defer cli.Close()
+			recv := func(want string, minDelay time.Duration) {
+				t.Helper()
+				start := time.Now()
+				srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+				b := make([]byte, 100)
+				n, _, err := srv.ReadFromUDP(b)
+				if err != nil {
+					t.Fatalf("waiting for %q: %v", want, err)
+				}
+				if got := string(b[:n]); got != want {
+					t.Errorf("received %q, want %q", got, want)
+				}
+				if d := time.Since(start); d < minDelay {
+					t.Errorf("%q arrived after %v, want it held >= %v", want, d, minDelay)
+				}
+			}
+			for _, c := range []struct {
+				send, want string
+				held       time.Duration
+			}{
+				{"plain", "plain", 0},
+				{"modify", "MODIFY", 0},
+				{"hold", "hold", 40 * time.Millisecond},
+				{"plain", "plain", 0},
+			} {
+				if _, err := cli.Write([]byte(c.send)); err != nil {
+					t.Fatal(err)
+				}
+				recv(c.want, c.held)
+			}
+		})
+	}
+
+	// Shutdown: held packets get their verdicts from Close.
+	var srv, cli *net.UDPConn
+	ns.do(t, func() (err error) {
+		ua, _ := net.ResolveUDPAddr("udp", "127.0.0.1:10000")
+		if srv, err = net.ListenUDP("udp", ua); err != nil {
+			return err
+		}
+		cli, err = net.DialUDP("udp", nil, ua)
+		return err
+	})
+	defer srv.Close()
+	defer cli.Close()
+	cli.Write([]byte("forever"))
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	if err := <-runErr; err != nil {
+		t.Errorf("Run after cancel: %v", err)
+	}
+	srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b := make([]byte, 100)
+	if n, _, err := srv.ReadFromUDP(b); err != nil || !bytes.Equal(b[:n], []byte("forever")) {
+		t.Errorf("packet held at shutdown: %q, %v", b[:n], err)
+	}
+
+	st := q.Stats()
+	t.Logf("stats: %+v", st)
+	if st.Packets != 9 || st.Verdicts != 9 || st.Modified != 2 || st.VerdictErrors != 0 {
+		t.Errorf("stats %+v: want 9 packets, 9 verdicts, 2 modified, no errors", st)
+	}
+	if ks, ok := q.KernelStats(); !ok || ks.Waiting != 0 {
+		t.Errorf("kernel stats %+v, %v: want the queue listed, nothing waiting", ks, ok)
+	}
+
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Run(context.Background(), h); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Run after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// Close from another goroutine ends Run with net.ErrClosed.
+func TestIntegrationClose(t *testing.T) {
+	needRoot(t)
+	needTool(t, "ip")
+	ns := newNetNS(t)
+	q, err := Open(&Config{Queue: 8, NetNS: ns.fd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	h := &testHandler{held: map[uint32]time.Time{}}
+	go func() { runErr <- q.Run(context.Background(), h) }()
+	time.Sleep(30 * time.Millisecond)
+	start := time.Now()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-runErr; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Run: %v, want net.ErrClosed", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("Close took %v", d)
+	}
+	if !h.closed {
+		t.Error("Handler.Close was not called")
+	}
+	// The queue is free again.
+	q2, err := Open(&Config{Queue: 8, NetNS: ns.fd})
+	if err != nil {
+		t.Fatalf("reopen after Close: %v", err)
+	}
+	q2.Close()
+}

@@ -1,0 +1,475 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+)
+
+func init() {
+	commands = append(commands, command{
+		name:    "replay",
+		summary: "run the ALG over a capture: pcap in, rewritten pcap and a transcript out",
+		run:     replayMain,
+	})
+}
+
+const replayUsage = `Usage: ftpalg replay --tayga-conf FILE [--out OUT.pcap] [flags] IN.pcap
+
+Runs the ALG's engine over a capture taken at the ALG's position (either leg
+of the translator, both directions) as if each packet had been queued to the
+daemon, and writes what the daemon would have sent on.
+
+IN is a pcap or pcapng file with link type Ethernet (with or without VLAN
+tags), raw IP (101, 12, 14, 228, 229), BSD loopback (0, 108) or Linux cooked
+capture v1 (113) or v2 (276). Every frame is written to OUT, in the order the
+daemon would have released it, as a classic pcap with the input's link type:
+the link-layer header and any trailer are kept, the IP packet is the one the
+engine emitted, and the frame's lengths follow it. Frames that are not IP,
+and truncated frames, pass unchanged. A frame the engine holds (a command
+split across segments) is written when it is released, with the time of the
+frame that released it.
+
+Data-channel addresses come from Tayga's configuration (prefix, maps, the
+dynamic pool); the dynamic.map in its data-dir, when there is one, gives the
+pool bindings (a relative data-dir is taken relative to FILE's directory).
+
+Prints one line per rewritten FTP line:
+  <capture time> <flow> <kind> <direction>: "<before>" -> "<after>"
+and a summary with the packet counts and the engine's non-zero counters.
+
+Exit status: 0 on success, 1 for an unreadable capture or configuration or
+an unsupported link type, 2 for a usage error.
+
+Flags:
+`
+
+// replayOptions are the settings of one replay.
+type replayOptions struct {
+	// HoldTimeout releases held packets unmodified once the capture's clock
+	// has moved this far past them, as the daemon's periodic Expire does.
+	HoldTimeout time.Duration
+	// Engine configures the engine; its Mapper is set by the caller.
+	Engine mangle.Config
+}
+
+func replayMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	taygaConf := fs.String("tayga-conf", "", "Tayga configuration `FILE` (tayga.conf) that gives the address mapping (required)")
+	out := fs.String("out", "", "write the rewritten capture to `FILE` (classic pcap); without it only the transcript is printed")
+	hold := fs.Duration("hold-timeout", time.Second, "release a held packet unmodified after this much capture time")
+	strict := fs.Bool("strict", false, "answer a 64 session's 227 naming another address than the server's with 425")
+	ports := fs.String("ports", "21", "comma-separated FTP control `PORTS` of servers")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), replayUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return 2
+	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "ftpalg replay: "+format+" (see 'ftpalg replay --help')\n", a...)
+		return 2
+	}
+	if fs.NArg() != 1 {
+		return usageErr("want exactly one input capture, got %d arguments", fs.NArg())
+	}
+	if *taygaConf == "" {
+		return usageErr("--tayga-conf is required")
+	}
+	if *hold <= 0 {
+		return usageErr("--hold-timeout must be positive")
+	}
+	serverPorts, err := parsePorts(*ports)
+	if err != nil {
+		return usageErr("--ports: %v", err)
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "ftpalg replay: %v\n", err)
+		return 1
+	}
+
+	mapper, warn, err := loadTaygaMapper(*taygaConf)
+	if err != nil {
+		return fail(err)
+	}
+	if warn != nil {
+		fmt.Fprintf(stderr, "ftpalg replay: warning: %v\n", warn)
+	}
+
+	in, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return fail(err)
+	}
+	defer in.Close()
+
+	var w io.Writer = io.Discard
+	var outFile *os.File
+	var bw *bufio.Writer
+	if *out != "" {
+		outFile, err = os.Create(*out)
+		if err != nil {
+			return fail(err)
+		}
+		defer outFile.Close()
+		bw = bufio.NewWriter(outFile)
+		w = bw
+	}
+
+	opts := replayOptions{HoldTimeout: *hold}
+	opts.Engine = mangle.Config{Mapper: mapper, Strict: *strict, ServerPorts: serverPorts}
+	sum, err := replay(in, w, stdout, opts)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", fs.Arg(0), err)
+	} else if bw != nil {
+		if err = bw.Flush(); err == nil {
+			err = outFile.Close()
+		}
+	}
+	if err != nil {
+		if outFile != nil {
+			outFile.Close()
+			os.Remove(*out) // no half-written capture
+		}
+		return fail(err)
+	}
+	fmt.Fprintln(stdout, sum)
+	return 0
+}
+
+func parsePorts(s string) ([]uint16, error) {
+	var ports []uint16
+	for f := range strings.SplitSeq(s, ",") {
+		p, err := strconv.ParseUint(strings.TrimSpace(f), 10, 16)
+		if err != nil || p == 0 {
+			return nil, fmt.Errorf("bad port %q", f)
+		}
+		ports = append(ports, uint16(p))
+	}
+	return ports, nil
+}
+
+// loadTaygaMapper reads a tayga.conf and, if its data-dir holds one, the
+// dynamic.map. A malformed dynamic.map line is returned as warn: Tayga
+// skips such lines too.
+func loadTaygaMapper(path string) (m *mangle.TaygaMapper, warn, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	cfg, err := mangle.ParseTaygaConf(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	m = mangle.NewTaygaMapper(cfg, nil)
+	if cfg.DataDir == "" {
+		return m, nil, nil
+	}
+	dir := cfg.DataDir
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(filepath.Dir(path), dir)
+	}
+	dm, err := os.Open(filepath.Join(dir, "dynamic.map"))
+	if errors.Is(err, os.ErrNotExist) {
+		return m, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer dm.Close()
+	return m, m.LoadDynamicMap(dm), nil
+}
+
+// replaySummary counts what a replay did.
+type replaySummary struct {
+	Frames    int // frames read (and written)
+	IP        int // frames handed to the engine
+	Modified  int // frames written with a changed IP packet
+	Rewrites  int // transcript lines
+	Truncated int // frames passed without the engine because the capture cut them short
+	Stats     mangle.Stats
+}
+
+func (s replaySummary) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "packets %d, modified %d, rewrites %d", s.Frames, s.Modified, s.Rewrites)
+	if n := s.Frames - s.IP - s.Truncated; n > 0 {
+		fmt.Fprintf(&b, ", not IP %d", n)
+	}
+	if s.Truncated > 0 {
+		fmt.Fprintf(&b, ", truncated %d", s.Truncated)
+	}
+	b.WriteString("; engine:")
+	v := reflect.ValueOf(s.Stats)
+	n := 0
+	for i := 0; i < v.NumField(); i++ {
+		if c := v.Field(i).Uint(); c != 0 {
+			fmt.Fprintf(&b, " %s=%d", v.Type().Field(i).Name, c)
+			n++
+		}
+	}
+	if n == 0 {
+		b.WriteString(" (all counters zero)")
+	}
+	return b.String()
+}
+
+// errLinkType reports a link type replay cannot take apart.
+type errLinkType layers.LinkType
+
+func (e errLinkType) Error() string {
+	return fmt.Sprintf("link type %d (%v) not supported", int(e), layers.LinkType(e))
+}
+
+// Link types without a name in gopacket.
+const (
+	linkTypeRaw12 layers.LinkType = 12 // DLT_RAW on most systems
+	linkTypeRaw14 layers.LinkType = 14 // DLT_RAW on OpenBSD
+)
+
+// ipInFrame locates the IP packet in a frame of link type lt: frame[off:end]
+// is the packet. ok is false for a frame that does not carry IPv4 or IPv6.
+// The end is taken from the IP header's length when it fits the frame, so
+// that an Ethernet trailer stays out of the packet.
+func ipInFrame(lt layers.LinkType, frame []byte) (off, end int, ok bool, err error) {
+	var etype uint16 // 0: decide by the version nibble
+	switch lt {
+	case layers.LinkTypeEthernet:
+		if len(frame) < 14 {
+			return 0, 0, false, nil
+		}
+		off, etype = 14, binary.BigEndian.Uint16(frame[12:])
+		for etype == 0x8100 || etype == 0x88a8 || etype == 0x9100 { // 802.1Q, 802.1ad, old QinQ
+			if len(frame) < off+4 {
+				return 0, 0, false, nil
+			}
+			etype = binary.BigEndian.Uint16(frame[off+2:])
+			off += 4
+		}
+	case layers.LinkTypeRaw, linkTypeRaw12, linkTypeRaw14:
+	case layers.LinkTypeIPv4:
+		etype = 0x0800
+	case layers.LinkTypeIPv6:
+		etype = 0x86dd
+	case layers.LinkTypeNull, layers.LinkTypeLoop:
+		// A 4-byte address family whose values and byte order vary by
+		// system: the IP version nibble decides.
+		off = 4
+	case layers.LinkTypeLinuxSLL:
+		if len(frame) < 16 {
+			return 0, 0, false, nil
+		}
+		off, etype = 16, binary.BigEndian.Uint16(frame[14:])
+	case layers.LinkTypeLinuxSLL2:
+		if len(frame) < 20 {
+			return 0, 0, false, nil
+		}
+		off, etype = 20, binary.BigEndian.Uint16(frame[0:])
+	default:
+		return 0, 0, false, errLinkType(lt)
+	}
+	if len(frame) <= off {
+		return 0, 0, false, nil
+	}
+	ip := frame[off:]
+	v := ip[0] >> 4
+	switch {
+	case v == 4 && (etype == 0 || etype == 0x0800):
+		if len(ip) >= 20 {
+			if n := int(binary.BigEndian.Uint16(ip[2:])); n >= 20 && n <= len(ip) {
+				return off, off + n, true, nil
+			}
+		}
+	case v == 6 && (etype == 0 || etype == 0x86dd):
+		if len(ip) >= 40 {
+			if n := 40 + int(binary.BigEndian.Uint16(ip[4:])); n > 40 && n <= len(ip) {
+				return off, off + n, true, nil
+			}
+		}
+	default:
+		return 0, 0, false, nil
+	}
+	// A length that does not fit (or a jumbogram): hand the engine all of
+	// it and let it decide.
+	return off, len(frame), true, nil
+}
+
+// packetSource is what pcapgo's two readers have in common.
+type packetSource interface {
+	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
+	LinkType() layers.LinkType
+	Resolution() gopacket.TimestampResolution
+}
+
+// openCapture detects pcap or pcapng by the magic number.
+func openCapture(r io.Reader) (src packetSource, snaplen uint32, mixed bool, err error) {
+	br := bufio.NewReader(r)
+	magic, err := br.Peek(4)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("not a capture: %w", err)
+	}
+	if bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
+		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		if err != nil {
+			return nil, 0, false, fmt.Errorf("read pcapng: %w", err)
+		}
+		snaplen = 0
+		if ifc, err := ng.Interface(0); err == nil {
+			snaplen = ifc.SnapLength
+		}
+		return ng, snaplen, true, nil
+	}
+	p, err := pcapgo.NewReader(br)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("read pcap: %w", err)
+	}
+	return p, p.Snaplen(), false, nil
+}
+
+// pendingFrame is a frame handed to the engine and not yet written.
+type pendingFrame struct {
+	head, tail []byte // link-layer header and trailer around the IP packet
+	ts         time.Time
+}
+
+// replay runs the engine over the capture in r, writes the resulting
+// capture to w and the transcript to transcript.
+func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) (replaySummary, error) {
+	var sum replaySummary
+	src, snaplen, mixed, err := openCapture(r)
+	if err != nil {
+		return sum, err
+	}
+	lt := src.LinkType()
+	if _, _, _, err := ipInFrame(lt, nil); err != nil {
+		return sum, err
+	}
+	var pw *pcapgo.Writer
+	if d := src.Resolution().ToDuration(); d > 0 && d < time.Microsecond {
+		pw = pcapgo.NewWriterNanos(w)
+	} else {
+		pw = pcapgo.NewWriter(w)
+	}
+	if err := pw.WriteFileHeader(max(snaplen, 262144), lt); err != nil {
+		return sum, fmt.Errorf("write: %w", err)
+	}
+
+	eng := mangle.New(&opts.Engine)
+	var res mangle.Result
+	pending := map[uint64]pendingFrame{}
+	var (
+		now      time.Time
+		frame    []byte
+		writeErr error
+	)
+	write := func(ts time.Time, data []byte) {
+		if writeErr != nil {
+			return
+		}
+		ci := gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(data), Length: len(data)}
+		if err := pw.WritePacket(ci, data); err != nil {
+			writeErr = fmt.Errorf("write: %w", err)
+		}
+	}
+	// drain writes what one engine call emitted and prints its rewrites.
+	drain := func() error {
+		for _, em := range res.Emits {
+			pf, ok := pending[em.Tag]
+			if !ok {
+				return fmt.Errorf("engine emitted frame %d, which is not pending (emitted twice or never given)", em.Tag+1)
+			}
+			delete(pending, em.Tag)
+			frame = append(append(append(frame[:0], pf.head...), em.Packet...), pf.tail...)
+			if em.Modified {
+				sum.Modified++
+			}
+			// A held frame leaves when the engine releases it.
+			ts := pf.ts
+			if now.After(ts) {
+				ts = now
+			}
+			write(ts, frame)
+		}
+		for _, rw := range res.Rewrites {
+			sum.Rewrites++
+			fmt.Fprintf(transcript, "%s %v %v %v: %q -> %q\n",
+				now.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), rw.Flow, rw.Kind, rw.Dir, rw.Before, rw.After)
+		}
+		return writeErr
+	}
+
+	for {
+		data, ci, err := src.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return sum, fmt.Errorf("frame %d: %w", sum.Frames+1, err)
+		}
+		if mixed && len(ci.AncillaryData) > 0 {
+			if flt, ok := ci.AncillaryData[0].(layers.LinkType); ok && flt != lt {
+				return sum, fmt.Errorf("frame %d: pcapng interfaces with different link types (%d and %d) are not supported", sum.Frames+1, lt, flt)
+			}
+		}
+		tag := uint64(sum.Frames)
+		sum.Frames++
+		if ci.Timestamp.After(now) {
+			now = ci.Timestamp
+		}
+		eng.Expire(now, opts.HoldTimeout, &res)
+		if err := drain(); err != nil {
+			return sum, err
+		}
+		off, end, ok, _ := ipInFrame(lt, data)
+		if ci.CaptureLength < ci.Length {
+			// Cut short by the capture's snap length: the engine would see a
+			// packet that never was.
+			sum.Truncated++
+			ok = false
+		}
+		if !ok {
+			write(ci.Timestamp, data)
+			if writeErr != nil {
+				return sum, writeErr
+			}
+			continue
+		}
+		sum.IP++
+		pending[tag] = pendingFrame{head: data[:off], tail: data[end:], ts: ci.Timestamp}
+		eng.Process(data[off:end], tag, ci.Timestamp, &res)
+		if err := drain(); err != nil {
+			return sum, err
+		}
+	}
+	eng.Flush(&res)
+	if err := drain(); err != nil {
+		return sum, err
+	}
+	if len(pending) > 0 {
+		return sum, fmt.Errorf("engine never released %d frames", len(pending))
+	}
+	sum.Stats = eng.Stats()
+	return sum, nil
+}

@@ -467,6 +467,9 @@ func (e *Engine) translateReply(f *flow, c pendingCmd, lineEnd uint32) {
 				e.replaceLine(f, ToClient, lineEnd, append227(e.textBuf[:0], "227", sep, to))
 				return
 			}
+			if e.unparsed(r, sep) {
+				return
+			}
 		}
 	case cmdEPSV46:
 		if r.code != 229 || r.addrDone {
@@ -474,9 +477,7 @@ func (e *Engine) translateReply(f *flow, c pendingCmd, lineEnd uint32) {
 		}
 		p6, i, j, ok := parse229(t)
 		if !ok {
-			if !isCodeLine || r.first {
-				return
-			}
+			e.unparsed(r, sep)
 			return
 		}
 		r.addrDone = true
@@ -530,12 +531,32 @@ func (e *Engine) translateReply(f *flow, c pendingCmd, lineEnd uint32) {
 				e.replaceLine(f, ToClient, lineEnd, nt)
 				return
 			}
+			if e.unparsed(r, sep) {
+				return
+			}
 		}
 	}
 	// Any other line of a reply whose code changes gets the new code.
 	if r.recode && isCodeLine {
 		e.replaceSpan(f, ToClient, 0, 3, r.newCode[:], false)
 	}
+}
+
+// unparsed handles a line of a translated reply that carries no address
+// it can parse. A single-line reply then passes unchanged (and counted);
+// the closing line of a multi-line reply that never carried one is
+// counted, and keeps the new code so that all its lines agree. It reports
+// whether the line must be left alone.
+func (e *Engine) unparsed(r *replyState, sep byte) bool {
+	if sep != ' ' {
+		return false
+	}
+	e.stats.BadSyntax++
+	if r.first {
+		r.recode = false
+		return true
+	}
+	return false
 }
 
 func setCode(r *replyState, code string) {

@@ -1,0 +1,167 @@
+package mangle
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// The seed draft's vector (draft-tsou-behave-ftp46-00 sections 4 and 5):
+// the server is 100.1.1.10 on the IPv4 side; its 229 carries port 3000 and
+// the ALG allocates port 2000.
+func TestDraftVector(t *testing.T) {
+	for _, leg := range []struct {
+		name string
+		v6   bool
+	}{{"ipv4-leg", false}, {"ipv6-leg", true}} {
+		t.Run(leg.name+"/PASV", func(t *testing.T) {
+			s := newSim(t, sess46, leg.v6)
+			s.m.ports[3000] = 2000
+			s.handshake()
+			s.send(ToClient, "220 ready\r\n")
+			s.send(ToServer, "PASV\r\n")
+			s.send(ToClient, "229 Entering Passive Mode (|||3000|)\r\n")
+			if diff := cmp.Diff(lines("EPSV 2"), s.got(ToServer)); diff != "" {
+				t.Errorf("server got (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(lines("220 ready", "227 Entering Passive Mode (100,1,1,10,7,208)"), s.got(ToClient)); diff != "" {
+				t.Errorf("client got (-want +got):\n%s", diff)
+			}
+			want := []DataRequest{{Session: sess46, Mode: Passive46, Target: netip.AddrPortFrom(sess46.Server6, 3000)}}
+			if diff := cmp.Diff(want, s.m.calls, cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{})); diff != "" {
+				t.Errorf("mapper calls (-want +got):\n%s", diff)
+			}
+			s.done()
+		})
+		t.Run(leg.name+"/EPSV1", func(t *testing.T) {
+			s := newSim(t, sess46, leg.v6)
+			s.m.ports[3000] = 2000
+			s.handshake()
+			s.send(ToClient, "220 ready\r\n")
+			s.send(ToServer, "EPSV 1\r\n")
+			s.send(ToClient, "229 Entering Passive Mode (|||3000|)\r\n")
+			if diff := cmp.Diff(lines("EPSV 2"), s.got(ToServer)); diff != "" {
+				t.Errorf("server got (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(lines("220 ready", "229 Entering Passive Mode (|||2000|)"), s.got(ToClient)); diff != "" {
+				t.Errorf("client got (-want +got):\n%s", diff)
+			}
+			s.done()
+		})
+	}
+}
+
+type exchange struct {
+	cmd, reply       string // as sent by the client and by the server
+	wantCmd, wantRep string // as received by the server and by the client
+}
+
+// One row per line of PROTOCOL.md.
+func TestProtocolTable(t *testing.T) {
+	ok227 := "227 Entering Passive Mode (198,51,100,10,7,208)"
+	tests := []struct {
+		name string
+		sess Session
+		ex   []exchange
+		cfg  func(*Config, *fakeMapper)
+	}{
+		{"46/PASV", sess46, []exchange{{"PASV", "229 Entering Extended Passive Mode (|||2000|)", "EPSV 2", "227 Entering Passive Mode (100,1,1,10,7,208)"}}, nil},
+		{"46/pasv-lowercase", sess46, []exchange{{"pasv", "229 Entering Extended Passive Mode (|||2000|)", "EPSV 2", "227 Entering Passive Mode (100,1,1,10,7,208)"}}, nil},
+		{"46/EPSV1", sess46, []exchange{{"EPSV 1", "229 Entering Extended Passive Mode (|||2000|)", "EPSV 2", "229 Entering Extended Passive Mode (|||2000|)"}}, nil},
+		{"46/EPSV-port-kept", sess46, []exchange{{"EPSV", "229 Entering Extended Passive Mode (|||2000|)", "EPSV", "229 Entering Extended Passive Mode (|||2000|)"}}, nil},
+		{"46/EPSV-port-rewritten", sess46, []exchange{{"EPSV", "229 Entering Extended Passive Mode (|||2000|)", "EPSV", "229 Entering Extended Passive Mode (|||40000|)"}},
+			func(c *Config, m *fakeMapper) { m.ports[2000] = 40000 }},
+		{"46/PORT", sess46, []exchange{{"PORT 192,0,2,10,7,208", "200 PORT command successful", "EPRT |2|2001:db8:64::c000:20a|2000|", "200 PORT command successful"}}, nil},
+		{"46/EPRT1", sess46, []exchange{{"EPRT |1|192.0.2.10|2000|", "200 EPRT command successful", "EPRT |2|2001:db8:64::c000:20a|2000|", "200 EPRT command successful"}}, nil},
+		{"46/PORT-bounce", sess46, []exchange{{"PORT 203,0,113,99,7,208", "500 Illegal PORT command", "PORT 203,0,113,99,7,208", "500 Illegal PORT command"}}, nil},
+		{"46/EPRT-bounce", sess46, []exchange{{"EPRT |1|203.0.113.99|2000|", "500 x", "EPRT |1|203.0.113.99|2000|", "500 x"}}, nil},
+		{"46/EPSV-refused", sess46, []exchange{{"PASV", "500 no", "EPSV 2", "500 no"}}, nil},
+		{"46/mapping-fails", sess46, []exchange{{"PASV", "229 Entering Extended Passive Mode (|||2000|)", "EPSV 2", "425 Can't open data connection (ALG: no mapping)"}},
+			func(c *Config, m *fakeMapper) { m.fail = true }},
+		{"46/bad-229", sess46, []exchange{{"PASV", "229 Entering Extended Passive Mode (|||0|)", "EPSV 2", "229 Entering Extended Passive Mode (|||0|)"}}, nil},
+		{"64/bad-227", sess64, []exchange{{"EPSV", "227 Entering Passive Mode (10,117,132).", "PASV", "227 Entering Passive Mode (10,117,132)."}}, nil},
+
+		{"64/EPSV", sess64, []exchange{{"EPSV", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"}}, nil},
+		{"64/EPSV2", sess64, []exchange{{"EPSV 2", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"}}, nil},
+		{"64/EPSV-other-address", sess64, []exchange{{"EPSV", "227 Entering Passive Mode (10,0,0,1,7,208).", "PASV", "229 Entering Extended Passive Mode (|||2000|)"}}, nil},
+		{"64/EPSV-other-address-strict", sess64, []exchange{{"EPSV", "227 Entering Passive Mode (10,0,0,1,7,208).", "PASV", "425 Can't open data connection (ALG: server announced another address)"}},
+			func(c *Config, m *fakeMapper) { c.Strict = true }},
+		{"64/EPSV1", sess64, []exchange{{"EPSV 1", "200 NOOP ok.", "NOOP", "522 Network protocol not supported, use (2)"}}, nil},
+		{"64/EPSV-ALL", sess64, []exchange{
+			{"EPSV ALL", "200 NOOP ok.", "NOOP", "200 EPSV ALL command successful."},
+			{"PASV", "200 NOOP ok.", "NOOP", "503 Only EPSV is allowed after EPSV ALL"},
+			{"EPRT |2|2001:db8:2::20|2000|", "200 NOOP ok.", "NOOP", "503 Only EPSV is allowed after EPSV ALL"},
+			{"PORT 192,168,255,20,7,208", "200 NOOP ok.", "NOOP", "503 Only EPSV is allowed after EPSV ALL"},
+			{"EPSV", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"},
+		}, nil},
+		{"64/EPRT2", sess64, []exchange{{"EPRT |2|2001:db8:2::20|2000|", "200 PORT command successful", "PORT 192,168,255,20,7,208", "200 PORT command successful"}}, nil},
+		{"64/EPRT2-mapped-port", sess64, []exchange{{"EPRT |2|2001:db8:2::20|2000|", "200 ok", "PORT 192,168,255,20,9,196", "200 ok"}},
+			func(c *Config, m *fakeMapper) { m.ports[2000] = 2500 }},
+		{"64/EPRT-bounce", sess64, []exchange{{"EPRT |2|2001:db8:2::99|2000|", "500 x", "EPRT |2|2001:db8:2::99|2000|", "500 x"}}, nil},
+		{"64/EPRT1-unchanged", sess64, []exchange{{"EPRT |1|192.168.255.20|2000|", "200 x", "EPRT |1|192.168.255.20|2000|", "200 x"}}, nil},
+		{"64/ALGS", sess64, []exchange{
+			{"ALGS STATUS64", "200 NOOP ok.", "NOOP", "216 EPSVEPRT translation of EPSV and EPRT is enabled"},
+			{"ALGS DISABLE64", "200 NOOP ok.", "NOOP", "216 NONE translation is disabled"},
+			{"EPSV", "229 Entering Extended Passive Mode (|||2000|)", "EPSV", "229 Entering Extended Passive Mode (|||2000|)"},
+			{"ALGS STATUS64", "200 NOOP ok.", "NOOP", "216 NONE translation is disabled"},
+			{"ALGS ENABLE64", "200 NOOP ok.", "NOOP", "216 EPSVEPRT translation of EPSV and EPRT is enabled"},
+			{"EPSV", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"},
+			{"ALGS FOO", "200 NOOP ok.", "NOOP", "501 Syntax error in ALGS arguments"},
+		}, nil},
+		{"64/LPSV", sess64, []exchange{{"LPSV", ok227, "PASV", "228 Entering Long Passive Mode (6,16,32,1,13,184,0,100,0,0,0,0,0,0,198,51,100,10,2,7,208)"}}, nil},
+		{"64/LPRT", sess64, []exchange{{"LPRT 6,16,32,1,13,184,0,2,0,0,0,0,0,0,0,0,0,32,2,7,208", "200 ok", "PORT 192,168,255,20,7,208", "200 ok"}}, nil},
+		{"64/PASV-unchanged", sess64, []exchange{{"PASV", ok227, "PASV", ok227}}, nil},
+		{"64/PORT-unchanged", sess64, []exchange{{"PORT 192,168,255,20,7,208", "200 ok", "PORT 192,168,255,20,7,208", "200 ok"}}, nil},
+
+		{"46/AUTH-ok-transparent", sess46, []exchange{
+			{"AUTH TLS", "234 Proceed", "AUTH TLS", "234 Proceed"},
+			{"PASV", "229 Entering Extended Passive Mode (|||2000|)", "PASV", "229 Entering Extended Passive Mode (|||2000|)"},
+		}, nil},
+		{"64/AUTH-refused", sess64, []exchange{
+			{"AUTH TLS", "534 no", "AUTH TLS", "534 no"},
+			{"EPSV", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"},
+		}, nil},
+		{"64/REIN-resets", sess64, []exchange{
+			{"ALGS DISABLE64", "200 ok", "NOOP", "216 NONE translation is disabled"},
+			{"REIN", "220 again", "REIN", "220 again"},
+			{"EPSV", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"},
+		}, nil},
+	}
+	for _, tt := range tests {
+		for _, v6 := range []bool{false, true} {
+			leg := "ipv4-leg"
+			if v6 {
+				leg = "ipv6-leg"
+			}
+			t.Run(tt.name+"/"+leg, func(t *testing.T) {
+				m := &fakeMapper{sess: tt.sess, ok: true, ports: map[uint16]uint16{}}
+				cfg := &Config{}
+				if tt.cfg != nil {
+					tt.cfg(cfg, m)
+				}
+				s := newSimMapper(t, m, v6, cfg)
+				s.handshake()
+				s.send(ToClient, "220 ready\r\n")
+				wantS, wantC := "", "220 ready\r\n"
+				for _, x := range tt.ex {
+					s.send(ToServer, x.cmd+"\r\n")
+					s.send(ToClient, x.reply+"\r\n")
+					wantS += x.wantCmd + "\r\n"
+					wantC += x.wantRep + "\r\n"
+				}
+				if diff := cmp.Diff(wantS, s.got(ToServer)); diff != "" {
+					t.Errorf("server got (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff(wantC, s.got(ToClient)); diff != "" {
+					t.Errorf("client got (-want +got):\n%s", diff)
+				}
+				s.done()
+			})
+		}
+	}
+}
+
+var _ = time.Second

@@ -196,7 +196,8 @@ func TestIntegrationRulesSwitchLeg(t *testing.T) {
 	if strings.Contains(got, "table ip ftpalg") || !strings.Contains(got, "table ip6 ftpalg {") {
 		t.Errorf("after installing on ipv6, want only table ip6 ftpalg; got:\n%s", got)
 	}
-	if err := Remove(&Config{Translator: Tayga, NetNS: ns.fd}); err != nil {
+	// Remove needs no translator, only the table.
+	if err := Remove(&Config{NetNS: ns.fd}); err != nil {
 		t.Fatal(err)
 	}
 	if got := ns.ruleset(t); got != "" {

@@ -42,9 +42,10 @@ func Install(cfg *Config) error {
 }
 
 // Remove deletes the daemon's table (Config.Table) in both families, ip and
-// ip6, in one batch. A table that does not exist is not an error.
+// ip6, in one batch. A table that does not exist is not an error. Only
+// Table and NetNS of cfg matter; cfg may be nil.
 func Remove(cfg *Config) error {
-	p, err := newPlan(cfg)
+	table, err := tableOf(cfg)
 	if err != nil {
 		return err
 	}
@@ -52,9 +53,9 @@ func Remove(cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("remove rules: %w", err)
 	}
-	deleteTables(conn, p.table)
+	deleteTables(conn, table)
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("remove rules (table %s): %w", p.table, err)
+		return fmt.Errorf("remove rules (table %s): %w", table, err)
 	}
 	return nil
 }
@@ -74,7 +75,7 @@ func NativeQueue() (bool, error) {
 
 func dial(cfg *Config) (*nftables.Conn, error) {
 	var opts []nftables.ConnOption
-	if cfg.NetNS != 0 {
+	if cfg != nil && cfg.NetNS != 0 {
 		opts = append(opts, nftables.WithNetNSFd(cfg.NetNS))
 	}
 	return nftables.New(opts...)

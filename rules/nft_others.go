@@ -17,7 +17,7 @@ func Install(cfg *Config) error {
 
 // Remove needs Linux nftables.
 func Remove(cfg *Config) error {
-	if _, err := newPlan(cfg); err != nil {
+	if _, err := tableOf(cfg); err != nil {
 		return err
 	}
 	return fmt.Errorf("remove rules: %w", errors.ErrUnsupported)

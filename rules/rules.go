@@ -141,6 +141,18 @@ func tableNameOK(s string) bool {
 	return true
 }
 
+// tableOf returns the daemon's table name: cfg.Table, or DefaultTable when
+// cfg is nil or its Table empty.
+func tableOf(cfg *Config) (string, error) {
+	if cfg == nil || cfg.Table == "" {
+		return DefaultTable, nil
+	}
+	if !tableNameOK(cfg.Table) {
+		return "", fmt.Errorf("%w: table name %q (want a letter or _, then letters, digits, _ - or ., at most 64)", ErrConfig, cfg.Table)
+	}
+	return cfg.Table, nil
+}
+
 // newPlan checks cfg and fills in the defaults. It never changes cfg.
 func newPlan(cfg *Config) (*plan, error) {
 	if cfg == nil {
@@ -169,11 +181,9 @@ func newPlan(cfg *Config) (*plan, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown leg %q (want ipv4 or ipv6)", ErrConfig, p.leg)
 	}
-	if p.table == "" {
-		p.table = DefaultTable
-	}
-	if !tableNameOK(p.table) {
-		return nil, fmt.Errorf("%w: table name %q (want a letter or _, then letters, digits, _ - or ., at most 64)", ErrConfig, p.table)
+	var err error
+	if p.table, err = tableOf(cfg); err != nil {
+		return nil, err
 	}
 	if p.queues == 0 {
 		p.queues = 1

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/ftpalg/ftpalg/rules"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseRulesArgs(t *testing.T) {
+	def := func(translator string) rules.Config {
+		return rules.Config{Translator: translator, Leg: "ipv4", Ports: []uint16{21}, Queues: 1, Table: "ftpalg"}
+	}
+	tests := []struct {
+		args    []string
+		action  string
+		cfg     rules.Config
+		wantErr string
+	}{
+		{args: []string{"print", "--translator", "tayga"}, action: "print", cfg: def("tayga")},
+		{args: []string{"--translator=jool", "install"}, action: "install", cfg: def("jool")},
+		{args: []string{"remove"}, action: "remove", cfg: def("")},
+		{
+			args:   []string{"--leg", "ipv6", "print", "--translator", "jool", "--ports", "21,2121", "--queue-num", "3", "--queues", "4", "--bypass", "--table", "nat64_ftp"},
+			action: "print",
+			cfg:    rules.Config{Translator: "jool", Leg: "ipv6", Ports: []uint16{21, 2121}, QueueNum: 3, Queues: 4, Bypass: true, Table: "nat64_ftp"},
+		},
+		{args: []string{"-translator", "tayga", "-queue-num", "65535", "print"}, action: "print", cfg: func() rules.Config {
+			c := def("tayga")
+			c.QueueNum = 65535
+			return c
+		}()},
+		{args: nil, wantErr: "missing action"},
+		{args: []string{"--translator", "tayga"}, wantErr: "missing action"},
+		{args: []string{"show"}, wantErr: `unknown action "show"`},
+		{args: []string{"print", "extra"}, wantErr: `unexpected argument "extra"`},
+		{args: []string{"print", "--ports", "21,x"}, wantErr: `port "x": want 1-65535`},
+		{args: []string{"print", "--ports", "0"}, wantErr: `port "0"`},
+		{args: []string{"print", "--ports", "70000"}, wantErr: `port "70000"`},
+		{args: []string{"print", "--queues", "0"}, wantErr: "want 1-65535"},
+		{args: []string{"print", "--queue-num", "-1"}, wantErr: "want 0-65535"},
+		{args: []string{"print", "--nope"}, wantErr: "flag provided but not defined: -nope"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			got, err := parseRulesArgs(tt.args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.action != tt.action {
+				t.Errorf("action %q, want %q", got.action, tt.action)
+			}
+			if diff := cmp.Diff(tt.cfg, got.cfg); diff != "" {
+				t.Errorf("config (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRulesCommand(t *testing.T) {
+	tayga, err := rules.Render(&rules.Config{Translator: "tayga"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joolV6, err := rules.Render(&rules.Config{Translator: "jool", Leg: "ipv6", Ports: []uint16{21, 2121}, Queues: 2, Bypass: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args         []string
+		code         int
+		stdout       string // exact, unless empty
+		stdoutHas    string
+		stderrPrefix string
+	}{
+		{args: []string{"rules", "print", "--translator", "tayga"}, code: 0, stdout: tayga},
+		{args: []string{"rules", "print", "--translator", "jool", "--leg", "ipv6", "--ports", "2121,21", "--queues", "2", "--bypass"}, code: 0, stdout: joolV6},
+		{args: []string{"rules", "--help"}, code: 0, stdoutHas: "Usage: ftpalg rules print|install|remove [flags]"},
+		{args: []string{"rules", "print", "-h"}, code: 0, stdoutHas: "--translator tayga|jool"},
+		{args: []string{"rules"}, code: 2, stderrPrefix: "ftpalg rules: missing action: print, install or remove (see 'ftpalg rules --help')\n"},
+		{args: []string{"rules", "print"}, code: 2, stderrPrefix: "ftpalg rules print: --translator is required (tayga or jool)\n"},
+		{args: []string{"rules", "install"}, code: 2, stderrPrefix: "ftpalg rules install: --translator is required (tayga or jool)\n"},
+		{args: []string{"rules", "print", "--translator", "nat46"}, code: 2, stderrPrefix: `ftpalg rules print: invalid rules config: unknown translator "nat46"`},
+		{args: []string{"rules", "print", "--translator", "tayga", "--leg", "v6"}, code: 2, stderrPrefix: `ftpalg rules print: invalid rules config: unknown leg "v6"`},
+		{args: []string{"rules", "remove", "--table", "bad name"}, code: 2, stderrPrefix: `ftpalg rules remove: invalid rules config: table name "bad name"`},
+		{args: []string{"rules", "print", "--translator", "tayga", "--queue-num", "65535", "--queues", "2"}, code: 2, stderrPrefix: "ftpalg rules print: invalid rules config: queues 65535..65536 exceed 65535"},
+		{args: []string{"rules", "print", "--queues", "x"}, code: 2, stderrPrefix: `ftpalg rules: invalid value "x" for flag -queues: want 1-65535 (see 'ftpalg rules --help')`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := dispatch(tt.args, &stdout, &stderr)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d (stderr %q)", code, tt.code, stderr.String())
+			}
+			if tt.stdout != "" {
+				if diff := cmp.Diff(tt.stdout, stdout.String()); diff != "" {
+					t.Errorf("stdout (-want +got):\n%s", diff)
+				}
+			}
+			if !strings.Contains(stdout.String(), tt.stdoutHas) {
+				t.Errorf("stdout lacks %q:\n%s", tt.stdoutHas, stdout.String())
+			}
+			if tt.stderrPrefix == "" && stderr.Len() > 0 {
+				t.Errorf("stderr %q, want none", stderr.String())
+			}
+			if !strings.HasPrefix(stderr.String(), tt.stderrPrefix) {
+				t.Errorf("stderr %q, want it to start with %q", stderr.String(), tt.stderrPrefix)
+			}
+			if n := strings.Count(stderr.String(), "\n"); n > 1 {
+				t.Errorf("stderr has %d lines, want one: %q", n, stderr.String())
+			}
+		})
+	}
+}
+
+// TestRulesHelpNamesEveryFlag keeps the help text and the flags in step.
+func TestRulesHelpNamesEveryFlag(t *testing.T) {
+	for _, f := range []string{"--translator", "--leg", "--ports", "--queue-num", "--queues", "--bypass", "--table"} {
+		if !strings.Contains(rulesHelp, "  "+f+" ") {
+			t.Errorf("help does not describe %s", f)
+		}
+		if _, err := parseRulesArgs([]string{"print", f + "=21"}); err != nil && strings.Contains(err.Error(), "not defined") {
+			t.Errorf("help names %s, which is not a flag", f)
+		}
+	}
+}

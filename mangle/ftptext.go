@@ -301,10 +301,10 @@ func parseEPRT(arg []byte) (ap netip.AddrPort, ok bool) {
 
 // parseLongHostPort reads the comma-separated numbers of an RFC 1639 long
 // host-port starting at line[i]: "af,hal,h1,...,h<hal>,pal,p1,...,p<pal>".
-// Only the forms of section 2's examples that TCP over IPv4 and IPv6 use are
-// accepted: af 4 with hal 4, af 6 with hal 16, and pal 2 with the port
-// p1*256+p2, which must not be 0. It returns the offset after the last
-// number.
+// The numbers are unsigned decimals 0-255, no sign allowed. Only the forms
+// TCP uses over IPv4 and IPv6 are accepted: af 4 (IPv4) with hal 4, af 6
+// (IPv6) with hal 16, and pal 2 with the port p1*256+p2, which must not be
+// 0. It returns the offset after the last number.
 func parseLongHostPort(line []byte, i int) (ap netip.AddrPort, next int, ok bool) {
 	var af, hal, pal, p1, p2 byte
 	if af, i, ok = parseByte(line, i); !ok {

@@ -620,9 +620,12 @@ func BenchmarkParse229(b *testing.B) {
 }
 
 func BenchmarkParseEPRT(b *testing.B) {
-	for _, arg := range []string{"|1|132.235.1.2|6275|", "|2|1080::8:800:200C:417A|5282|"} {
-		b.Run(arg[:2], func(b *testing.B) {
-			a := []byte(arg)
+	for _, tt := range []struct{ name, arg string }{
+		{"ipv4", "|1|132.235.1.2|6275|"},
+		{"ipv6", "|2|1080::8:800:200C:417A|5282|"},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			a := []byte(tt.arg)
 			b.ReportAllocs()
 			for b.Loop() {
 				sinkAP, sinkBool = parseEPRT(a)
@@ -632,9 +635,12 @@ func BenchmarkParseEPRT(b *testing.B) {
 }
 
 func BenchmarkAppendEPRT(b *testing.B) {
-	for _, s := range []string{"132.235.1.2:6275", "[1080::8:800:200c:417a]:5282"} {
-		ap := netip.MustParseAddrPort(s)
-		b.Run(s, func(b *testing.B) {
+	for _, tt := range []struct{ name, ap string }{
+		{"ipv4", "132.235.1.2:6275"},
+		{"ipv6", "[1080::8:800:200c:417a]:5282"},
+	} {
+		ap := netip.MustParseAddrPort(tt.ap)
+		b.Run(tt.name, func(b *testing.B) {
 			dst := make([]byte, 0, 64)
 			b.ReportAllocs()
 			for b.Loop() {

@@ -1,0 +1,583 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
+	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/rules"
+)
+
+func init() {
+	commands = append(commands, command{
+		name:    "run",
+		summary: "run the ALG daemon (in the translator's network namespace)",
+		run:     runMain,
+	})
+}
+
+// runConfig is the daemon's configuration, from the flags of "ftpalg run".
+type runConfig struct {
+	TaygaConf    string
+	JoolInstance string
+	Queues       uint16
+	QueueNum     uint16
+	Ports        []uint16
+	Leg          string
+	NoRules      bool
+	FailOpen     bool
+	HoldTimeout  time.Duration
+	Strict       bool
+	LogLevel     slog.Level
+	LogFormat    string
+	StatusSocket string
+	MetricsAddr  string
+}
+
+const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [flags]
+
+Runs the FTP ALG in the network namespace of a NAT64 translator: installs
+nftables rules that send FTP control packets (TCP port 21 by default) of
+one leg of the translator to NFQUEUE, rewrites them there, and removes the
+rules again on SIGINT or SIGTERM. Needs root (CAP_NET_ADMIN).
+
+Flags:
+`
+
+// defaultStatusSocket is where "ftpalg status" finds the daemon.
+const defaultStatusSocket = "/run/ftpalg.sock"
+
+func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
+	fl := flag.NewFlagSet("ftpalg run", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fl.Usage = func() {
+		fmt.Fprint(fl.Output(), runUsage)
+		fl.PrintDefaults()
+	}
+	fl.StringVar(&cfg.TaygaConf, "tayga-conf", "", "Tayga's configuration `file` (tayga.conf): translate for that Tayga")
+	fl.StringVar(&cfg.JoolInstance, "jool-instance", "", "Jool instance `name`: translate for that Jool (not implemented yet)")
+	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default 1)", func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			return errors.New("want a number from 1 to 65535")
+		}
+		cfg.Queues = uint16(n)
+		return nil
+	})
+	fl.Func("queue-num", "first NFQUEUE `number` (default 0)", func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil {
+			return errors.New("want a number from 0 to 65535")
+		}
+		cfg.QueueNum = uint16(n)
+		return nil
+	})
+	fl.Func("ports", "FTP control `ports`, comma-separated (default 21)", func(s string) error {
+		ports, err := parseRunPorts(s)
+		if err != nil {
+			return err
+		}
+		cfg.Ports = ports
+		return nil
+	})
+	fl.StringVar(&cfg.Leg, "leg", rules.LegIPv4, "`leg` of the translator whose packets are queued: ipv4 or ipv6")
+	fl.BoolVar(&cfg.NoRules, "no-rules", false, "install no nftables rules (the operator installs them, see 'ftpalg rules')")
+	fl.BoolVar(&cfg.FailOpen, "fail-open", true, "let FTP control packets pass unchanged while the queue is full or no daemon runs,\ninstead of dropping them (--fail-open=false)")
+	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held, then it is sent unchanged")
+	fl.BoolVar(&cfg.Strict, "strict", false, "answer 425 to an IPv6 client when the IPv4 server's 227 names another address")
+	fl.Func("log-level", "log `level`: debug (every rewritten line), info, warn or error (default info)", func(s string) error {
+		return cfg.LogLevel.UnmarshalText([]byte(s))
+	})
+	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
+	fl.StringVar(&cfg.StatusSocket, "status-socket", defaultStatusSocket, "unix socket `path` that 'ftpalg status' reads (empty: none)")
+	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "not implemented yet: a Prometheus endpoint `address`")
+	return fl
+}
+
+// parseRunPorts parses "21" or "21,2121".
+func parseRunPorts(s string) ([]uint16, error) {
+	var ports []uint16
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("bad port %q (want 1-65535)", f)
+		}
+		ports = append(ports, uint16(n))
+	}
+	return ports, nil
+}
+
+// parseRunFlags parses and checks the flags of "ftpalg run".
+func parseRunFlags(args []string, stderr io.Writer) (*runConfig, error) {
+	cfg := &runConfig{Queues: 1, Ports: []uint16{21}}
+	fl := newRunFlags(cfg, stderr)
+	if err := fl.Parse(args); err != nil {
+		return nil, err
+	}
+	if fl.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fl.Arg(0))
+	}
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *runConfig) check() error {
+	switch {
+	case c.TaygaConf == "" && c.JoolInstance == "":
+		return errors.New("one of --tayga-conf or --jool-instance is required")
+	case c.TaygaConf != "" && c.JoolInstance != "":
+		return errors.New("--tayga-conf and --jool-instance exclude each other")
+	}
+	if c.Leg != rules.LegIPv4 && c.Leg != rules.LegIPv6 {
+		return fmt.Errorf("--leg %q: want ipv4 or ipv6", c.Leg)
+	}
+	if c.Queues == 0 {
+		c.Queues = 1
+	}
+	if int(c.QueueNum)+int(c.Queues)-1 > 0xffff {
+		return fmt.Errorf("--queue-num %d with --queues %d goes past queue 65535", c.QueueNum, c.Queues)
+	}
+	if c.HoldTimeout <= 0 {
+		return fmt.Errorf("--hold-timeout %v: want a positive duration", c.HoldTimeout)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	if c.MetricsAddr != "" {
+		return errors.New("--metrics-addr: not implemented yet (use 'ftpalg status --json')")
+	}
+	return nil
+}
+
+func (c *runConfig) translator() string {
+	if c.JoolInstance != "" {
+		return rules.Jool
+	}
+	return rules.Tayga
+}
+
+func (c *runConfig) rules() *rules.Config {
+	return &rules.Config{
+		Translator: c.translator(),
+		Leg:        c.Leg,
+		Ports:      c.Ports,
+		QueueNum:   c.QueueNum,
+		Queues:     c.Queues,
+		Bypass:     c.FailOpen,
+	}
+}
+
+func newLogger(w io.Writer, cfg *runConfig) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func runMain(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseRunFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ftpalg run: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, newLogger(stderr, cfg)); err != nil {
+		fmt.Fprintf(stderr, "ftpalg run: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// mapperCloser is a Mapper with resources to release at shutdown.
+type mapperCloser struct {
+	mangle.Mapper
+	close func() error
+}
+
+// loadMapper builds the Mapper of the configured translator.
+func loadMapper(cfg *runConfig, log *slog.Logger) (*mapperCloser, error) {
+	if cfg.JoolInstance != "" {
+		return nil, errors.New("--jool-instance: the Jool mapper is not implemented yet (only --tayga-conf works)")
+	}
+	tc, err := readTaygaConf(cfg.TaygaConf)
+	if err != nil {
+		return nil, err
+	}
+	res, closeRes, err := taygaResolver(tc, log)
+	if err != nil {
+		return nil, err
+	}
+	m := mangle.NewTaygaMapper(tc, res)
+	// Dynamic-pool bindings Tayga saved when it last stopped; conntrack
+	// tells the newer ones.
+	if tc.DataDir != "" {
+		path := filepath.Join(tc.DataDir, "dynamic.map")
+		if f, err := os.Open(path); err == nil {
+			if err := m.LoadDynamicMap(f); err != nil {
+				log.Warn("tayga dynamic map", "file", path, "err", err)
+			}
+			f.Close()
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("tayga dynamic map", "err", err)
+		}
+	}
+	return &mapperCloser{Mapper: m, close: closeRes}, nil
+}
+
+// readTaygaConf reads and parses a tayga.conf; errors name the file and
+// line ("/etc/tayga.conf:12: prefix: ...").
+func readTaygaConf(path string) (*mangle.TaygaConfig, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--tayga-conf: %w", err)
+	}
+	defer f.Close()
+	tc, err := mangle.ParseTaygaConf(f)
+	if err != nil {
+		var ce *mangle.TaygaConfError
+		if errors.As(err, &ce) {
+			loc := path
+			if ce.Line > 0 {
+				loc += ":" + strconv.Itoa(ce.Line)
+			}
+			if ce.Directive != "" {
+				return nil, fmt.Errorf("%s: %s: %s", loc, ce.Directive, ce.Msg)
+			}
+			return nil, fmt.Errorf("%s: %s", loc, ce.Msg)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return tc, nil
+}
+
+// errNotRoot is returned when the daemon lacks CAP_NET_ADMIN.
+var errNotRoot = errors.New("needs root (CAP_NET_ADMIN) to queue packets and install rules")
+
+// run is the daemon: it returns when ctx is done (nil after a clean
+// shutdown) or when it cannot go on.
+func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
+	mapper, err := loadMapper(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if mapper.close != nil {
+			if cerr := mapper.close(); cerr != nil {
+				log.Warn("close mapper", "err", cerr)
+			}
+		}
+	}()
+	if ok, known := hasNetAdmin(); known && !ok {
+		return errNotRoot
+	}
+
+	// Queues first: a second daemon stops here, before it touches the
+	// first one's rules.
+	queues := make([]*nfq.Queue, 0, cfg.Queues)
+	closeQueues := func() {
+		for _, q := range queues {
+			if cerr := q.Close(); cerr != nil {
+				log.Warn("close queue", "err", cerr)
+			}
+		}
+	}
+	defer closeQueues() // on early returns; Close is idempotent
+	for i := range cfg.Queues {
+		q, err := nfq.Open(&nfq.Config{Queue: cfg.QueueNum + i, FailOpen: cfg.FailOpen})
+		if err != nil {
+			return err
+		}
+		queues = append(queues, q)
+	}
+
+	var status *statusServer
+	if cfg.StatusSocket != "" {
+		status, err = listenStatus(cfg.StatusSocket, log)
+		if err != nil {
+			return err
+		}
+		defer status.Close()
+	}
+
+	rc := cfg.rules()
+	if !cfg.NoRules {
+		if err := rules.Install(rc); err != nil {
+			return err
+		}
+		// The queues close first (below, after the loops end): between
+		// that and this, queued packets pass unchanged with the bypass
+		// flag (--fail-open) or are dropped.
+		defer func() {
+			if rerr := rules.Remove(rc); rerr != nil {
+				log.Error("remove rules", "err", rerr)
+				if err == nil {
+					err = rerr
+				}
+			}
+		}()
+	}
+
+	handlers := make([]*engineHandler, len(queues))
+	for i, q := range queues {
+		handlers[i] = newEngineHandler(q.Num(), &mangle.Config{
+			Mapper:      mapper,
+			Strict:      cfg.Strict,
+			ServerPorts: cfg.Ports,
+		}, cfg.HoldTimeout, log)
+	}
+	started := time.Now()
+	if status != nil {
+		status.serve(func() statusReport { return report(cfg, started, queues, handlers) })
+	}
+	log.Info("ftpalg running",
+		"version", version, "translator", cfg.translator(), "conf", cfg.TaygaConf+cfg.JoolInstance,
+		"leg", cfg.Leg, "ports", cfg.Ports, "queues", queueRange(cfg), "rules", !cfg.NoRules,
+		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket)
+
+	// One loop per queue; the first to fail stops the others.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(queues))
+	for i, q := range queues {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := q.Run(runCtx, handlers[i]); err != nil {
+				errs[i] = err
+				cancel()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		warnLoop(runCtx, log, queues, handlers, 10*time.Second)
+	}()
+	wg.Wait()
+	// The loops gave every held packet its verdict; the kernel drops what
+	// is still queued when a queue closes.
+	closeQueues()
+
+	sum := report(cfg, started, queues, handlers).total()
+	log.Info("ftpalg stopped", "uptime", time.Since(started).Round(time.Millisecond).String(),
+		"packets", sum.NFQ.Packets, "modified", sum.NFQ.Modified, "rewrites", sum.Engine.Rewrites,
+		"flows", sum.Engine.Flows, "held_timeout", sum.Engine.HeldTimeout,
+		"map_failed", sum.Engine.MapFailed, "enobufs", sum.NFQ.ENOBUFS,
+		"verdict_errors", sum.NFQ.VerdictErrors)
+	return errors.Join(errs...)
+}
+
+func queueRange(cfg *runConfig) string {
+	if cfg.Queues == 1 {
+		return strconv.Itoa(int(cfg.QueueNum))
+	}
+	return fmt.Sprintf("%d-%d", cfg.QueueNum, int(cfg.QueueNum)+int(cfg.Queues)-1)
+}
+
+// hasNetAdmin reads CAP_NET_ADMIN from the effective capabilities of this
+// process; known is false where /proc does not tell.
+func hasNetAdmin() (ok, known bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false, false
+	}
+	return capEffHas(string(b), 12) // CAP_NET_ADMIN
+}
+
+// capEffHas reports whether the CapEff line of a /proc/PID/status text has
+// capability bit cap.
+func capEffHas(status string, cap uint) (ok, known bool) {
+	for _, line := range strings.Split(status, "\n") {
+		v, found := strings.CutPrefix(line, "CapEff:")
+		if !found {
+			continue
+		}
+		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil {
+			return false, false
+		}
+		return mask&(1<<cap) != 0, true
+	}
+	return false, false
+}
+
+// engineHandler runs one mangle.Engine on one queue. Its methods run on the
+// queue's loop goroutine; stats is the only state other goroutines read.
+type engineHandler struct {
+	queue uint16
+	eng   *mangle.Engine
+	res   mangle.Result
+	hold  time.Duration
+	log   *slog.Logger
+	debug bool
+
+	mu    sync.Mutex
+	stats mangle.Stats // copied from the engine at every Tick
+	flows int
+}
+
+func newEngineHandler(queue uint16, cfg *mangle.Config, hold time.Duration, log *slog.Logger) *engineHandler {
+	return &engineHandler{
+		queue: queue,
+		eng:   mangle.New(cfg),
+		hold:  hold,
+		log:   log,
+		debug: log.Enabled(context.Background(), slog.LevelDebug),
+	}
+}
+
+func (h *engineHandler) Packet(id uint32, pkt []byte, v *nfq.Verdicts) {
+	h.eng.Process(pkt, uint64(id), time.Now(), &h.res)
+	h.emit(v)
+}
+
+func (h *engineHandler) Tick(now time.Time, v *nfq.Verdicts) {
+	h.eng.Expire(now, h.hold, &h.res)
+	h.emit(v)
+	h.snapshot()
+}
+
+func (h *engineHandler) Close(v *nfq.Verdicts) {
+	h.eng.Flush(&h.res)
+	h.emit(v)
+	h.snapshot()
+}
+
+// emit turns the engine's result into verdicts (the engine's packets are
+// copied into the verdict buffer before its next call) and logs rewrites.
+func (h *engineHandler) emit(v *nfq.Verdicts) {
+	for i := range h.res.Emits {
+		e := &h.res.Emits[i]
+		if e.Modified {
+			v.AcceptModified(uint32(e.Tag), e.Packet)
+		} else {
+			v.Accept(uint32(e.Tag))
+		}
+	}
+	if h.debug {
+		for i := range h.res.Rewrites {
+			r := &h.res.Rewrites[i]
+			h.log.Debug("rewrite", "queue", h.queue, "flow", r.Flow.String(), "kind", r.Kind.String(),
+				"dir", r.Dir.String(), "before", string(r.Before), "after", string(r.After), "note", r.Comment)
+		}
+	}
+}
+
+func (h *engineHandler) snapshot() {
+	st, n := h.eng.Stats(), h.eng.Flows()
+	h.mu.Lock()
+	h.stats, h.flows = st, n
+	h.mu.Unlock()
+}
+
+// Stats returns the engine's counters as of its last Tick.
+func (h *engineHandler) Stats() (mangle.Stats, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stats, h.flows
+}
+
+// warnLoop logs, at most once per period, the trouble counters that grew:
+// per-packet problems are never logged one by one.
+func warnLoop(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, hs []*engineHandler, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var last map[string]uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur := troubleCounters(queues, hs)
+		for _, name := range troubleNames {
+			if d := cur[name] - last[name]; last != nil && d > 0 {
+				log.Warn(troubleText[name], "count", d, "total", cur[name], "period", period.String())
+			}
+		}
+		last = cur
+	}
+}
+
+var troubleNames = []string{
+	"map_failed", "bad_syntax", "addr_mismatch", "desync", "held_overflow", "regions_full",
+	"flows_evicted", "enobufs", "verdict_errors", "write_errors", "truncated", "oversize",
+	"queue_drops", "socket_drops",
+}
+
+var troubleText = map[string]string{
+	"map_failed":     "data-channel mappings refused by the translator",
+	"bad_syntax":     "commands or replies that did not parse (passed unchanged)",
+	"addr_mismatch":  "227 replies naming an address other than the server's",
+	"desync":         "replies that could not be matched to commands",
+	"held_overflow":  "held segments released unchanged: too many held per flow",
+	"regions_full":   "rewrites skipped: sequence history full",
+	"flows_evicted":  "flows evicted from a full flow table",
+	"enobufs":        "netlink receive buffer overruns (packets lost to the queue)",
+	"verdict_errors": "verdicts the kernel refused",
+	"write_errors":   "verdict writes that failed",
+	"truncated":      "queued packets cut by the read buffer",
+	"oversize":       "rewritten packets too long for a verdict (sent unchanged)",
+	"queue_drops":    "packets the kernel dropped or bypassed: queue full",
+	"socket_drops":   "packets the kernel could not hand to the daemon",
+}
+
+func troubleCounters(queues []*nfq.Queue, hs []*engineHandler) map[string]uint64 {
+	m := map[string]uint64{}
+	for i, q := range queues {
+		es, _ := hs[i].Stats()
+		qs := q.Stats()
+		m["map_failed"] += es.MapFailed
+		m["bad_syntax"] += es.BadSyntax
+		m["addr_mismatch"] += es.AddrMismatch
+		m["desync"] += es.Desync
+		m["held_overflow"] += es.HeldOverflow
+		m["regions_full"] += es.RegionsFull
+		m["flows_evicted"] += es.FlowsEvicted
+		m["enobufs"] += qs.ENOBUFS
+		m["verdict_errors"] += qs.VerdictErrors
+		m["write_errors"] += qs.WriteErrors
+		m["truncated"] += qs.Truncated
+		m["oversize"] += qs.Oversize
+		if ks, ok := q.KernelStats(); ok {
+			m["queue_drops"] += uint64(ks.QueueDrops)
+			m["socket_drops"] += uint64(ks.SocketDrops)
+		}
+	}
+	return m
+}
+
+// taygaResolver returns what tells the mapper the IPv6 address of a
+// dynamic-pool host. TEMPORARY: conntrackx.NewTaygaConntrack (conntrack on
+// Tayga's IPv6 leg) is not in the tree yet; until it is, dynamic-pool
+// hosts are known only from Tayga's dynamic.map and the mapper's own
+// prediction.
+func taygaResolver(tc *mangle.TaygaConfig, log *slog.Logger) (mangle.DynamicResolver, func() error, error) {
+	if tc.DynamicPool.IsValid() {
+		log.Warn("tayga dynamic pool: conntrack lookups not available yet; using dynamic.map and prediction only", "pool", tc.DynamicPool.String())
+	}
+	return nil, nil, nil
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"reflect"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
+	"github.com/ftpalg/ftpalg/mangle"
+)
+
+func init() {
+	commands = append(commands, command{
+		name:    "status",
+		summary: "print the counters of a running daemon",
+		run:     statusMain,
+	})
+}
+
+// statusReport is what the daemon answers on its status socket, as JSON.
+type statusReport struct {
+	Version    string        `json:"version"`
+	PID        int           `json:"pid"`
+	Started    time.Time     `json:"started"`
+	Uptime     string        `json:"uptime"`
+	Translator string        `json:"translator"`
+	Conf       string        `json:"conf"`
+	Leg        string        `json:"leg"`
+	Ports      []uint16      `json:"ports"`
+	Rules      bool          `json:"rules_installed"`
+	Queues     []queueStatus `json:"queues"`
+}
+
+// queueStatus is one queue's counters: the packet loop's, the kernel's
+// (from /proc/net/netfilter/nfnetlink_queue) and its engine's (as of the
+// engine's last tick, at most a few tens of milliseconds old).
+type queueStatus struct {
+	Queue  uint16           `json:"queue"`
+	NFQ    nfq.Stats        `json:"nfqueue"`
+	Kernel *nfq.KernelStats `json:"kernel,omitempty"`
+	Engine mangle.Stats     `json:"engine"`
+	Flows  int              `json:"flows"`
+}
+
+func report(cfg *runConfig, started time.Time, queues []*nfq.Queue, hs []*engineHandler) statusReport {
+	r := statusReport{
+		Version:    version,
+		PID:        os.Getpid(),
+		Started:    started.UTC().Truncate(time.Second),
+		Uptime:     time.Since(started).Round(time.Second).String(),
+		Translator: cfg.translator(),
+		Conf:       cfg.TaygaConf + cfg.JoolInstance,
+		Leg:        cfg.Leg,
+		Ports:      cfg.Ports,
+		Rules:      !cfg.NoRules,
+	}
+	for i, q := range queues {
+		qs := queueStatus{Queue: q.Num(), NFQ: q.Stats()}
+		qs.Engine, qs.Flows = hs[i].Stats()
+		if ks, ok := q.KernelStats(); ok {
+			qs.Kernel = &ks
+		}
+		r.Queues = append(r.Queues, qs)
+	}
+	return r
+}
+
+// total sums the counters of every queue.
+func (r statusReport) total() queueStatus {
+	var t queueStatus
+	for _, q := range r.Queues {
+		addCounters(reflect.ValueOf(&t.NFQ).Elem(), reflect.ValueOf(q.NFQ))
+		addCounters(reflect.ValueOf(&t.Engine).Elem(), reflect.ValueOf(q.Engine))
+		t.Flows += q.Flows
+	}
+	return t
+}
+
+// addCounters adds every unsigned field of src to dst's (structs of
+// counters only).
+func addCounters(dst, src reflect.Value) {
+	for i := range dst.NumField() {
+		if f := dst.Field(i); f.CanUint() {
+			f.SetUint(f.Uint() + src.Field(i).Uint())
+		}
+	}
+}
+
+// statusServer answers every connection on a unix socket with the
+// daemon's report, then closes it.
+type statusServer struct {
+	ln   *net.UnixListener
+	path string
+	log  *slog.Logger
+	done chan struct{}
+}
+
+func listenStatus(path string, log *slog.Logger) (*statusServer, error) {
+	if _, err := os.Lstat(path); err == nil {
+		// A socket left by a daemon that died, or one in use?
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("status socket %s in use (another ftpalg running?)", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("status socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	// Counters only, but nobody else's business: root (or the owner) only.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	return &statusServer{ln: ln, path: path, log: log, done: make(chan struct{})}, nil
+}
+
+func (s *statusServer) serve(get func() statusReport) {
+	go func() {
+		defer close(s.done)
+		for {
+			c, err := s.ln.Accept()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					s.log.Warn("status socket", "err", err)
+				}
+				return
+			}
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			if err := json.NewEncoder(c).Encode(get()); err != nil {
+				s.log.Debug("status socket", "err", err)
+			}
+			c.Close()
+		}
+	}()
+}
+
+// Close stops answering and removes the socket file.
+func (s *statusServer) Close() error {
+	err := s.ln.Close() // unlinks the socket file
+	select {
+	case <-s.done:
+	case <-time.After(3 * time.Second):
+	}
+	return err
+}
+
+func readStatus(path string) (*statusReport, error) {
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("no daemon answers on %s (is 'ftpalg run' running?)", path)
+		}
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	var r statusReport
+	if err := json.NewDecoder(c).Decode(&r); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return &r, nil
+}
+
+func statusMain(args []string, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("ftpalg status", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	path := fl.String("socket", defaultStatusSocket, "the daemon's status socket `path` (ftpalg run --status-socket)")
+	asJSON := fl.Bool("json", false, "print the report as JSON")
+	fl.Usage = func() {
+		fmt.Fprint(fl.Output(), "Usage: ftpalg status [--socket PATH] [--json]\n\nPrints the counters of a running 'ftpalg run', per queue.\n\nFlags:\n")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "ftpalg status: unexpected argument %q\n", fl.Arg(0))
+		return 2
+	}
+	r, err := readStatus(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "ftpalg status: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		e := json.NewEncoder(stdout)
+		e.SetIndent("", "  ")
+		if err := e.Encode(r); err != nil {
+			fmt.Fprintf(stderr, "ftpalg status: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	printStatus(stdout, r)
+	return 0
+}
+
+// printStatus prints a report as text: a header, then one column of
+// counters per queue (and a total when there are several).
+func printStatus(w io.Writer, r *statusReport) {
+	fmt.Fprintf(w, "ftpalg %s, pid %d, up %s (since %s)\n", r.Version, r.PID, r.Uptime, r.Started.Format(time.RFC3339))
+	fmt.Fprintf(w, "translator %s (%s), leg %s, ports %v, rules installed: %v\n\n", r.Translator, r.Conf, r.Leg, r.Ports, r.Rules)
+	cols := r.Queues
+	head := []string{"counter"}
+	for _, q := range r.Queues {
+		head = append(head, fmt.Sprintf("queue %d", q.Queue))
+	}
+	if len(r.Queues) > 1 {
+		cols = append(cols, r.total())
+		head = append(head, "total")
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	row := func(name string, get func(q queueStatus) string) {
+		cells := []string{name}
+		for _, q := range cols {
+			cells = append(cells, get(q))
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	row("flows", func(q queueStatus) string { return fmt.Sprint(q.Flows) })
+	counterRows(row, "nfqueue.", func(q queueStatus) reflect.Value { return reflect.ValueOf(q.NFQ) })
+	if len(r.Queues) > 0 && r.Queues[0].Kernel != nil {
+		row("kernel.Waiting", func(q queueStatus) string { return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.Waiting }) })
+		row("kernel.QueueDrops", func(q queueStatus) string { return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.QueueDrops }) })
+		row("kernel.SocketDrops", func(q queueStatus) string {
+			return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.SocketDrops })
+		})
+	}
+	counterRows(row, "engine.", func(q queueStatus) reflect.Value { return reflect.ValueOf(q.Engine) })
+	tw.Flush()
+}
+
+func kernelField(q queueStatus, f func(*nfq.KernelStats) uint32) string {
+	if q.Kernel == nil {
+		return "-"
+	}
+	return fmt.Sprint(f(q.Kernel))
+}
+
+// counterRows adds one row per field of the counters struct get returns.
+func counterRows(row func(string, func(queueStatus) string), prefix string, get func(queueStatus) reflect.Value) {
+	t := get(queueStatus{}).Type()
+	for i := range t.NumField() {
+		row(prefix+t.Field(i).Name, func(q queueStatus) string { return fmt.Sprint(get(q).Field(i).Interface()) })
+	}
+}

@@ -238,8 +238,12 @@ func printStatus(w io.Writer, r *statusReport) {
 	row("flows", func(q queueStatus) string { return fmt.Sprint(q.Flows) })
 	counterRows(row, "nfqueue.", func(q queueStatus) reflect.Value { return reflect.ValueOf(q.NFQ) })
 	if len(r.Queues) > 0 && r.Queues[0].Kernel != nil {
-		row("kernel.Waiting", func(q queueStatus) string { return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.Waiting }) })
-		row("kernel.QueueDrops", func(q queueStatus) string { return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.QueueDrops }) })
+		row("kernel.Waiting", func(q queueStatus) string {
+			return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.Waiting })
+		})
+		row("kernel.QueueDrops", func(q queueStatus) string {
+			return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.QueueDrops })
+		})
 		row("kernel.SocketDrops", func(q queueStatus) string {
 			return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.SocketDrops })
 		})

@@ -13,4 +13,8 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
-require golang.org/x/net v0.55.0 // indirect
+require (
+	github.com/mdlayher/socket v0.6.0 // indirect
+	golang.org/x/net v0.55.0 // indirect
+	golang.org/x/sync v0.20.0 // indirect
+)

@@ -1,0 +1,290 @@
+package conntrackx
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/netlink"
+)
+
+// ErrJoolNotLoaded is returned by DialJool when the kernel has no "Jool"
+// generic netlink family: the jool kernel module is not loaded (or the
+// namespace cannot see it).
+var ErrJoolNotLoaded = errors.New("jool module not loaded")
+
+// JoolConfig configures a Jool client. A nil *JoolConfig means defaults.
+type JoolConfig struct {
+	// Instance is the Jool instance to talk to (default "default").
+	Instance string
+	// NetNS is a network namespace file descriptor; 0 means the current
+	// namespace. No goroutine switches namespace: the socket is opened in
+	// it.
+	NetNS int
+	// Version is the version announced in every request, major<<24 |
+	// minor<<16 | revision<<8 | development (default JoolVersion41). The
+	// module rejects a request whose major.minor differ from its own.
+	Version uint32
+}
+
+// Jool is a client of a Jool NAT64 instance's Generic Netlink API (the API
+// the `jool` command uses). It is safe for concurrent use: requests are
+// serialized on one socket.
+type Jool struct {
+	c      *genetlink.Conn
+	family uint16
+	hdr    joolHeader
+}
+
+// DialJool opens a Generic Netlink socket and looks up Jool's family.
+func DialJool(cfg *JoolConfig) (*Jool, error) {
+	var ns int
+	if cfg != nil {
+		ns = cfg.NetNS
+	}
+	c, err := genetlink.Dial(&netlink.Config{NetNS: ns})
+	if err != nil {
+		return nil, fmt.Errorf("dial jool: %w", err)
+	}
+	j, err := newJool(c, cfg)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+// newJool sets a client up over an open connection (a fake one in tests).
+func newJool(c *genetlink.Conn, cfg *JoolConfig) (*Jool, error) {
+	h := joolHeader{Version: JoolVersion41, Instance: joolDefaultIname}
+	if cfg != nil {
+		if cfg.Instance != "" {
+			h.Instance = cfg.Instance
+		}
+		if cfg.Version != 0 {
+			h.Version = cfg.Version
+		}
+	}
+	if err := validInstance(h.Instance); err != nil {
+		return nil, err
+	}
+	f, err := c.GetFamily(joolFamily)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("dial jool: %w (no generic netlink family %q)", ErrJoolNotLoaded, joolFamily)
+		}
+		return nil, fmt.Errorf("dial jool: look up family %q: %w", joolFamily, err)
+	}
+	return &Jool{c: c, family: f.ID, hdr: h}, nil
+}
+
+// Close closes the socket.
+func (j *Jool) Close() error { return j.c.Close() }
+
+// execute sends one request and returns the attributes of its reply,
+// with the reply's Jool flags. Jool answers every request with exactly one
+// message, an error report or the data.
+func (j *Jool) execute(op string, m genetlink.Message) (flags uint8, attrs []byte, err error) {
+	msgs, err := j.c.Execute(m, j.family, netlink.Request)
+	if err != nil {
+		return 0, nil, fmt.Errorf("jool %s: %w", op, err)
+	}
+	if len(msgs) != 1 {
+		return 0, nil, fmt.Errorf("jool %s: %w: %d reply messages, want 1", op, errMalformed, len(msgs))
+	}
+	return parseJoolReply(op, msgs[0].Data)
+}
+
+// BIBAdd adds e as a static BIB entry. Adding an entry that already exists
+// with the same addresses succeeds (Jool makes it static); one that
+// collides with a different entry fails with a *JoolError wrapping EEXIST;
+// an IPv4 address not in pool4 fails with EINVAL.
+func (j *Jool) BIBAdd(e BIBEntry) error {
+	m, err := marshalBIBAdd(j.hdr, e)
+	if err != nil {
+		return fmt.Errorf("jool bib add: %w", err)
+	}
+	_, _, err = j.execute("bib add", m)
+	return err
+}
+
+// BIBRemove removes the BIB entry e (with its sessions). A missing entry
+// fails with a *JoolError wrapping ESRCH.
+func (j *Jool) BIBRemove(e BIBEntry) error {
+	m, err := marshalBIBRemove(j.hdr, e)
+	if err != nil {
+		return fmt.Errorf("jool bib remove: %w", err)
+	}
+	_, _, err = j.execute("bib remove", m)
+	return err
+}
+
+// maxPages bounds a listing, against a kernel that never clears the "more"
+// flag. Jool sends about 50 BIB entries per page.
+const maxPages = 1 << 16
+
+// BIBList lists the BIB entries of one protocol (IANA number), both static
+// and dynamic, sorted by IPv4 transport address as Jool keeps them.
+func (j *Jool) BIBList(proto uint8) ([]BIBEntry, error) {
+	var all []BIBEntry
+	var offset *BIBEntry
+	for range maxPages {
+		m, err := marshalBIBForeach(j.hdr, proto, offset)
+		if err != nil {
+			return nil, fmt.Errorf("jool bib list: %w", err)
+		}
+		flags, attrs, err := j.execute("bib list", m)
+		if err != nil {
+			return nil, err
+		}
+		page, err := unmarshalBIBEntries(attrs)
+		if err != nil {
+			return nil, fmt.Errorf("jool bib list: %w", err)
+		}
+		all = append(all, page...)
+		if flags&joolFlagMore == 0 {
+			return all, nil
+		}
+		if len(page) == 0 {
+			return nil, fmt.Errorf("jool bib list: %w: empty page marked as not the last", errMalformed)
+		}
+		last := page[len(page)-1]
+		offset = &last
+	}
+	return nil, fmt.Errorf("jool bib list: %w: more than %d pages", errMalformed, maxPages)
+}
+
+// Pool4List lists the pool4 ranges of one protocol (IANA number).
+func (j *Jool) Pool4List(proto uint8) ([]Pool4Entry, error) {
+	var all []Pool4Entry
+	var offset *Pool4Entry
+	for range maxPages {
+		m, err := marshalPool4Foreach(j.hdr, proto, offset)
+		if err != nil {
+			return nil, fmt.Errorf("jool pool4 list: %w", err)
+		}
+		flags, attrs, err := j.execute("pool4 list", m)
+		if err != nil {
+			return nil, err
+		}
+		page, err := unmarshalPool4Entries(attrs)
+		if err != nil {
+			return nil, fmt.Errorf("jool pool4 list: %w", err)
+		}
+		all = append(all, page...)
+		if flags&joolFlagMore == 0 {
+			return all, nil
+		}
+		if len(page) == 0 {
+			return nil, fmt.Errorf("jool pool4 list: %w: empty page marked as not the last", errMalformed)
+		}
+		last := page[len(page)-1]
+		offset = &last
+	}
+	return nil, fmt.Errorf("jool pool4 list: %w: more than %d pages", errMalformed, maxPages)
+}
+
+// SessionList lists the sessions of one protocol (IANA number).
+func (j *Jool) SessionList(proto uint8) ([]SessionEntry, error) {
+	var all []SessionEntry
+	var offset *SessionEntry
+	for range maxPages {
+		page, more, err := j.sessionPage(proto, offset)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if !more {
+			return all, nil
+		}
+		if len(page) == 0 {
+			return nil, fmt.Errorf("jool session list: %w: empty page marked as not the last", errMalformed)
+		}
+		last := page[len(page)-1]
+		offset = &last
+	}
+	return nil, fmt.Errorf("jool session list: %w: more than %d pages", errMalformed, maxPages)
+}
+
+func (j *Jool) sessionPage(proto uint8, offset *SessionEntry) ([]SessionEntry, bool, error) {
+	m, err := marshalSessionForeach(j.hdr, proto, offset)
+	if err != nil {
+		return nil, false, fmt.Errorf("jool session list: %w", err)
+	}
+	flags, attrs, err := j.execute("session list", m)
+	if err != nil {
+		return nil, false, err
+	}
+	page, err := unmarshalSessionEntries(attrs)
+	if err != nil {
+		return nil, false, fmt.Errorf("jool session list: %w", err)
+	}
+	return page, flags&joolFlagMore != 0, nil
+}
+
+// SessionFind returns the session whose IPv4 side is src4 -> dst4 (src4 is
+// the pool4 side, the BIB entry's IPv4 address), with one request instead
+// of a whole listing: Jool keeps sessions sorted by (src4, dst4) and a
+// listing resumes strictly after a given (src4, dst4), so asking for the
+// page after (src4, dst4 - 1) yields the wanted session first if it exists.
+func (j *Jool) SessionFind(proto uint8, src4, dst4 netip.AddrPort) (SessionEntry, bool, error) {
+	before, ok := prevAddrPort(dst4)
+	if !ok {
+		// Nothing sorts before 0.0.0.0:0: list from the start.
+		page, _, err := j.sessionPage(proto, nil)
+		if err != nil {
+			return SessionEntry{}, false, err
+		}
+		for _, s := range page {
+			if s.Src4 == src4 && s.Dst4 == dst4 {
+				return s, true, nil
+			}
+		}
+		return SessionEntry{}, false, nil
+	}
+	off := SessionEntry{
+		Src6: netip.AddrPortFrom(netip.IPv6Unspecified(), 0),
+		Dst6: netip.AddrPortFrom(netip.IPv6Unspecified(), 0),
+		Src4: src4,
+		Dst4: before,
+	}
+	page, _, err := j.sessionPage(proto, &off)
+	if err != nil {
+		return SessionEntry{}, false, err
+	}
+	if len(page) > 0 && page[0].Src4 == src4 && page[0].Dst4 == dst4 {
+		return page[0], true, nil
+	}
+	return SessionEntry{}, false, nil
+}
+
+// prevAddrPort returns the IPv4 transport address just before a in Jool's
+// order (address, then port).
+func prevAddrPort(a netip.AddrPort) (netip.AddrPort, bool) {
+	if a.Port() > 0 {
+		return netip.AddrPortFrom(a.Addr(), a.Port()-1), true
+	}
+	p := a.Addr().Prev()
+	if !p.IsValid() {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(p, 65535), true
+}
+
+// Pool6 returns the instance's pool6, the RFC 6052 prefix of the NAT64.
+// ok is false when the instance has none configured.
+func (j *Jool) Pool6() (pool6 netip.Prefix, ok bool, err error) {
+	// The globals reply may be paged, but pool6 is the second attribute,
+	// always on the first page.
+	_, attrs, err := j.execute("global display", marshalGlobalForeach(j.hdr))
+	if err != nil {
+		return netip.Prefix{}, false, err
+	}
+	pool6, ok, err = unmarshalGlobalPool6(attrs)
+	if err != nil {
+		return netip.Prefix{}, false, fmt.Errorf("jool global display: %w", err)
+	}
+	return pool6, ok, nil
+}

@@ -2,6 +2,10 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -131,5 +135,128 @@ func TestRulesHelpNamesEveryFlag(t *testing.T) {
 		if _, err := parseRulesArgs([]string{"print", f + "=21"}); err != nil && strings.Contains(err.Error(), "not defined") {
 			t.Errorf("help names %s, which is not a flag", f)
 		}
+	}
+}
+
+// TestRulesREADME runs the command lines of rules/README.md: print for
+// real, install and remove only as far as their flags.
+func TestRulesREADME(t *testing.T) {
+	b, err := os.ReadFile("../../rules/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "ftpalg rules ") {
+			continue
+		}
+		n++
+		args := strings.Fields(line)[1:]
+		if args[1] != "print" {
+			if _, err := parseRulesArgs(args[1:]); err != nil {
+				t.Errorf("%s: %v", line, err)
+			}
+			continue
+		}
+		var stdout, stderr bytes.Buffer
+		if code := dispatch(args, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "table ip ftpalg {") {
+			t.Errorf("%s: exit %d, stderr %q, stdout:\n%s", line, code, stderr.String(), stdout.String())
+		}
+	}
+	if n == 0 {
+		t.Error("README has no 'ftpalg rules' command lines")
+	}
+}
+
+// TestRulesHelperProcess is not a test: TestIntegrationRulesCLI runs the
+// test binary as the ftpalg command through it.
+func TestRulesHelperProcess(t *testing.T) {
+	if os.Getenv("FTPALG_RULES_HELPER") != "1" {
+		return
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	os.Exit(dispatch(args, os.Stdout, os.Stderr))
+}
+
+// TestIntegrationRulesCLI runs 'ftpalg rules install|remove' in a network
+// namespace of its own, as root and as a root without capabilities.
+func TestIntegrationRulesCLI(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root")
+		}
+		t.Skip("needs root")
+	}
+	for _, tool := range []string{"ip", "nft", "setpriv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("needs %s: %v", tool, err)
+		}
+	}
+	ns := fmt.Sprintf("ftpalg-cli-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+
+	ftpalg := func(prefix []string, args ...string) (code int, stdout, stderr string) {
+		t.Helper()
+		argv := append([]string{"netns", "exec", ns}, prefix...)
+		argv = append(argv, os.Args[0], "-test.run=^TestRulesHelperProcess$", "--")
+		cmd := exec.Command("ip", append(argv, args...)...)
+		cmd.Env = append(os.Environ(), "FTPALG_RULES_HELPER=1")
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var exit *exec.ExitError
+		switch {
+		case errors.As(err, &exit):
+			code = exit.ExitCode()
+		case err != nil:
+			t.Fatal(err)
+		}
+		return code, o.String(), e.String()
+	}
+	ruleset := func() string {
+		t.Helper()
+		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "ruleset").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list ruleset: %v: %s", err, out)
+		}
+		return string(out)
+	}
+
+	noCaps := []string{"setpriv", "--bounding-set=-all", "--inh-caps=-all"}
+	code, _, stderr := ftpalg(noCaps, "rules", "install", "--translator", "tayga")
+	if code != 1 || stderr != "ftpalg rules install: permission denied (run as root)\n" {
+		t.Errorf("install without CAP_NET_ADMIN: exit %d, stderr %q", code, stderr)
+	}
+
+	code, stdout, stderr := ftpalg(nil, "rules", "install", "--translator", "jool", "--bypass", "--queue-num", "7")
+	if code != 0 || stderr != "" || !strings.HasPrefix(stdout, "installed table ip ftpalg (") {
+		t.Fatalf("install: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	t.Log(strings.TrimSpace(stdout))
+	got := ruleset()
+	for _, want := range []string{"table ip ftpalg {", "hook prerouting priority raw;", "hook postrouting priority 300;", "tcp sport 21 counter packets 0 bytes 0 queue num 7 bypass"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, got)
+		}
+	}
+
+	code, _, stderr = ftpalg(noCaps, "rules", "remove")
+	if code != 1 || stderr != "ftpalg rules remove: permission denied (run as root)\n" {
+		t.Errorf("remove without CAP_NET_ADMIN: exit %d, stderr %q", code, stderr)
+	}
+	if code, stdout, stderr = ftpalg(nil, "rules", "remove"); code != 0 || stdout != "" || stderr != "" {
+		t.Errorf("remove: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if got := ruleset(); got != "" {
+		t.Errorf("ruleset after remove:\n%s", got)
 	}
 }

@@ -261,19 +261,25 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 	}
 
 	// Everything up to resolved can be sent; the rest waits.
-	r := e.resolved(f, d)
 	if st.nheld > 0 {
 		e.drainParsed(f, d)
-		r = e.resolved(f, d)
-		e.release(f, d, r, false)
 	}
+	r := e.resolved(f, d)
 	if seqLE(end, r) {
+		// Send in sequence order: held packets before this one, this
+		// one, then held packets it unblocked.
+		if st.nheld > 0 {
+			e.release(f, d, r, false, &s)
+		}
 		if st.line.started && seqLT(st.line.start, end) {
 			st.line.frozen = true
 		}
 		e.emit(f, d, tag, p, p.seq, true)
 	} else {
 		e.hold(f, d, tag, p, s, end, now, !seqLT(st.next, s))
+	}
+	if st.nheld > 0 {
+		e.release(f, d, r, false, nil)
 	}
 	e.afterAck(f, d)
 }

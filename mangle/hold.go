@@ -72,13 +72,14 @@ func (e *Engine) drainParsed(f *flow, d Dir) {
 }
 
 // release sends the held packets of direction d that end at or before r
-// (all of them with force), in sequence order.
-func (e *Engine) release(f *flow, d Dir, r uint32, force bool) {
+// (all of them with force), in sequence order; with a non-nil before, only
+// those that start before *before.
+func (e *Engine) release(f *flow, d Dir, r uint32, force bool, before *uint32) {
 	st := &f.s[d]
 	k := 0
 	for i := 0; i < st.nheld; i++ {
 		h := &st.held[i]
-		if !force && (!h.parsed || !seqLE(h.end, r)) {
+		if !force && (!h.parsed || !seqLE(h.end, r)) || before != nil && !seqLT(h.seq, *before) {
 			st.held[k] = *h
 			k++
 			continue
@@ -125,7 +126,7 @@ func (e *Engine) forceRelease(f *flow, d Dir) {
 		}
 		h.parsed = true
 	}
-	e.release(f, d, 0, true)
+	e.release(f, d, 0, true, nil)
 }
 
 // jump moves direction d past a hole to s.

@@ -232,7 +232,9 @@ func TestSACK(t *testing.T) {
 	s.ends[ToClient].rcvNxt = srvBase + 6
 }
 
-func be32(b []byte) uint32 { return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) }
+func be32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
 
 func TestTelnet(t *testing.T) {
 	s := newSim(t, sess46, false)

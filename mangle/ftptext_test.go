@@ -45,7 +45,7 @@ func TestParseReplyCode(t *testing.T) {
 	}
 }
 
-func TestSplitCommand(t *testing.T) {
+func TestFTPSplitCommand(t *testing.T) {
 	type result struct {
 		Verb   string
 		Arg    string
@@ -519,20 +519,18 @@ func checkRoundTrips(t *testing.T, ap netip.AddrPort) {
 			t.Errorf("228 %v: wrote %q, read back %v, %v", ap, b, got, ok)
 		}
 	}
-	if b := append229(nil, ' ', ap.Port()); true {
-		if got, _, _, ok := parse229(b); !ok || got != ap.Port() {
-			t.Errorf("229 %v: wrote %q, read back %v, %v", ap, b, got, ok)
-		}
+	b229 := append229(nil, ' ', ap.Port())
+	if got, _, _, ok := parse229(b229); !ok || got != ap.Port() {
+		t.Errorf("229 %v: wrote %q, read back %v, %v", ap, b229, got, ok)
 	}
 	if !addr.Unmap().Is4() {
 		return
 	}
 	a4 := addr.Unmap().As4()
-	if b := appendPORT(nil, ap); true {
-		_, arg, _ := splitCommand(b)
-		if gotA, gotP, ok := parsePORT(arg); !ok || gotA != a4 || gotP != ap.Port() {
-			t.Errorf("PORT %v: wrote %q, read back %v %v, %v", ap, b, gotA, gotP, ok)
-		}
+	bPORT := appendPORT(nil, ap)
+	_, arg, _ := splitCommand(bPORT)
+	if gotA, gotP, ok := parsePORT(arg); !ok || gotA != a4 || gotP != ap.Port() {
+		t.Errorf("PORT %v: wrote %q, read back %v %v, %v", ap, bPORT, gotA, gotP, ok)
 	}
 	for _, sep := range []byte{' ', '-'} {
 		b := append227(nil, "227", sep, ap)

@@ -15,6 +15,8 @@ require (
 
 require (
 	github.com/mdlayher/socket v0.6.0 // indirect
+	github.com/pkg/errors v0.9.1 // indirect
+	github.com/ti-mo/netfilter v0.5.3 // indirect
 	golang.org/x/net v0.55.0 // indirect
 	golang.org/x/sync v0.20.0 // indirect
 )

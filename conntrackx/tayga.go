@@ -1,0 +1,194 @@
+package conntrackx
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+)
+
+// TaygaConntrackConfig configures a TaygaConntrack. A nil
+// *TaygaConntrackConfig means defaults.
+type TaygaConntrackConfig struct {
+	// Prefix is Tayga's RFC 6052 prefix ("prefix" in tayga.conf). Required.
+	Prefix netip.Prefix
+	// Pool is Tayga's "dynamic-pool", if known. Lookup6 then answers only
+	// for a client inside it and Lookup4 only with an address inside it,
+	// which keeps an ordinary IPv4 host that happens to use the same
+	// source port off the answers.
+	Pool netip.Prefix
+	// Guess, if set, proposes the pool address of an IPv6 host (the
+	// mapper's PredictDynamic). Lookup4 first asks conntrack for that
+	// exact flow (one Get) and dumps the IPv4 table only if it is not
+	// there.
+	Guess func(v6 netip.Addr) netip.Addr
+	// NetNS is a network namespace file descriptor (the namespace Tayga
+	// forwards in); 0 means the current one. No goroutine switches
+	// namespace: the socket is opened in it.
+	NetNS int
+}
+
+// TaygaConntrack finds the dynamic-pool bindings of a Tayga NAT64 in the
+// conntrack table of the namespace Tayga forwards in. It implements
+// mangle.DynamicResolver.
+//
+// Tayga is userspace over a TUN device, so both legs of a translated
+// connection are ordinary forwarded flows in that namespace, and Tayga
+// keeps ports: an IPv6 client C6:cport talking to Pref::S4:sport appears as
+// C6:cport -> Pref::S4:sport on the IPv6 leg and as C4':cport -> S4:sport
+// on the IPv4 leg, where C4' is the pool address Tayga gave C6. The
+// lookups match the two legs on (server, client port, server port).
+//
+// Conntrack must be tracking in that namespace: the kernel tracks only
+// once some rule there uses conntrack (ftpalg's rules or any "ct state"
+// rule of the firewall).
+//
+// Cost: a lookup the Guess gets right is one netlink round trip; any
+// other is a dump of one family's whole conntrack table, filtered here
+// (the kernel's dump filter cannot select by address or port through
+// ti-mo/conntrack v0.6.0). Lookups happen once per new control
+// connection of an unknown pool host; the mapper remembers the answers.
+//
+// It is safe for concurrent use: requests are serialized on one socket.
+type TaygaConntrack struct {
+	cfg TaygaConntrackConfig
+
+	mu   sync.Mutex
+	conn *conntrack.Conn
+}
+
+var _ mangle.DynamicResolver = (*TaygaConntrack)(nil)
+
+// NewTaygaConntrack opens a conntrack socket in the current network
+// namespace for a Tayga using prefix.
+func NewTaygaConntrack(prefix netip.Prefix) (*TaygaConntrack, error) {
+	return DialTaygaConntrack(&TaygaConntrackConfig{Prefix: prefix})
+}
+
+// DialTaygaConntrack opens a conntrack socket as cfg says.
+func DialTaygaConntrack(cfg *TaygaConntrackConfig) (*TaygaConntrack, error) {
+	if cfg == nil || !cfg.Prefix.IsValid() {
+		return nil, errors.New("tayga conntrack: prefix required")
+	}
+	if _, ok := mangle.EmbedRFC6052(cfg.Prefix, netip.AddrFrom4([4]byte{192, 0, 2, 1})); !ok {
+		return nil, fmt.Errorf("tayga conntrack: %v is not an RFC 6052 prefix", cfg.Prefix)
+	}
+	c, err := conntrack.Dial(&netlink.Config{NetNS: cfg.NetNS})
+	if err != nil {
+		return nil, fmt.Errorf("tayga conntrack: dial: %w", err)
+	}
+	return &TaygaConntrack{cfg: *cfg, conn: c}, nil
+}
+
+// Close closes the conntrack socket.
+func (t *TaygaConntrack) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.conn.Close()
+}
+
+// Lookup6 implements mangle.DynamicResolver: the IPv6 source of the flow
+// C6:cport -> Pref::S4:sport that matches the IPv4-leg flow
+// client4:cport -> server4:sport. It answers false if no flow or more than
+// one client matches, or on any error.
+func (t *TaygaConntrack) Lookup6(client4, server4 netip.AddrPort) (netip.Addr, bool) {
+	c4, s4 := client4.Addr().Unmap(), server4.Addr().Unmap()
+	if !c4.Is4() || !s4.Is4() || (t.cfg.Pool.IsValid() && !t.cfg.Pool.Contains(c4)) {
+		return netip.Addr{}, false
+	}
+	dst, ok := mangle.EmbedRFC6052(t.cfg.Prefix, s4)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	flows, err := t.dump(ipv6Only)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return unique(flows, dst, client4.Port(), server4.Port(), func(src netip.Addr) bool {
+		return src.Is6() && !t.cfg.Prefix.Contains(src)
+	})
+}
+
+// Lookup4 implements mangle.DynamicResolver: the IPv4 source of the flow
+// C4':cport -> S4:sport that matches the IPv6-leg flow
+// client6:cport -> Pref::S4:sport. It answers false if no flow or more
+// than one client matches, or on any error.
+func (t *TaygaConntrack) Lookup4(client6, server6 netip.AddrPort) (netip.Addr, bool) {
+	c6 := client6.Addr()
+	if !c6.Is6() || c6.Is4In6() {
+		return netip.Addr{}, false
+	}
+	s4, ok := mangle.ExtractRFC6052(t.cfg.Prefix, server6.Addr())
+	if !ok {
+		return netip.Addr{}, false
+	}
+	inPool := func(src netip.Addr) bool {
+		return src.Is4() && (!t.cfg.Pool.IsValid() || t.cfg.Pool.Contains(src))
+	}
+	if t.cfg.Guess != nil {
+		if g := t.cfg.Guess(c6); g.IsValid() && inPool(g) && t.exists(g, client6.Port(), s4, server6.Port()) {
+			return g, true
+		}
+	}
+	flows, err := t.dump(ipv4Only)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return unique(flows, s4, client6.Port(), server6.Port(), inPool)
+}
+
+// exists asks conntrack for one TCP flow by its original tuple.
+func (t *TaygaConntrack) exists(src netip.Addr, sport uint16, dst netip.Addr, dport uint16) bool {
+	q := conntrack.Flow{TupleOrig: conntrack.Tuple{
+		IP:    conntrack.IPTuple{SourceAddress: src, DestinationAddress: dst},
+		Proto: conntrack.ProtoTuple{Protocol: protoTCP, SourcePort: sport, DestinationPort: dport},
+	}}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, err := t.conn.Get(q)
+	return err == nil && f.TupleOrig.IP.SourceAddress == src
+}
+
+func (t *TaygaConntrack) dump(f conntrack.Filter) ([]conntrack.Flow, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.conn.DumpFilter(f, nil)
+}
+
+// Address families for conntrack dumps (AF_INET, AF_INET6) and TCP.
+const (
+	afInet   = 2
+	afInet6  = 10
+	protoTCP = 6
+)
+
+var (
+	ipv4Only = conntrack.NewFilter().Family(afInet)
+	ipv6Only = conntrack.NewFilter().Family(afInet6)
+)
+
+// unique returns the one source address, accepted by ok, of the TCP
+// flows to dst:dport from port sport.
+func unique(flows []conntrack.Flow, dst netip.Addr, sport, dport uint16, ok func(netip.Addr) bool) (netip.Addr, bool) {
+	var found netip.Addr
+	for i := range flows {
+		o := &flows[i].TupleOrig
+		if o.Proto.Protocol != protoTCP || o.Proto.SourcePort != sport || o.Proto.DestinationPort != dport ||
+			o.IP.DestinationAddress.Unmap() != dst {
+			continue
+		}
+		src := o.IP.SourceAddress.Unmap()
+		if !ok(src) {
+			continue
+		}
+		if found.IsValid() && found != src {
+			return netip.Addr{}, false // two clients: do not guess
+		}
+		found = src
+	}
+	return found, found.IsValid()
+}

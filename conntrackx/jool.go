@@ -73,7 +73,7 @@ func newJool(c *genetlink.Conn, cfg *JoolConfig) (*Jool, error) {
 	f, err := c.GetFamily(joolFamily)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("dial jool: %w (no generic netlink family %q)", ErrJoolNotLoaded, joolFamily)
+			return nil, fmt.Errorf("dial jool: %w (generic netlink family %q: %w)", ErrJoolNotLoaded, joolFamily, err)
 		}
 		return nil, fmt.Errorf("dial jool: look up family %q: %w", joolFamily, err)
 	}

@@ -330,10 +330,10 @@ func TestJoolListPagingFromFake(t *testing.T) {
 	s4 := netip.MustParseAddr("198.51.100.7")
 	for i := range 9 {
 		k.sessions = append(k.sessions, SessionEntry{
-			Src6: netip.AddrPortFrom(netip.MustParseAddr("2001:db8::10"), uint16(40000+i)),
-			Dst6: netip.AddrPortFrom(netip.MustParseAddr("64:ff9b::c633:6407"), 21),
-			Src4: netip.AddrPortFrom(c4, uint16(3000+i)),
-			Dst4: netip.AddrPortFrom(s4, uint16(20+i%2)),
+			Src6:  netip.AddrPortFrom(netip.MustParseAddr("2001:db8::10"), uint16(40000+i)),
+			Dst6:  netip.AddrPortFrom(netip.MustParseAddr("64:ff9b::c633:6407"), 21),
+			Src4:  netip.AddrPortFrom(c4, uint16(3000+i)),
+			Dst4:  netip.AddrPortFrom(s4, uint16(20+i%2)),
 			Proto: ProtoTCP,
 		})
 	}

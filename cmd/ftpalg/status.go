@@ -102,7 +102,7 @@ type statusServer struct {
 	ln   *net.UnixListener
 	path string
 	log  *slog.Logger
-	done chan struct{}
+	done chan struct{} // closed when serve's loop ends; nil before serve
 }
 
 func listenStatus(path string, log *slog.Logger) (*statusServer, error) {
@@ -125,12 +125,14 @@ func listenStatus(path string, log *slog.Logger) (*statusServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("status socket: %w", err)
 	}
-	return &statusServer{ln: ln, path: path, log: log, done: make(chan struct{})}, nil
+	return &statusServer{ln: ln, path: path, log: log}, nil
 }
 
 func (s *statusServer) serve(get func() statusReport) {
+	done := make(chan struct{})
+	s.done = done
 	go func() {
-		defer close(s.done)
+		defer close(done)
 		for {
 			c, err := s.ln.Accept()
 			if err != nil {
@@ -151,9 +153,11 @@ func (s *statusServer) serve(get func() statusReport) {
 // Close stops answering and removes the socket file.
 func (s *statusServer) Close() error {
 	err := s.ln.Close() // unlinks the socket file
-	select {
-	case <-s.done:
-	case <-time.After(3 * time.Second):
+	if s.done != nil {
+		select {
+		case <-s.done:
+		case <-time.After(3 * time.Second): // a client that does not read
+		}
 	}
 	return err
 }

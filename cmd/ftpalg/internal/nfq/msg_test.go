@@ -189,36 +189,11 @@ func TestVerdictsRoundTrip(t *testing.T) {
 	if len(sent) != 1 || v.Len() != 0 {
 		t.Fatalf("sent %d batches, Len %d after flush", len(sent), v.Len())
 	}
-	type verdict struct {
-		ID      uint32
-		Verdict uint32
-		Payload string
+	got, err := DecodeVerdicts(sent[0])
+	if err != nil {
+		t.Fatal(err)
 	}
-	var got []verdict
-	for b := sent[0]; len(b) > 0; {
-		m, rest, err := nextMessage(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m.typ != msgVerdict {
-			t.Fatalf("type %#x", m.typ)
-		}
-		var vd verdict
-		for a := m.data[nfgenLen:]; len(a) >= nlaHdrLen; {
-			l := int(binary.NativeEndian.Uint16(a))
-			switch binary.NativeEndian.Uint16(a[2:]) {
-			case attrVerdictHdr:
-				vd.Verdict = binary.BigEndian.Uint32(a[4:])
-				vd.ID = binary.BigEndian.Uint32(a[8:])
-			case attrPayload:
-				vd.Payload = string(a[4:l])
-			}
-			a = a[align4(l):]
-		}
-		got = append(got, vd)
-		b = rest
-	}
-	want := []verdict{{1, 1, ""}, {2, 1, "abcdef"}, {3, 1, ""}, {4, 1, ""}}
+	want := []Verdict{{1, 1, 1, nil}, {1, 2, 1, []byte("abcdef")}, {1, 3, 1, nil}, {1, 4, 1, nil}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("verdicts (-want +got):\n%s", diff)
 	}

@@ -1,5 +1,10 @@
 package nfq
 
+import (
+	"encoding/binary"
+	"errors"
+)
+
 // batchLimit is the size past which collected verdicts are sent at once
 // instead of at the end of the handler's call (well below the default
 // socket send buffer, which bounds one netlink write).
@@ -67,4 +72,67 @@ func (v *Verdicts) flush() {
 func (v *Verdicts) reset() {
 	v.buf = v.buf[:0]
 	v.n = 0
+}
+
+// NewVerdicts returns a Verdicts that passes every batch to send instead of
+// a queue's socket: a fake at the message level for tests of handlers and
+// for offline tools. Decode the batches with DecodeVerdicts.
+func NewVerdicts(queue uint16, send func(batch []byte)) *Verdicts {
+	return &Verdicts{queue: queue, send: send}
+}
+
+// Flush passes the collected verdicts to the send function of NewVerdicts
+// (a queue flushes on its own).
+func (v *Verdicts) Flush() { v.flush() }
+
+// Verdict is one decoded verdict message.
+type Verdict struct {
+	Queue   uint16
+	ID      uint32
+	Verdict uint32 // 1 is NF_ACCEPT
+	Packet  []byte // the replacement packet, nil when unchanged
+}
+
+// DecodeVerdicts decodes a batch of verdict messages as a queue writes
+// them. Packets alias b.
+func DecodeVerdicts(b []byte) ([]Verdict, error) {
+	var out []Verdict
+	for len(b) > 0 {
+		m, rest, err := nextMessage(b)
+		if err != nil {
+			return out, err
+		}
+		b = rest
+		if m.typ != msgVerdict || len(m.data) < nfgenLen {
+			return out, errors.New("not a verdict message")
+		}
+		vd := Verdict{Queue: binary.BigEndian.Uint16(m.data[2:4])}
+		hdr := false
+		for a := m.data[nfgenLen:]; len(a) >= nlaHdrLen; {
+			l := int(binary.NativeEndian.Uint16(a))
+			if l < nlaHdrLen || l > len(a) {
+				return out, errShort
+			}
+			switch binary.NativeEndian.Uint16(a[2:]) & nlaTypeMask {
+			case attrVerdictHdr:
+				if l < nlaHdrLen+8 {
+					return out, errShort
+				}
+				vd.Verdict = binary.BigEndian.Uint32(a[4:])
+				vd.ID = binary.BigEndian.Uint32(a[8:])
+				hdr = true
+			case attrPayload:
+				vd.Packet = a[nlaHdrLen:l]
+			}
+			if align4(l) >= len(a) {
+				break
+			}
+			a = a[align4(l):]
+		}
+		if !hdr {
+			return out, errors.New("verdict message without a verdict header")
+		}
+		out = append(out, vd)
+	}
+	return out, nil
 }

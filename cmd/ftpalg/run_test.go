@@ -1,0 +1,293 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
+	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/test/ftpcap"
+)
+
+func writeFile(t *testing.T, name, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestParseRunFlags(t *testing.T) {
+	defaults := runConfig{
+		TaygaConf: "t.conf", Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
+		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock",
+	}
+	with := func(f func(c *runConfig)) *runConfig {
+		c := defaults
+		f(&c)
+		return &c
+	}
+	for _, tc := range []struct {
+		args    string
+		want    *runConfig
+		wantErr string
+	}{
+		{args: "--tayga-conf t.conf", want: &defaults},
+		{args: "--tayga-conf t.conf --queues 4 --queue-num 10 --ports 21,2121 --leg ipv6 --no-rules --fail-open=false --hold-timeout 1s --strict --log-level debug --log-format json --status-socket=",
+			want: with(func(c *runConfig) {
+				c.Queues, c.QueueNum, c.Ports, c.Leg, c.NoRules, c.FailOpen = 4, 10, []uint16{21, 2121}, "ipv6", true, false
+				c.HoldTimeout, c.Strict, c.LogLevel, c.LogFormat, c.StatusSocket = time.Second, true, slog.LevelDebug, "json", ""
+			})},
+		{args: "", wantErr: "one of --tayga-conf or --jool-instance is required"},
+		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
+		{args: "--tayga-conf a --leg ipv5", wantErr: `--leg "ipv5": want ipv4 or ipv6`},
+		{args: "--tayga-conf a --ports 21,0", wantErr: `bad port "0"`},
+		{args: "--tayga-conf a --ports 70000", wantErr: `bad port "70000"`},
+		{args: "--tayga-conf a --queues 0", wantErr: "want a number from 1 to 65535"},
+		{args: "--tayga-conf a --queue-num 65535 --queues 2", wantErr: "goes past queue 65535"},
+		{args: "--tayga-conf a --hold-timeout 0s", wantErr: "want a positive duration"},
+		{args: "--tayga-conf a --log-level loud", wantErr: "log-level"},
+		{args: "--tayga-conf a --log-format xml", wantErr: `--log-format "xml"`},
+		{args: "--tayga-conf a --metrics-addr :9100", wantErr: "not implemented yet"},
+		{args: "--tayga-conf a extra", wantErr: `unexpected argument "extra"`},
+		{args: "--bogus", wantErr: "flag provided but not defined"},
+	} {
+		t.Run(tc.args, func(t *testing.T) {
+			got, err := parseRunFlags(strings.Fields(tc.args), io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("config (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// --help is true: it names every flag, and it is not an error.
+func TestRunHelp(t *testing.T) {
+	var out bytes.Buffer
+	if code := runMain([]string{"--help"}, &out, &out); code != 0 {
+		t.Errorf("run --help exited %d", code)
+	}
+	var cfg runConfig
+	n := 0
+	newRunFlags(&cfg, io.Discard).VisitAll(func(f *flag.Flag) {
+		n++
+		if !strings.Contains(out.String(), "-"+f.Name+" ") && !strings.Contains(out.String(), "-"+f.Name+"\n") {
+			t.Errorf("help does not mention --%s", f.Name)
+		}
+	})
+	if n < 14 {
+		t.Errorf("%d flags, want at least 14", n)
+	}
+}
+
+// Configuration errors come before anything that needs root, as one line.
+func TestRunConfigErrors(t *testing.T) {
+	bad := writeFile(t, "tayga.conf", "# lab\nipv4-addr 192.0.2.1\nprefix 2001:db8:64::/129\n")
+	for _, tc := range []struct {
+		cfg  runConfig
+		want string
+	}{
+		{runConfig{TaygaConf: filepath.Join(t.TempDir(), "missing.conf")}, "--tayga-conf: open "},
+		{runConfig{TaygaConf: bad}, bad + ":3: prefix: "},
+		{runConfig{JoolInstance: "default"}, "--jool-instance: the Jool mapper is not implemented yet"},
+	} {
+		var logs bytes.Buffer
+		err := run(context.Background(), &tc.cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("run(%+v) = %v, want one line starting with %q", tc.cfg, err, tc.want)
+		}
+	}
+	// And runMain prints it once, prefixed, with exit status 1.
+	var stderr bytes.Buffer
+	if code := runMain([]string{"--tayga-conf", bad}, io.Discard, &stderr); code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	if got := stderr.String(); !strings.HasPrefix(got, "ftpalg run: "+bad+":3: prefix: ") || strings.Count(got, "\n") != 1 {
+		t.Errorf("stderr = %q", got)
+	}
+}
+
+func TestCapEffHas(t *testing.T) {
+	for _, tc := range []struct {
+		status    string
+		ok, known bool
+	}{
+		{"Name:\tftpalg\nCapEff:\t000001ffffffffff\n", true, true},
+		{"CapEff:\t0000000000001000\n", true, true},
+		{"CapEff:\t0000000000000000\n", false, true},
+		{"CapEff:\t00000000a80425fb\n", false, true}, // docker's default set
+		{"Name:\tx\n", false, false},
+		{"CapEff:\tzz\n", false, false},
+	} {
+		ok, known := capEffHas(tc.status, 12)
+		if ok != tc.ok || known != tc.known {
+			t.Errorf("capEffHas(%q) = %v, %v; want %v, %v", tc.status, ok, known, tc.ok, tc.known)
+		}
+	}
+}
+
+// The engine handler turns the engine's results into verdicts: every
+// packet exactly one, rewritten ones carrying the new bytes. Here an IPv4
+// client's PASV to an IPv6 server behind Tayga, on the IPv4 leg.
+func TestEngineHandler(t *testing.T) {
+	tc, err := mangle.ParseTaygaConf(strings.NewReader(ftpcap.TaygaConf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mangle.NewTaygaMapper(tc, nil)
+	h := newEngineHandler(0, &mangle.Config{Mapper: m}, 200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	c := ftpcap.New(ftpcap.Config{})
+	c.Handshake()
+	c.Reply("220 ready\r\n", "")
+	c.Send(ftpcap.Write{From: ftpcap.Client, Data: "PA", NoAck: true}) // split: held until the line ends
+	c.Command("SV\r\n", "")
+	c.Reply("229 Entering Extended Passive Mode (|||2000|)\r\n", "")
+	pkts := ftpcap.Raw(c.Packets(ftpcap.Session46(40000).V4))
+
+	var got []nfq.Verdict
+	v := nfq.NewVerdicts(0, func(b []byte) {
+		vs, err := nfq.DecodeVerdicts(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range vs {
+			x.Packet = bytes.Clone(x.Packet)
+			got = append(got, x)
+		}
+	})
+	for i, p := range pkts {
+		h.Packet(uint32(i+1), p, v)
+		v.Flush()
+	}
+	h.Tick(time.Now().Add(time.Hour), v)
+	h.Close(v)
+	v.Flush()
+
+	seen := map[uint32]int{}
+	var modified []string
+	for _, x := range got {
+		seen[x.ID]++
+		if x.Verdict != 1 {
+			t.Errorf("verdict %d for packet %d, want accept", x.Verdict, x.ID)
+		}
+		if x.Packet != nil {
+			modified = append(modified, string(tcpPayload4(x.Packet)))
+		}
+	}
+	for i := range pkts {
+		if seen[uint32(i+1)] != 1 {
+			t.Errorf("packet %d got %d verdicts, want 1", i+1, seen[uint32(i+1)])
+		}
+	}
+	all := strings.Join(modified, "")
+	if !strings.Contains(all, "EPSV 2\r\n") || !strings.Contains(all, "227 Entering Passive Mode (203,0,113,10,") {
+		t.Errorf("rewritten packets %q: want the PASV as EPSV and the 229 as a 227", modified)
+	}
+	st, _ := h.Stats()
+	if st.Packets != uint64(len(pkts)) || st.Rewrites < 2 {
+		t.Errorf("engine stats %+v: want %d packets, 2 rewrites", st, len(pkts))
+	}
+}
+
+// tcpPayload4 is the TCP payload of an IPv4 packet.
+func tcpPayload4(p []byte) []byte {
+	ihl := int(p[0]&0xf) * 4
+	return p[ihl+int(p[ihl+12]>>4)*4:]
+}
+
+func TestStatusSocket(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ftpalg.sock")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := listenStatus(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := statusReport{Version: "test", PID: 1, Translator: "tayga", Leg: "ipv4", Ports: []uint16{21},
+		Queues: []queueStatus{
+			{Queue: 0, NFQ: nfq.Stats{Packets: 10, Verdicts: 10}, Engine: mangle.Stats{Packets: 10, Rewrites: 2}, Flows: 1},
+			{Queue: 1, NFQ: nfq.Stats{Packets: 5, Verdicts: 5, ENOBUFS: 1}, Kernel: &nfq.KernelStats{QueueDrops: 3}},
+		}}
+	s.serve(func() statusReport { return rep })
+
+	if _, err := listenStatus(path, log); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second listener: %v, want in use", err)
+	}
+
+	var out, errOut bytes.Buffer
+	if code := statusMain([]string{"--socket", path}, &out, &errOut); code != 0 {
+		t.Fatalf("status: exit %d: %s", code, errOut.String())
+	}
+	text := out.String()
+	for _, want := range []string{"queue 0", "queue 1", "total", "nfqueue.Packets", "engine.Rewrites", "nfqueue.ENOBUFS"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status text lacks %q:\n%s", want, text)
+		}
+	}
+	if !strings.Contains(text, "15") {
+		t.Errorf("status text lacks the total of 15 packets:\n%s", text)
+	}
+
+	out.Reset()
+	if code := statusMain([]string{"--socket", path, "--json"}, &out, &errOut); code != 0 {
+		t.Fatalf("status --json: exit %d", code)
+	}
+	var back statusReport
+	if err := json.Unmarshal(out.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(rep, back); diff != "" {
+		t.Errorf("json round trip (-want +got):\n%s", diff)
+	}
+	if tot := rep.total(); tot.NFQ.Packets != 15 || tot.NFQ.ENOBUFS != 1 || tot.Engine.Rewrites != 2 || tot.Flows != 1 {
+		t.Errorf("total %+v", tot)
+	}
+
+	s.Close()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("socket file left after Close: %v", err)
+	}
+	errOut.Reset()
+	if code := statusMain([]string{"--socket", path}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "no daemon answers") {
+		t.Errorf("status without daemon: exit %d, %q", code, errOut.String())
+	}
+}
+
+// A socket file left by a daemon that died is replaced.
+func TestStatusSocketStale(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := listenStatus(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ln.SetUnlinkOnClose(false)
+	s.Close()
+	s2, err := listenStatus(path, log)
+	if err != nil {
+		t.Fatalf("stale socket: %v", err)
+	}
+	s2.Close()
+}

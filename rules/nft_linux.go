@@ -29,6 +29,10 @@ func Install(cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("install rules: %w", err)
 	}
+	return p.install(conn)
+}
+
+func (p *plan) install(conn *nftables.Conn) error {
 	native, err := nativeQueue(conn)
 	if err != nil {
 		return fmt.Errorf("install rules: %w", err)

@@ -249,55 +249,82 @@ func cmdIn(t *testing.T, ns netns, stdin string, args ...string) {
 	}
 }
 
-// pair is two namespaces joined by a veth pair: the client at 192.0.2.2
-// and the router at 192.0.2.1, where the rules and the servers are.
+// pair is two namespaces joined by a veth pair: the client (192.0.2.2,
+// 192.0.2.10-25, 2001:db8::2) and the router (192.0.2.1, 2001:db8::1),
+// where the rules and the servers are.
 type pair struct {
 	client, router netns
 }
 
-const routerAddr = "192.0.2.1"
+const (
+	router4 = "192.0.2.1"
+	router6 = "2001:db8::1"
+	client4 = "192.0.2.2"
+)
+
+// client4s are extra client addresses, to spread connections over queues
+// (the queue hash covers addresses, not ports).
+var client4s = func() []string {
+	var a []string
+	for i := 10; i < 26; i++ {
+		a = append(a, fmt.Sprintf("192.0.2.%d", i))
+	}
+	return a
+}()
 
 func newPair(t *testing.T) pair {
 	t.Helper()
 	p := pair{client: newNetNS(t), router: newNetNS(t)}
 	p.router.run(t, "ip", "link", "add", "r0", "type", "veth", "peer", "name", "c0", "netns", p.client.name)
-	p.router.run(t, "ip", "addr", "add", routerAddr+"/24", "dev", "r0")
+	p.router.run(t, "ip", "addr", "add", router4+"/24", "dev", "r0")
+	p.router.run(t, "ip", "addr", "add", router6+"/64", "dev", "r0", "nodad")
 	p.router.run(t, "ip", "link", "set", "r0", "up")
-	p.client.run(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "c0")
+	p.client.run(t, "ip", "addr", "add", client4+"/24", "dev", "c0")
+	for _, a := range client4s {
+		p.client.run(t, "ip", "addr", "add", a+"/24", "dev", "c0")
+	}
+	p.client.run(t, "ip", "addr", "add", "2001:db8::2/64", "dev", "c0", "nodad")
 	p.client.run(t, "ip", "link", "set", "c0", "up")
 	return p
 }
 
-// serve listens on routerAddr:port inside the router namespace and
-// answers every connection with a line, until the test ends.
+// serve listens on the router's addresses, IPv4 and IPv6, at port inside
+// the router namespace and answers every connection with a line, until
+// the test ends.
 func (p pair) serve(t *testing.T, port int) {
 	t.Helper()
-	var ln net.Listener
-	err := p.router.do(func() (err error) {
-		ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", routerAddr, port))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "220 hello\r\n")
-			c.Close()
+	for _, addr := range []string{router4, router6} {
+		var ln net.Listener
+		err := p.router.do(func() (err error) {
+			ln, err = net.Listen("tcp", net.JoinHostPort(addr, fmt.Sprint(port)))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "220 hello\r\n")
+				c.Close()
+			}
+		}()
+	}
 }
 
-// dial connects from the client namespace to the router's port and reads
-// the greeting.
-func (p pair) dial(port int, timeout time.Duration) error {
+// dial connects from the client namespace, from address from (any if
+// empty), to the router's address to at port, and reads the greeting.
+func (p pair) dial(from, to string, port int, timeout time.Duration) error {
 	return p.client.do(func() error {
-		c, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", routerAddr, port), timeout)
+		d := net.Dialer{Timeout: timeout}
+		if from != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+		}
+		c, err := d.Dial("tcp", net.JoinHostPort(to, fmt.Sprint(port)))
 		if err != nil {
 			return err
 		}
@@ -331,7 +358,7 @@ func (s seen) String() string {
 }
 
 // reader is a minimal NFQUEUE consumer: it records and accepts every
-// IPv4 packet of the queues it reads.
+// TCP packet of the queues it reads.
 type reader struct {
 	mu   sync.Mutex
 	got  []seen
@@ -360,7 +387,7 @@ func readQueues(t *testing.T, ns netns, first, n uint16) *reader {
 			if a.PacketID == nil {
 				return 0
 			}
-			s, ok := parseTCP4(a)
+			s, ok := parseTCP(a)
 			s.queue = q
 			r.mu.Lock()
 			if ok {
@@ -396,7 +423,9 @@ func (r *reader) packets() ([]seen, []error) {
 	return append([]seen(nil), r.got...), append([]error(nil), r.errs...)
 }
 
-func parseTCP4(a nfqueue.Attribute) (seen, bool) {
+// parseTCP reads the addresses, ports and flags of an IPv4 packet, or of
+// an IPv6 packet without extension headers.
+func parseTCP(a nfqueue.Attribute) (seen, bool) {
 	var s seen
 	if a.Hook != nil {
 		s.hook = *a.Hook
@@ -405,16 +434,20 @@ func parseTCP4(a nfqueue.Attribute) (seen, bool) {
 		return s, false
 	}
 	b := *a.Payload
-	if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_TCP {
+	var tcp []byte
+	switch {
+	case len(b) >= 20 && b[0]>>4 == 4 && b[9] == unix.IPPROTO_TCP:
+		s.srcAddr, s.dstAddr = net.IP(b[12:16]).String(), net.IP(b[16:20]).String()
+		tcp = b[int(b[0]&0x0f)*4:]
+	case len(b) >= 40 && b[0]>>4 == 6 && b[6] == unix.IPPROTO_TCP:
+		s.srcAddr, s.dstAddr = net.IP(b[8:24]).String(), net.IP(b[24:40]).String()
+		tcp = b[40:]
+	default:
 		return s, false
 	}
-	ihl := int(b[0]&0x0f) * 4
-	if len(b) < ihl+14 {
+	if len(tcp) < 14 {
 		return s, false
 	}
-	s.srcAddr = net.IP(b[12:16]).String()
-	s.dstAddr = net.IP(b[16:20]).String()
-	tcp := b[ihl:]
 	s.sport = uint16(tcp[0])<<8 | uint16(tcp[1])
 	s.dport = uint16(tcp[2])<<8 | uint16(tcp[3])
 	s.fin, s.syn, s.ack = tcp[13]&0x01 != 0, tcp[13]&0x02 != 0, tcp[13]&0x10 != 0
@@ -422,21 +455,24 @@ func parseTCP4(a nfqueue.Attribute) (seen, bool) {
 }
 
 // TestIntegrationRulesQueuesFTPOnly sends real connections through the
-// rules: those to port 21 are queued (both directions, each in the chain
-// meant for it, all in one queue), those to port 80 are not.
+// rules: those to a control port on the configured leg are queued (both
+// directions, each in the chain meant for it, a connection always in one
+// queue), all others are not.
 func TestIntegrationRulesQueuesFTPOnly(t *testing.T) {
 	needRoot(t)
 	tests := []struct {
 		name string
 		cfg  Config
-		// hooks the packets of each direction must be queued in: the
-		// client's packets arrive (prerouting); the server's replies
-		// are local output, so only the Jool ruleset's postrouting
-		// chain sees them.
+		// The hooks the packets of each direction must be queued in:
+		// the client's packets arrive (prerouting); the server's
+		// replies are the router's own output, so only the Jool
+		// ruleset's postrouting chain sees them.
 		toServerHook, toClientHook int // -1: not queued
+		spread                     bool
 	}{
-		{"tayga", Config{Translator: Tayga, QueueNum: 3}, 0, -1},
-		{"jool two queues", Config{Translator: Jool, QueueNum: 5, Queues: 2, Ports: []uint16{21, 2121}}, 0, 4},
+		{name: "tayga", cfg: Config{Translator: Tayga, QueueNum: 3}, toServerHook: 0, toClientHook: -1},
+		{name: "tayga ipv6", cfg: Config{Translator: Tayga, Leg: LegIPv6}, toServerHook: 0, toClientHook: -1},
+		{name: "jool two queues", cfg: Config{Translator: Jool, QueueNum: 5, Queues: 2, Ports: []uint16{21, 2121}}, toServerHook: 0, toClientHook: 4, spread: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -446,14 +482,22 @@ func TestIntegrationRulesQueuesFTPOnly(t *testing.T) {
 			if err := Install(&cfg); err != nil {
 				t.Fatal(err)
 			}
-			queues := max(cfg.Queues, 1)
-			r := readQueues(t, p.router, cfg.QueueNum, queues)
+			r := readQueues(t, p.router, cfg.QueueNum, max(cfg.Queues, 1))
 			for _, port := range []int{21, 80, 2121} {
 				p.serve(t, port)
 			}
-			for _, port := range []int{21, 80, 2121} {
-				if err := p.dial(port, 3*time.Second); err != nil {
-					t.Fatalf("connect to port %d: %v", port, err)
+			for _, to := range []string{router4, router6} {
+				for _, port := range []int{21, 80, 2121} {
+					if err := p.dial("", to, port, 3*time.Second); err != nil {
+						t.Fatalf("connect to %s port %d: %v", to, port, err)
+					}
+				}
+			}
+			if tt.spread {
+				for _, from := range client4s {
+					if err := p.dial(from, router4, 21, 3*time.Second); err != nil {
+						t.Fatalf("connect from %s: %v", from, err)
+					}
 				}
 			}
 			// The last ACK and FIN of a connection may still be on
@@ -463,36 +507,41 @@ func TestIntegrationRulesQueuesFTPOnly(t *testing.T) {
 			for _, err := range errs {
 				t.Errorf("queue reader: %v", err)
 			}
-			for _, s := range got {
-				t.Log(s)
-			}
 
-			queued := map[uint16]bool{} // the configured control ports
+			ports := map[uint16]bool{} // the configured control ports
 			for _, port := range cfg.Ports {
-				queued[port] = true
+				ports[port] = true
 			}
 			if len(cfg.Ports) == 0 {
-				queued[21] = true
+				ports[21] = true
+			}
+			leg := router4
+			if cfg.Leg == LegIPv6 {
+				leg = router6
 			}
 			synToServer, synAckToClient := map[uint16]bool{}, map[uint16]bool{}
 			queueOf := map[string]uint16{} // per connection
+			queuesUsed := map[uint16]bool{}
 			for _, s := range got {
 				server, client, wantHook := s.dport, s.sport, tt.toServerHook
-				if s.sport == 21 || s.sport == 2121 || s.sport == 80 {
+				serverAddr, clientAddr := s.dstAddr, s.srcAddr
+				if s.srcAddr == router4 || s.srcAddr == router6 {
 					server, client, wantHook = s.sport, s.dport, tt.toClientHook
+					serverAddr, clientAddr = s.srcAddr, s.dstAddr
 				}
-				if !queued[server] {
-					t.Errorf("queued a packet of a connection to port %d: %v", server, s)
+				if !ports[server] || serverAddr != leg {
+					t.Errorf("queued a packet of a connection to %s port %d: %v", serverAddr, server, s)
 					continue
 				}
 				if int(s.hook) != wantHook {
 					t.Errorf("packet queued in hook %d, want %d: %v", s.hook, wantHook, s)
 				}
-				conn := fmt.Sprintf("%d-%d", server, client)
+				conn := fmt.Sprintf("%s %d %s %d", serverAddr, server, clientAddr, client)
 				if q, ok := queueOf[conn]; ok && q != s.queue {
 					t.Errorf("connection %s split over queues %d and %d", conn, q, s.queue)
 				}
 				queueOf[conn] = s.queue
+				queuesUsed[s.queue] = true
 				if s.syn && !s.ack {
 					synToServer[server] = true
 				}
@@ -500,7 +549,7 @@ func TestIntegrationRulesQueuesFTPOnly(t *testing.T) {
 					synAckToClient[server] = true
 				}
 			}
-			for port := range queued {
+			for port := range ports {
 				if !synToServer[port] {
 					t.Errorf("SYN to port %d was not queued", port)
 				}
@@ -508,6 +557,12 @@ func TestIntegrationRulesQueuesFTPOnly(t *testing.T) {
 					t.Errorf("SYN-ACK from port %d was not queued", port)
 				}
 			}
+			// 17 client addresses over 2 queues: all in one would
+			// happen by chance once in 65536 runs.
+			if tt.spread && len(queuesUsed) != int(cfg.Queues) {
+				t.Errorf("%d connections used queues %v, want all %d", len(queueOf), queuesUsed, cfg.Queues)
+			}
+			t.Logf("%d packets of %d connections queued, in queues %v", len(got), len(queueOf), queuesUsed)
 		})
 	}
 }
@@ -525,10 +580,10 @@ func TestIntegrationRulesBypass(t *testing.T) {
 			}
 			p.serve(t, 21)
 			p.serve(t, 80)
-			if err := p.dial(80, 3*time.Second); err != nil {
+			if err := p.dial("", router4, 80, 3*time.Second); err != nil {
 				t.Errorf("port 80: %v", err)
 			}
-			err := p.dial(21, 500*time.Millisecond)
+			err := p.dial("", router4, 21, 500*time.Millisecond)
 			switch {
 			case bypass && err != nil:
 				t.Errorf("port 21 with bypass and no daemon: %v; want it to pass", err)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -92,6 +93,9 @@ type Queue struct {
 	cfg Config
 	fd  int
 
+	procMu sync.Mutex
+	proc   *os.File // this namespace's /proc/net/netfilter/nfnetlink_queue
+
 	closing atomic.Bool
 	mu      sync.Mutex
 	running bool
@@ -126,13 +130,16 @@ func Open(cfg *Config) (*Queue, error) {
 	if c.RcvBuf <= 0 {
 		c.RcvBuf = DefaultRcvBuf
 	}
-	fd, err := socket(c.NetNS)
+	fd, proc, err := socket(c.NetNS)
 	if err != nil {
 		return nil, fmt.Errorf("nfqueue %d: %w", c.Queue, err)
 	}
-	q := &Queue{cfg: c, fd: fd}
+	q := &Queue{cfg: c, fd: fd, proc: proc}
 	if err := q.setup(); err != nil {
 		unix.Close(fd)
+		if proc != nil {
+			proc.Close()
+		}
 		return nil, err
 	}
 	return q, nil
@@ -140,39 +147,48 @@ func Open(cfg *Config) (*Queue, error) {
 
 // socket opens the netlink socket, in namespace netns when it is not 0:
 // from a goroutine locked to a thread that switches namespace and then
-// exits still locked, so the thread is never reused.
-func socket(netns int) (int, error) {
+// exits still locked, so the thread is never reused. It also opens the
+// namespace's /proc/net/netfilter/nfnetlink_queue (nil when absent), which
+// stays bound to that namespace whatever thread reads it later.
+func socket(netns int) (int, *os.File, error) {
 	if netns == 0 {
 		return newSocket()
 	}
 	type result struct {
-		fd  int
-		err error
+		fd   int
+		proc *os.File
+		err  error
 	}
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
 		if err := unix.Setns(netns, unix.CLONE_NEWNET); err != nil {
-			ch <- result{-1, fmt.Errorf("enter network namespace: %w", err)}
+			ch <- result{-1, nil, fmt.Errorf("enter network namespace: %w", err)}
 			return
 		}
-		fd, err := newSocket()
-		ch <- result{fd, err}
+		fd, proc, err := newSocket()
+		ch <- result{fd, proc, err}
 	}()
 	r := <-ch
-	return r.fd, r.err
+	return r.fd, r.proc, r.err
 }
 
-func newSocket() (int, error) {
+// newSocket runs on a thread in the queue's namespace (the caller's, or
+// one locked there): /proc/thread-self/net is that namespace's.
+func newSocket() (int, *os.File, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
-		return -1, fmt.Errorf("netlink socket: %w", err)
+		return -1, nil, fmt.Errorf("netlink socket: %w", err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("bind netlink socket: %w", err)
+		return -1, nil, fmt.Errorf("bind netlink socket: %w", err)
 	}
-	return fd, nil
+	proc, err := os.Open("/proc/thread-self/net/netfilter/nfnetlink_queue")
+	if err != nil {
+		proc = nil
+	}
+	return fd, proc, nil
 }
 
 func (q *Queue) errorf(format string, a ...any) error {
@@ -247,7 +263,7 @@ func (q *Queue) configError(what string, err error) error {
 	if errors.Is(err, unix.EPERM) {
 		// The kernel answers EPERM both to a caller without CAP_NET_ADMIN
 		// and for a queue bound by another socket.
-		if port, ok := queueOwner(q.cfg.Queue); ok {
+		if port, ok := q.queueOwner(); ok {
 			return q.errorf("queue in use by netlink port %d (another ftpalg running?)", port)
 		}
 		return q.errorf("permission denied (needs root or CAP_NET_ADMIN)")
@@ -264,27 +280,47 @@ func (q *Queue) configError(what string, err error) error {
 	return q.errorf("%s: %w", what, err)
 }
 
-// queueOwner reads the netlink port bound to queue from
-// /proc/net/netfilter/nfnetlink_queue (this network namespace's).
-func queueOwner(queue uint16) (port uint32, ok bool) {
-	f, err := os.Open("/proc/net/netfilter/nfnetlink_queue")
-	if err != nil {
-		return 0, false
+// queueLines reads the namespace's /proc/net/netfilter/nfnetlink_queue:
+// one line per bound queue, "queue_number peer_portid queue_total
+// copy_mode copy_range queue_dropped user_dropped id_sequence 1".
+func (q *Queue) queueLines() [][]string {
+	if q.proc == nil {
+		return nil
 	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
+	q.procMu.Lock()
+	defer q.procMu.Unlock()
+	if _, err := q.proc.Seek(0, io.SeekStart); err != nil {
+		return nil
+	}
+	var lines [][]string
+	s := bufio.NewScanner(q.proc)
 	for s.Scan() {
-		fs := strings.Fields(s.Text())
-		if len(fs) < 2 {
+		lines = append(lines, strings.Fields(s.Text()))
+	}
+	return lines
+}
+
+// line returns the fields of queue's line, or nil.
+func (q *Queue) line(queue uint16) []string {
+	for _, fs := range q.queueLines() {
+		if len(fs) < 7 {
 			continue
 		}
-		n, err1 := strconv.ParseUint(fs[0], 10, 16)
-		p, err2 := strconv.ParseUint(fs[1], 10, 32)
-		if err1 == nil && err2 == nil && uint16(n) == queue {
-			return uint32(p), true
+		if n, err := strconv.ParseUint(fs[0], 10, 16); err == nil && uint16(n) == queue {
+			return fs
 		}
 	}
-	return 0, false
+	return nil
+}
+
+// queueOwner is the netlink port bound to queue, if any.
+func (q *Queue) queueOwner() (port uint32, ok bool) {
+	fs := q.line(q.cfg.Queue)
+	if fs == nil {
+		return 0, false
+	}
+	p, err := strconv.ParseUint(fs[1], 10, 32)
+	return uint32(p), err == nil
 }
 
 // KernelStats are a queue's counters as the kernel reports them.
@@ -294,29 +330,15 @@ type KernelStats struct {
 	SocketDrops uint32 // packets the kernel failed to send to the socket
 }
 
-// KernelStats reads the queue's line of /proc/net/netfilter/nfnetlink_queue.
-// ok is false when the queue is not listed.
+// KernelStats reads the queue's line of /proc/net/netfilter/nfnetlink_queue
+// (of the queue's namespace). ok is false when the queue is not listed.
 func (q *Queue) KernelStats() (ks KernelStats, ok bool) {
-	f, err := os.Open("/proc/net/netfilter/nfnetlink_queue")
-	if err != nil {
+	fs := q.line(q.cfg.Queue)
+	if fs == nil {
 		return ks, false
 	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// queue_number peer_portid queue_total copy_mode copy_range
-		// queue_dropped user_dropped id_sequence 1
-		fs := strings.Fields(s.Text())
-		if len(fs) < 7 {
-			continue
-		}
-		if n, err := strconv.ParseUint(fs[0], 10, 16); err != nil || uint16(n) != q.cfg.Queue {
-			continue
-		}
-		u := func(s string) uint32 { v, _ := strconv.ParseUint(s, 10, 32); return uint32(v) }
-		return KernelStats{Waiting: u(fs[2]), QueueDrops: u(fs[5]), SocketDrops: u(fs[6])}, true
-	}
-	return ks, false
+	u := func(s string) uint32 { v, _ := strconv.ParseUint(s, 10, 32); return uint32(v) }
+	return KernelStats{Waiting: u(fs[2]), QueueDrops: u(fs[5]), SocketDrops: u(fs[6])}, true
 }
 
 // request sends one configuration message and reads its acknowledgement.
@@ -597,6 +619,12 @@ func (q *Queue) Close() error {
 		return nil
 	}
 	q.closed = true
+	if q.proc != nil {
+		q.procMu.Lock()
+		q.proc.Close()
+		q.proc = nil
+		q.procMu.Unlock()
+	}
 	// Closing the socket unbinds the queue in the kernel.
 	if err := unix.Close(q.fd); err != nil {
 		return q.errorf("close: %w", err)

@@ -126,11 +126,13 @@ func rulesMain(args []string, stdout, stderr io.Writer) int {
 	case "install":
 		err = rules.Install(&r.cfg)
 		if err == nil {
-			mode := "nft queue"
-			if native, perr := rules.NativeQueue(); perr == nil && !native {
-				mode = "xt NFQUEUE through nft compat, as the kernel has no nft_queue"
+			mode := ""
+			if native, perr := rules.NativeQueue(); perr == nil && native {
+				mode = " (nft queue)"
+			} else if perr == nil {
+				mode = " (xt NFQUEUE through nft compat, as the kernel has no nft_queue)"
 			}
-			fmt.Fprintf(stdout, "installed table %s %s (%s)\n", family(r.cfg.Leg), r.cfg.Table, mode)
+			fmt.Fprintf(stdout, "installed table %s %s%s\n", family(r.cfg.Leg), r.cfg.Table, mode)
 		}
 	case "remove":
 		err = rules.Remove(&r.cfg)

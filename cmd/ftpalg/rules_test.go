@@ -242,7 +242,7 @@ func TestIntegrationRulesCLI(t *testing.T) {
 	}
 
 	code, stdout, stderr := ftpalg(nil, "rules", "install", "--translator", "jool", "--bypass", "--queue-num", "7")
-	if code != 0 || stderr != "" || !strings.HasPrefix(stdout, "installed table ip ftpalg (") {
+	if code != 0 || stderr != "" || !strings.HasPrefix(stdout, "installed table ip ftpalg") {
 		t.Fatalf("install: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	t.Log(strings.TrimSpace(stdout))

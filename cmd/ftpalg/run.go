@@ -353,7 +353,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	}
 	log.Info("ftpalg running",
 		"version", version, "translator", cfg.translator(), "conf", cfg.TaygaConf+cfg.JoolInstance,
-		"leg", cfg.Leg, "ports", cfg.Ports, "queues", queueRange(cfg), "rules", !cfg.NoRules,
+		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules,
 		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket)
 
 	// One loop per queue; the first to fail stops the others.

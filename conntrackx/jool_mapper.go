@@ -1,0 +1,677 @@
+package conntrackx
+
+// The Jool Mapper: mangle.Mapper for a Jool NAT64, backed by Jool's own
+// tables (pool4, BIB, sessions) and by static BIB entries it adds for data
+// channels.
+//
+// Operator setup. The mapper needs explicit pool4 entries (Jool's "empty
+// pool4" mode, which borrows interface addresses, cannot be listed) and a
+// port range on them reserved for the ALG's static BIB entries, given as
+// ReservedPorts (ftpalg run --jool-ports). The range must be in pool4 or
+// Jool refuses the entries; give it a mark no packet carries so that Jool's
+// own dynamic port allocation (which only uses ranges of the packet's mark)
+// never takes ports from it:
+//
+//	jool pool4 add 192.0.2.1 1024-60999 --tcp             # ordinary NAPT, mark 0
+//	jool pool4 add 192.0.2.1 61000-61999 --tcp --mark 4242 # the ALG's range
+//
+// (`jool pool4 add 192.0.2.1 61000-61999 --tcp` without a mark also works,
+// but Jool may then hand those ports to ordinary flows; the mapper skips
+// ports it finds taken.) Every static entry inside the reserved range on a
+// pool4 address belongs to the ALG: Cleanup removes them at start.
+// An IPv6 FTP server reached by IPv4 clients (46) needs the operator's own
+// static entry for its control port, for example
+// `jool bib add 2001:db8::10#21 192.0.2.1#21 --tcp`: that entry is how the
+// mapper recognises a 46 control connection.
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ftpalg/ftpalg/mangle"
+)
+
+// JoolTables is what the JoolMapper needs from Jool; *Jool implements it.
+// Protocols are IANA numbers.
+type JoolTables interface {
+	BIBAdd(e BIBEntry) error
+	BIBRemove(e BIBEntry) error
+	BIBList(proto uint8) ([]BIBEntry, error)
+	Pool4List(proto uint8) ([]Pool4Entry, error)
+	SessionList(proto uint8) ([]SessionEntry, error)
+}
+
+// Optional abilities of a JoolTables (both implemented by *Jool).
+type (
+	joolSessionFinder interface {
+		SessionFind(proto uint8, src4, dst4 netip.AddrPort) (SessionEntry, bool, error)
+	}
+	joolPool6Source interface {
+		Pool6() (netip.Prefix, bool, error)
+	}
+)
+
+// JoolMapperConfig configures a JoolMapper.
+type JoolMapperConfig struct {
+	// Tables is the Jool instance. Required.
+	Tables JoolTables
+	// Pool6 is the instance's RFC 6052 prefix (`jool global display`).
+	// When zero it is read from Tables if Tables can (a *Jool can).
+	Pool6 netip.Prefix
+	// ReservedPorts is the first and last port (inclusive) of the pool4
+	// range reserved for the ALG's static BIB entries. Without it the
+	// mapper still classifies control connections but cannot map 46
+	// passive or 64 active data channels.
+	ReservedPorts [2]uint16
+	// IdleTimeout removes a mapping whose data connection never came
+	// (default 2 minutes).
+	IdleTimeout time.Duration
+	// CacheTTL bounds how stale the cached pool4 and static BIB tables may
+	// be (default 10 s). A lookup that misses refreshes them sooner.
+	CacheTTL time.Duration
+	// MaxEntries bounds the static entries the mapper keeps at once
+	// (default 4096).
+	MaxEntries int
+}
+
+const (
+	defaultJoolIdle       = 2 * time.Minute
+	defaultJoolCacheTTL   = 10 * time.Second
+	defaultJoolMaxEntries = 4096
+	// joolMissRefresh is how old a cache may be before a miss refreshes it.
+	joolMissRefresh = time.Second
+	// joolFinishedGrace keeps a mapping whose connections all finished for
+	// this long after it was last requested, so that a data channel mapped
+	// again (same target) is not removed before its new connection starts.
+	joolFinishedGrace = 10 * time.Second
+	// joolMaxAddAttempts bounds the BIB adds one mapping may try.
+	joolMaxAddAttempts = 8
+	// joolMaxCachedStatic bounds the cached static BIB entries.
+	joolMaxCachedStatic = 1 << 16
+)
+
+// ErrJoolMapperClosed is returned by MapData after Close.
+var ErrJoolMapperClosed = errors.New("jool mapper closed")
+
+// JoolMapper implements mangle.Mapper for Jool, fed the packets of the IPv4
+// leg (where Jool's pool4 addresses appear; the IPv6 leg works too):
+//
+//   - Classify: a control connection to a pool4 address that has a static
+//     BIB entry for the server's port is a 46 session (IPv4 client, IPv6
+//     server: Server6 from that entry, Client6 = pool6 + client, RFC 6052);
+//     one from a pool4 address is a 64 session (Client6 from Jool's session
+//     table, Server6 = pool6 + server).
+//   - MapData: a 46 passive or 64 active data channel gets a static BIB
+//     entry on the control connection's own pool4 address, with a port
+//     from ReservedPorts: the IPv6 port itself when it is free and in the
+//     range, else the next free one. The same target twice gets the same
+//     entry. 64 passive and 46 active need no entry: the stateless RFC 6052
+//     mapping with the same port.
+//   - Expire removes entries whose data connections are over or never came
+//     (read from Jool's session table: a session belongs to the BIB entry
+//     with its Src6 and Src4); Close removes every entry; Cleanup removes
+//     those a killed daemon left behind.
+//
+// It is safe for concurrent use. Calls into Jool are made under one lock.
+type JoolMapper struct {
+	mu     sync.Mutex
+	t      JoolTables
+	finder joolSessionFinder // nil when t cannot find single sessions
+	pool6  netip.Prefix
+	lo, hi uint16
+	idle   time.Duration
+	ttl    time.Duration
+	max    int
+	now    func() time.Time
+	closed bool
+
+	pool4   []Pool4Entry
+	pool4At time.Time
+
+	static4  map[netip.AddrPort]BIBEntry // static BIB entries by IPv4 side
+	static6  map[netip.AddrPort]BIBEntry // the same by IPv6 side
+	staticAt time.Time
+
+	owned map[netip.AddrPort]*joolMapping // by IPv6 side (the target)
+	used  map[netip.AddrPort]bool         // IPv4 sides of owned entries
+}
+
+type joolMapping struct {
+	entry     BIBEntry
+	requested time.Time // last MapData for it
+	seen      bool      // a live session was seen on it since
+}
+
+var _ mangle.Mapper = (*JoolMapper)(nil)
+
+// NewJoolMapper returns a mapper over cfg.Tables.
+func NewJoolMapper(cfg *JoolMapperConfig) (*JoolMapper, error) {
+	if cfg == nil || cfg.Tables == nil {
+		return nil, errors.New("jool mapper: no jool tables")
+	}
+	m := &JoolMapper{
+		t:       cfg.Tables,
+		pool6:   cfg.Pool6,
+		lo:      cfg.ReservedPorts[0],
+		hi:      cfg.ReservedPorts[1],
+		idle:    cfg.IdleTimeout,
+		ttl:     cfg.CacheTTL,
+		max:     cfg.MaxEntries,
+		now:     time.Now,
+		static4: map[netip.AddrPort]BIBEntry{},
+		static6: map[netip.AddrPort]BIBEntry{},
+		owned:   map[netip.AddrPort]*joolMapping{},
+		used:    map[netip.AddrPort]bool{},
+	}
+	if f, ok := cfg.Tables.(joolSessionFinder); ok {
+		m.finder = f
+	}
+	if m.idle <= 0 {
+		m.idle = defaultJoolIdle
+	}
+	if m.ttl <= 0 {
+		m.ttl = defaultJoolCacheTTL
+	}
+	if m.max <= 0 {
+		m.max = defaultJoolMaxEntries
+	}
+	if m.lo > m.hi || (m.lo == 0 && m.hi != 0) {
+		return nil, fmt.Errorf("jool mapper: bad reserved port range %d-%d", m.lo, m.hi)
+	}
+	if !m.pool6.IsValid() {
+		src, ok := cfg.Tables.(joolPool6Source)
+		if !ok {
+			return nil, errors.New("jool mapper: no pool6 given and none readable from jool")
+		}
+		p, found, err := src.Pool6()
+		if err != nil {
+			return nil, fmt.Errorf("jool mapper: read pool6: %w", err)
+		}
+		if !found {
+			return nil, errors.New("jool mapper: the jool instance has no pool6")
+		}
+		m.pool6 = p
+	}
+	if !m.pool6.Addr().Is6() || !rfc6052Len(m.pool6.Bits()) {
+		return nil, fmt.Errorf("jool mapper: pool6 %v is not an RFC 6052 prefix (/32, /40, /48, /56, /64 or /96)", m.pool6)
+	}
+	m.pool6 = m.pool6.Masked()
+	return m, nil
+}
+
+// Classify implements mangle.Mapper.
+func (m *JoolMapper) Classify(client, server netip.AddrPort) (mangle.Session, bool) {
+	ca, sa := client.Addr(), server.Addr()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case ca.Is4() && sa.Is4():
+		return m.classify4(client, server)
+	case ca.Is6() && !ca.Is4In6() && sa.Is6() && !sa.Is4In6():
+		return m.classify6(client, server)
+	}
+	return mangle.Session{}, false
+}
+
+// classify4 classifies a connection seen on the IPv4 leg.
+func (m *JoolMapper) classify4(client, server netip.AddrPort) (mangle.Session, bool) {
+	now := m.now()
+	m.refreshPool4(now, false)
+	if m.inPool4(server.Addr()) {
+		if e, ok := m.staticBy4(now, server); ok {
+			return mangle.Session{
+				Kind:    mangle.Kind46,
+				Client4: client.Addr(),
+				Client6: rfc6052Embed(m.pool6, client.Addr()),
+				Server4: server.Addr(),
+				Server6: e.Addr6.Addr(),
+			}, true
+		}
+	}
+	if m.inPool4(client.Addr()) {
+		s := mangle.Session{
+			Kind:    mangle.Kind64,
+			Client4: client.Addr(),
+			Server4: server.Addr(),
+			Server6: rfc6052Embed(m.pool6, server.Addr()),
+		}
+		if se, ok := m.findSession4(client, server); ok {
+			s.Client6 = se.Src6.Addr()
+			s.Server6 = se.Dst6.Addr()
+		}
+		return s, true
+	}
+	return mangle.Session{}, false
+}
+
+// classify6 classifies a connection seen on the IPv6 leg.
+func (m *JoolMapper) classify6(client, server netip.AddrPort) (mangle.Session, bool) {
+	now := m.now()
+	if c4, ok := rfc6052Extract(m.pool6, client.Addr()); ok {
+		if e, ok := m.staticBy6(now, server); ok {
+			return mangle.Session{
+				Kind:    mangle.Kind46,
+				Client4: c4,
+				Client6: client.Addr(),
+				Server4: e.Addr4.Addr(),
+				Server6: server.Addr(),
+			}, true
+		}
+	}
+	if s4, ok := rfc6052Extract(m.pool6, server.Addr()); ok {
+		s := mangle.Session{Kind: mangle.Kind64, Client6: client.Addr(), Server4: s4, Server6: server.Addr()}
+		if sessions, err := m.t.SessionList(ProtoTCP); err == nil {
+			for _, se := range sessions {
+				if se.Src6 == client && se.Dst6 == server {
+					s.Client4 = se.Src4.Addr()
+					break
+				}
+			}
+		}
+		return s, true
+	}
+	return mangle.Session{}, false
+}
+
+// findSession4 finds the session of a 64 control connection by its IPv4
+// side (client = the pool4 address Jool gave the IPv6 client).
+func (m *JoolMapper) findSession4(client, server netip.AddrPort) (SessionEntry, bool) {
+	if m.finder != nil {
+		s, ok, err := m.finder.SessionFind(ProtoTCP, client, server)
+		return s, ok && err == nil
+	}
+	sessions, err := m.t.SessionList(ProtoTCP)
+	if err != nil {
+		return SessionEntry{}, false
+	}
+	for _, s := range sessions {
+		if s.Src4 == client && s.Dst4 == server {
+			return s, true
+		}
+	}
+	return SessionEntry{}, false
+}
+
+// refreshPool4 reloads pool4 when it is older than the TTL (or, with
+// miss, older than joolMissRefresh). A failed reload keeps the old copy.
+func (m *JoolMapper) refreshPool4(now time.Time, miss bool) error {
+	age := now.Sub(m.pool4At)
+	if !m.pool4At.IsZero() && age < m.ttl && (!miss || age < joolMissRefresh) {
+		return nil
+	}
+	p, err := m.t.Pool4List(ProtoTCP)
+	if err != nil {
+		return err
+	}
+	m.pool4, m.pool4At = p, now
+	return nil
+}
+
+func (m *JoolMapper) inPool4(a netip.Addr) bool {
+	for _, p := range m.pool4 {
+		if p.Prefix.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// pool4Covers says whether pool4 has a range for the transport address.
+func (m *JoolMapper) pool4Covers(a netip.AddrPort) bool {
+	for _, p := range m.pool4 {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// refreshStatic reloads the static BIB entries (TTL as refreshPool4).
+func (m *JoolMapper) refreshStatic(now time.Time, miss bool) error {
+	age := now.Sub(m.staticAt)
+	if !m.staticAt.IsZero() && age < m.ttl && (!miss || age < joolMissRefresh) {
+		return nil
+	}
+	bib, err := m.t.BIBList(ProtoTCP)
+	if err != nil {
+		return err
+	}
+	clear(m.static4)
+	clear(m.static6)
+	for _, e := range bib {
+		if !e.Static || len(m.static4) >= joolMaxCachedStatic {
+			continue
+		}
+		m.static4[e.Addr4] = e
+		m.static6[e.Addr6] = e
+	}
+	m.staticAt = now
+	return nil
+}
+
+func (m *JoolMapper) staticBy4(now time.Time, a netip.AddrPort) (BIBEntry, bool) {
+	m.refreshStatic(now, false)
+	e, ok := m.static4[a]
+	if !ok && m.refreshStatic(now, true) == nil {
+		e, ok = m.static4[a]
+	}
+	return e, ok && !m.used[a]
+}
+
+func (m *JoolMapper) staticBy6(now time.Time, a netip.AddrPort) (BIBEntry, bool) {
+	m.refreshStatic(now, false)
+	e, ok := m.static6[a]
+	if !ok && m.refreshStatic(now, true) == nil {
+		e, ok = m.static6[a]
+	}
+	return e, ok && m.owned[a] == nil
+}
+
+// MapData implements mangle.Mapper.
+func (m *JoolMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
+	s, t := req.Session, req.Target
+	switch req.Mode {
+	case mangle.Passive64, mangle.Active46:
+		// Stateless: the IPv4 peer's address inside pool6, same port.
+		if !t.Addr().Is4() {
+			return netip.AddrPort{}, fmt.Errorf("jool map %v %v: target is not IPv4", req.Mode, t)
+		}
+		a := s.Server6
+		if req.Mode == mangle.Active46 {
+			a = s.Client6
+		}
+		if !a.IsValid() {
+			a = rfc6052Embed(m.pool6, t.Addr())
+		}
+		return netip.AddrPortFrom(a, t.Port()), nil
+	case mangle.Passive46, mangle.Active64:
+		if !t.Addr().Is6() || t.Addr().Is4In6() {
+			return netip.AddrPort{}, fmt.Errorf("jool map %v %v: target is not IPv6", req.Mode, t)
+		}
+		a4 := s.Server4
+		if req.Mode == mangle.Active64 {
+			a4 = s.Client4
+		}
+		if !a4.Is4() {
+			return netip.AddrPort{}, fmt.Errorf("jool map %v %v: the session has no IPv4 address for it", req.Mode, t)
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.mapStatic(t, a4)
+	}
+	return netip.AddrPort{}, fmt.Errorf("jool map: unknown mode %v", req.Mode)
+}
+
+// mapStatic returns a4:p4 bound to target by a static BIB entry of ours,
+// adding one if needed. Called with m.mu held.
+func (m *JoolMapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.AddrPort, error) {
+	if m.closed {
+		return netip.AddrPort{}, ErrJoolMapperClosed
+	}
+	now := m.now()
+	if om := m.owned[target]; om != nil {
+		if om.entry.Addr4.Addr() != a4 {
+			return netip.AddrPort{}, fmt.Errorf("jool map %v: already mapped to %v, not on %v", target, om.entry.Addr4, a4)
+		}
+		om.requested, om.seen = now, false
+		return om.entry.Addr4, nil
+	}
+	if m.lo == 0 {
+		return netip.AddrPort{}, fmt.Errorf("jool map %v: no reserved port range configured", target)
+	}
+	if len(m.owned) >= m.max {
+		return netip.AddrPort{}, fmt.Errorf("jool map %v: %d mappings already, the limit", target, len(m.owned))
+	}
+	if err := m.refreshPool4(now, false); err != nil && m.pool4At.IsZero() {
+		return netip.AddrPort{}, fmt.Errorf("jool map %v: %w", target, err)
+	}
+	m.refreshStatic(now, false)
+
+	n := int(m.hi-m.lo) + 1
+	start := 0
+	if p := target.Port(); p >= m.lo && p <= m.hi {
+		start = int(p - m.lo)
+	}
+	var taken map[netip.AddrPort]bool // filled from a BIB listing after a collision
+	attempts := 0
+	for i := range n {
+		cand := netip.AddrPortFrom(a4, m.lo+uint16((start+i)%n))
+		if m.used[cand] || taken[cand] || !m.pool4Covers(cand) {
+			continue
+		}
+		if _, ok := m.static4[cand]; ok {
+			continue
+		}
+		e := BIBEntry{Addr6: target, Addr4: cand, Proto: ProtoTCP, Static: true}
+		err := m.t.BIBAdd(e)
+		if err == nil {
+			m.record(e, now)
+			return cand, nil
+		}
+		if !errors.Is(err, syscall.EEXIST) {
+			return netip.AddrPort{}, fmt.Errorf("jool map %v: %w", target, err)
+		}
+		if attempts++; attempts >= joolMaxAddAttempts {
+			break
+		}
+		if taken == nil {
+			// The port is someone else's, or the target already has an
+			// entry: look once at the whole BIB.
+			bib, err := m.t.BIBList(ProtoTCP)
+			if err != nil {
+				return netip.AddrPort{}, fmt.Errorf("jool map %v: %w", target, err)
+			}
+			taken = map[netip.AddrPort]bool{}
+			for _, b := range bib {
+				taken[b.Addr4] = true
+				if b.Addr6 != target {
+					continue
+				}
+				if b.Addr4.Addr() != a4 {
+					return netip.AddrPort{}, fmt.Errorf("jool map %v: jool already binds it to %v", target, b.Addr4)
+				}
+				if b.Static && m.reserved(b.Addr4.Port()) {
+					// Ours from an earlier run: adopt it.
+					m.record(b, now)
+				}
+				// Otherwise (a dynamic or operator's entry) use it as is:
+				// not ours to remove.
+				return b.Addr4, nil
+			}
+		}
+	}
+	return netip.AddrPort{}, fmt.Errorf("jool map %v: no free port in %v#%d-%d", target, a4, m.lo, m.hi)
+}
+
+func (m *JoolMapper) reserved(p uint16) bool { return m.lo != 0 && p >= m.lo && p <= m.hi }
+
+func (m *JoolMapper) record(e BIBEntry, now time.Time) {
+	m.owned[e.Addr6] = &joolMapping{entry: e, requested: now}
+	m.used[e.Addr4] = true
+}
+
+func (m *JoolMapper) forget(e BIBEntry) {
+	delete(m.owned, e.Addr6)
+	delete(m.used, e.Addr4)
+}
+
+// remove deletes one of our entries from Jool; an entry already gone
+// counts as removed.
+func (m *JoolMapper) remove(e BIBEntry) error {
+	err := m.t.BIBRemove(e)
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
+	}
+	m.forget(e)
+	return nil
+}
+
+// Expire removes the mappings that are done with, judged from Jool's
+// session table at now: those whose sessions have all finished (both FINs
+// or a reset) or vanished, and those that saw no session within
+// IdleTimeout of their last request. Call it periodically (every few
+// seconds); it lists the TCP sessions once when it holds any mapping.
+func (m *JoolMapper) Expire(now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.owned) == 0 {
+		return nil
+	}
+	sessions, err := m.t.SessionList(ProtoTCP)
+	if err != nil {
+		return fmt.Errorf("jool mapper expire: %w", err)
+	}
+	type use struct{ any, live bool }
+	uses := map[netip.AddrPort]use{}
+	for _, s := range sessions {
+		om := m.owned[s.Src6]
+		if om == nil || om.entry.Addr4 != s.Src4 {
+			continue
+		}
+		u := uses[s.Src6]
+		u.any = true
+		u.live = u.live || !s.Finished()
+		uses[s.Src6] = u
+	}
+	var errs []error
+	for target, om := range m.owned {
+		u := uses[target]
+		var done bool
+		switch {
+		case u.live:
+			om.seen = true
+		case u.any: // every connection on it has finished
+			done = now.Sub(om.requested) >= joolFinishedGrace
+		case om.seen: // its sessions are gone
+			done = true
+		default: // never used
+			done = now.Sub(om.requested) >= m.idle
+		}
+		if done {
+			if err := m.remove(om.entry); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close removes every entry the mapper added. MapData fails afterwards.
+func (m *JoolMapper) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	var errs []error
+	for _, om := range m.owned {
+		if err := m.remove(om.entry); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Cleanup removes the static entries a killed daemon left behind: every
+// static TCP entry on a pool4 address with a port inside ReservedPorts that
+// this mapper does not hold. It returns how many it removed. Call it once at
+// start, before the first MapData.
+func (m *JoolMapper) Cleanup() (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lo == 0 {
+		return 0, nil
+	}
+	now := m.now()
+	if err := m.refreshPool4(now, true); err != nil {
+		return 0, fmt.Errorf("jool mapper cleanup: %w", err)
+	}
+	bib, err := m.t.BIBList(ProtoTCP)
+	if err != nil {
+		return 0, fmt.Errorf("jool mapper cleanup: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, e := range bib {
+		if !e.Static || !m.reserved(e.Addr4.Port()) || !m.inPool4(e.Addr4.Addr()) || m.used[e.Addr4] {
+			continue
+		}
+		if err := m.t.BIBRemove(e); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	m.staticAt = time.Time{} // the cached copy is stale now
+	return n, errors.Join(errs...)
+}
+
+// Mappings returns the entries the mapper currently holds, sorted by their
+// IPv4 side.
+func (m *JoolMapper) Mappings() []BIBEntry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]BIBEntry, 0, len(m.owned))
+	for _, om := range m.owned {
+		out = append(out, om.entry)
+	}
+	slices.SortFunc(out, func(a, b BIBEntry) int { return a.Addr4.Compare(b.Addr4) })
+	return out
+}
+
+// RFC 6052 section 2.2: the IPv4 address follows the prefix, skipping
+// bits 64-71 (the "u" octet, always zero).
+
+func rfc6052Len(bits int) bool {
+	switch bits {
+	case 32, 40, 48, 56, 64, 96:
+		return true
+	}
+	return false
+}
+
+// rfc6052Positions returns the byte offsets of the four IPv4 bytes.
+func rfc6052Positions(bits int) [4]int {
+	var pos [4]int
+	o := bits / 8
+	for i := range pos {
+		if o == 8 {
+			o++ // skip the u octet
+		}
+		pos[i] = o
+		o++
+	}
+	return pos
+}
+
+// rfc6052Embed returns the IPv4 address a inside prefix (masked, with an
+// RFC 6052 length); the zero Addr when a is not IPv4.
+func rfc6052Embed(prefix netip.Prefix, a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if !a.Is4() || !rfc6052Len(prefix.Bits()) {
+		return netip.Addr{}
+	}
+	b := prefix.Masked().Addr().As16()
+	b[8] = 0
+	v4 := a.As4()
+	for i, p := range rfc6052Positions(prefix.Bits()) {
+		b[p] = v4[i]
+	}
+	return netip.AddrFrom16(b)
+}
+
+// rfc6052Extract returns the IPv4 address inside a when a is in prefix.
+func rfc6052Extract(prefix netip.Prefix, a netip.Addr) (netip.Addr, bool) {
+	if !a.Is6() || a.Is4In6() || !rfc6052Len(prefix.Bits()) || !prefix.Contains(a) {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	var v4 [4]byte
+	for i, p := range rfc6052Positions(prefix.Bits()) {
+		v4[i] = b[p]
+	}
+	return netip.AddrFrom4(v4), true
+}

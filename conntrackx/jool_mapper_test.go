@@ -1,0 +1,572 @@
+package conntrackx
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+)
+
+// fakeTables is an in-memory Jool: BIB, pool4 and sessions, with Jool's
+// rules for adding and removing static entries.
+type fakeTables struct {
+	mu       sync.Mutex
+	bib      []BIBEntry
+	pool4    []Pool4Entry
+	sessions []SessionEntry
+	pool6    netip.Prefix
+	calls    map[string]int
+	failAdd  error // returned by every BIBAdd when set
+}
+
+func newFakeTables() *fakeTables {
+	return &fakeTables{
+		pool4: []Pool4Entry{
+			{Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.1/32"), PortMin: 1024, PortMax: 60999},
+			{Mark: 4242, Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.1/32"), PortMin: 61000, PortMax: 61999},
+			{Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.1/32"), PortMin: 21, PortMax: 21},
+		},
+		bib: []BIBEntry{
+			// The operator's entry for an IPv6 FTP server.
+			{Addr6: ap("[2001:db8::10]:21"), Addr4: ap("192.0.2.1:21"), Proto: ProtoTCP, Static: true},
+		},
+		pool6: netip.MustParsePrefix("64:ff9b::/96"),
+		calls: map[string]int{},
+	}
+}
+
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+func (f *fakeTables) count(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
+}
+
+func (f *fakeTables) BIBAdd(e BIBEntry) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["add"]++
+	if f.failAdd != nil {
+		return f.failAdd
+	}
+	covered := false
+	for _, p := range f.pool4 {
+		covered = covered || p.Contains(e.Addr4)
+	}
+	if !covered {
+		return &JoolError{Op: "bib add", Errno: unix.EINVAL, Message: "not in pool4"}
+	}
+	for i, old := range f.bib {
+		if old.Addr6 == e.Addr6 && old.Addr4 == e.Addr4 {
+			f.bib[i].Static = true
+			return nil
+		}
+		if old.Addr6 == e.Addr6 || old.Addr4 == e.Addr4 {
+			return &JoolError{Op: "bib add", Errno: unix.EEXIST, Message: "collides"}
+		}
+	}
+	e.Static = true
+	f.bib = append(f.bib, e)
+	return nil
+}
+
+func (f *fakeTables) BIBRemove(e BIBEntry) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["remove"]++
+	for i, old := range f.bib {
+		if old.Addr6 == e.Addr6 && old.Addr4 == e.Addr4 {
+			f.bib = slices.Delete(f.bib, i, i+1)
+			return nil
+		}
+	}
+	return &JoolError{Op: "bib remove", Errno: unix.ESRCH, Message: "The entry wasn't in the database."}
+}
+
+func (f *fakeTables) BIBList(proto uint8) ([]BIBEntry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["bib"]++
+	return slices.Clone(f.bib), nil
+}
+
+func (f *fakeTables) Pool4List(proto uint8) ([]Pool4Entry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["pool4"]++
+	return slices.Clone(f.pool4), nil
+}
+
+func (f *fakeTables) SessionList(proto uint8) ([]SessionEntry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["sessions"]++
+	return slices.Clone(f.sessions), nil
+}
+
+func (f *fakeTables) Pool6() (netip.Prefix, bool, error) {
+	return f.pool6, f.pool6.IsValid(), nil
+}
+
+func (f *fakeTables) has(e BIBEntry) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, b := range f.bib {
+		if b.Addr6 == e.Addr6 && b.Addr4 == e.Addr4 {
+			return true
+		}
+	}
+	return false
+}
+
+// fakeClock is a settable clock for the mapper.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time          { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func newTestMapper(t *testing.T, f *fakeTables, cfg JoolMapperConfig) (*JoolMapper, *fakeClock) {
+	t.Helper()
+	cfg.Tables = f
+	if cfg.ReservedPorts == [2]uint16{} {
+		cfg.ReservedPorts = [2]uint16{61000, 61999}
+	}
+	m, err := NewJoolMapper(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m.now = clk.now
+	return m, clk
+}
+
+var (
+	addr    = netip.MustParseAddr
+	client4 = ap("203.0.113.5:40000")
+	// A 64 control connection as Jool keeps it.
+	session64 = SessionEntry{
+		Src6: ap("[2001:db8::20]:50000"), Dst6: ap("[64:ff9b::c633:6407]:21"),
+		Src4: ap("192.0.2.1:3000"), Dst4: ap("198.51.100.7:21"),
+		Proto: ProtoTCP, State: JoolTCPEstablished,
+	}
+)
+
+func TestJoolMapperClassify(t *testing.T) {
+	f := newFakeTables()
+	f.sessions = []SessionEntry{session64}
+	m, _ := newTestMapper(t, f, JoolMapperConfig{})
+
+	tests := []struct {
+		name           string
+		client, server netip.AddrPort
+		want           mangle.Session
+		ok             bool
+	}{
+		{"46 on the IPv4 leg", client4, ap("192.0.2.1:21"), mangle.Session{
+			Kind: mangle.Kind46, Client4: addr("203.0.113.5"), Client6: addr("64:ff9b::cb00:7105"),
+			Server4: addr("192.0.2.1"), Server6: addr("2001:db8::10"),
+		}, true},
+		{"64 on the IPv4 leg", session64.Src4, session64.Dst4, mangle.Session{
+			Kind: mangle.Kind64, Client4: addr("192.0.2.1"), Client6: addr("2001:db8::20"),
+			Server4: addr("198.51.100.7"), Server6: addr("64:ff9b::c633:6407"),
+		}, true},
+		{"64 whose session Jool does not show", ap("192.0.2.1:3001"), ap("198.51.100.7:21"), mangle.Session{
+			Kind: mangle.Kind64, Client4: addr("192.0.2.1"),
+			Server4: addr("198.51.100.7"), Server6: addr("64:ff9b::c633:6407"),
+		}, true},
+		{"pool4 address without a static entry for the port", client4, ap("192.0.2.1:2121"), mangle.Session{}, false},
+		{"neither side in pool4", client4, ap("198.51.100.7:21"), mangle.Session{}, false},
+		{"46 on the IPv6 leg", ap("[64:ff9b::cb00:7105]:40000"), ap("[2001:db8::10]:21"), mangle.Session{
+			Kind: mangle.Kind46, Client4: addr("203.0.113.5"), Client6: addr("64:ff9b::cb00:7105"),
+			Server4: addr("192.0.2.1"), Server6: addr("2001:db8::10"),
+		}, true},
+		{"64 on the IPv6 leg", session64.Src6, session64.Dst6, mangle.Session{
+			Kind: mangle.Kind64, Client4: addr("192.0.2.1"), Client6: addr("2001:db8::20"),
+			Server4: addr("198.51.100.7"), Server6: addr("64:ff9b::c633:6407"),
+		}, true},
+		{"IPv6 outside pool6", ap("[2001:db8::20]:1"), ap("[2001:db8::30]:21"), mangle.Session{}, false},
+		{"mixed families", client4, ap("[2001:db8::10]:21"), mangle.Session{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := m.Classify(tt.client, tt.server)
+			if ok != tt.ok {
+				t.Fatalf("ok = %v, want %v", ok, tt.ok)
+			}
+			if diff := cmp.Diff(tt.want, got, equateNetip); diff != "" {
+				t.Errorf("session (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestJoolMapperClassifyCaches(t *testing.T) {
+	f := newFakeTables()
+	m, clk := newTestMapper(t, f, JoolMapperConfig{CacheTTL: 10 * time.Second})
+	for range 100 {
+		if _, ok := m.Classify(client4, ap("192.0.2.1:21")); !ok {
+			t.Fatal("not classified")
+		}
+	}
+	if p, b := f.count("pool4"), f.count("bib"); p != 1 || b != 1 {
+		t.Errorf("100 classifications listed pool4 %d and the BIB %d times, want 1 and 1", p, b)
+	}
+	// An entry the operator adds shows up after a miss once the cache is a
+	// second old, without waiting for the TTL.
+	f.mu.Lock()
+	f.bib = append(f.bib, BIBEntry{Addr6: ap("[2001:db8::11]:2121"), Addr4: ap("192.0.2.1:2121"), Proto: ProtoTCP, Static: true})
+	f.mu.Unlock()
+	clk.advance(2 * time.Second)
+	if s, ok := m.Classify(client4, ap("192.0.2.1:2121")); !ok || s.Server6 != addr("2001:db8::11") {
+		t.Errorf("new server entry: %+v %v", s, ok)
+	}
+	clk.advance(20 * time.Second)
+	m.Classify(client4, ap("192.0.2.1:21"))
+	if p := f.count("pool4"); p != 2 {
+		t.Errorf("pool4 listed %d times after the TTL, want 2", p)
+	}
+}
+
+func session46(m *JoolMapper) mangle.Session {
+	s, _ := m.Classify(client4, ap("192.0.2.1:21"))
+	return s
+}
+
+func TestJoolMapperMapData(t *testing.T) {
+	f := newFakeTables()
+	f.sessions = []SessionEntry{session64}
+	// Someone else's entry on 61002 (Jool allocated it before the mark was set).
+	f.bib = append(f.bib, BIBEntry{Addr6: ap("[2001:db8::99]:7"), Addr4: ap("192.0.2.1:61002"), Proto: ProtoTCP})
+	m, _ := newTestMapper(t, f, JoolMapperConfig{})
+	s46 := session46(m)
+	s64, _ := m.Classify(session64.Src4, session64.Dst4)
+
+	tests := []struct {
+		name string
+		req  mangle.DataRequest
+		want netip.AddrPort
+		add  bool // a BIB entry Addr6=target <-> want must exist
+	}{
+		{"passive46 keeps the port inside the range",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61005")}, ap("192.0.2.1:61005"), true},
+		{"passive46 again: same entry",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61005")}, ap("192.0.2.1:61005"), true},
+		{"passive46 outside the range takes the first free port",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40000")}, ap("192.0.2.1:61000"), true},
+		{"next one",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40001")}, ap("192.0.2.1:61001"), true},
+		{"skips a port Jool gave someone else",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40002")}, ap("192.0.2.1:61003"), true},
+		{"same port as an owned one: next free",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61000")}, ap("192.0.2.1:61004"), true},
+		{"active64 on the client's pool4 address",
+			mangle.DataRequest{Session: s64, Mode: mangle.Active64, Target: ap("[2001:db8::20]:61500")}, ap("192.0.2.1:61500"), true},
+		{"passive64 is stateless",
+			mangle.DataRequest{Session: s64, Mode: mangle.Passive64, Target: ap("198.51.100.7:30000")}, ap("[64:ff9b::c633:6407]:30000"), false},
+		{"active46 is stateless",
+			mangle.DataRequest{Session: s46, Mode: mangle.Active46, Target: ap("203.0.113.5:30001")}, ap("[64:ff9b::cb00:7105]:30001"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			adds := f.count("add")
+			got, err := m.MapData(tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("MapData = %v, want %v", got, tt.want)
+			}
+			e := BIBEntry{Addr6: tt.req.Target, Addr4: got}
+			if tt.add && !f.has(e) {
+				t.Errorf("jool lacks %v", e)
+			}
+			if !tt.add && f.count("add") != adds {
+				t.Errorf("a stateless mapping added a BIB entry")
+			}
+		})
+	}
+	if n := len(m.Mappings()); n != 6 {
+		t.Errorf("%d mappings held, want 6: %v", n, m.Mappings())
+	}
+}
+
+func TestJoolMapperMapDataErrors(t *testing.T) {
+	f := newFakeTables()
+	m, _ := newTestMapper(t, f, JoolMapperConfig{ReservedPorts: [2]uint16{61000, 61001}, MaxEntries: 2})
+	s := session46(m)
+	req := func(port uint16) mangle.DataRequest {
+		return mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: netip.AddrPortFrom(addr("2001:db8::10"), port)}
+	}
+	if _, err := m.MapData(req(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.MapData(req(2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.MapData(req(3)); err == nil {
+		t.Error("mapped a third entry past MaxEntries")
+	}
+
+	f2 := newFakeTables()
+	m2, _ := newTestMapper(t, f2, JoolMapperConfig{ReservedPorts: [2]uint16{61000, 61001}})
+	s2 := session46(m2)
+	for p := uint16(1); p <= 2; p++ {
+		if _, err := m2.MapData(mangle.DataRequest{Session: s2, Mode: mangle.Passive46, Target: netip.AddrPortFrom(addr("2001:db8::10"), p)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m2.MapData(mangle.DataRequest{Session: s2, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:3")}); err == nil {
+		t.Error("mapped with the reserved range exhausted")
+	}
+
+	f3 := newFakeTables()
+	f3.failAdd = &JoolError{Op: "bib add", Errno: unix.ENOMEM}
+	m3, _ := newTestMapper(t, f3, JoolMapperConfig{})
+	if _, err := m3.MapData(mangle.DataRequest{Session: session46(m3), Mode: mangle.Passive46, Target: ap("[2001:db8::10]:5")}); !errors.Is(err, unix.ENOMEM) {
+		t.Errorf("err = %v, want ENOMEM passed up", err)
+	}
+
+	bad := []mangle.DataRequest{
+		{Session: s, Mode: mangle.Passive46, Target: ap("192.0.2.9:5")},
+		{Session: mangle.Session{Kind: mangle.Kind46}, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:5")},
+		{Session: s, Mode: mangle.Active46, Target: ap("[2001:db8::10]:5")},
+		{Session: s, Mode: 0, Target: ap("192.0.2.9:5")},
+	}
+	for _, r := range bad {
+		if got, err := m2.MapData(r); err == nil {
+			t.Errorf("MapData(%+v) = %v, want an error", r, got)
+		}
+	}
+}
+
+// TestJoolMapperAdoptsLeftover: a static entry of a killed daemon for the
+// same target is adopted when Jool reports the collision.
+func TestJoolMapperAdoptsLeftover(t *testing.T) {
+	f := newFakeTables()
+	left := BIBEntry{Addr6: ap("[2001:db8::10]:61005"), Addr4: ap("192.0.2.1:61100"), Proto: ProtoTCP, Static: true}
+	f.bib = append(f.bib, left)
+	m, _ := newTestMapper(t, f, JoolMapperConfig{CacheTTL: time.Hour})
+	s := session46(m) // caches the BIB with the leftover in it...
+	f.mu.Lock()
+	f.bib = f.bib[:1] // ...then it vanishes and comes back on another port
+	f.bib = append(f.bib, BIBEntry{Addr6: left.Addr6, Addr4: ap("192.0.2.1:61200"), Proto: ProtoTCP, Static: true})
+	f.mu.Unlock()
+	got, err := m.MapData(mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: left.Addr6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != ap("192.0.2.1:61200") {
+		t.Errorf("MapData = %v, want the existing 192.0.2.1:61200", got)
+	}
+	if ms := m.Mappings(); len(ms) != 1 || ms[0].Addr4 != got {
+		t.Errorf("mappings %v, want the adopted entry", ms)
+	}
+}
+
+func TestJoolMapperExpire(t *testing.T) {
+	f := newFakeTables()
+	m, clk := newTestMapper(t, f, JoolMapperConfig{IdleTimeout: time.Minute})
+	s := session46(m)
+	mapData := func(port uint16) BIBEntry {
+		t.Helper()
+		target := netip.AddrPortFrom(addr("2001:db8::10"), port)
+		got, err := m.MapData(mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: target})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return BIBEntry{Addr6: target, Addr4: got, Proto: ProtoTCP, Static: true}
+	}
+	unused := mapData(61001)
+	used := mapData(61002)
+	short := mapData(61003)
+	sessionOn := func(e BIBEntry, state uint8) SessionEntry {
+		return SessionEntry{Src6: e.Addr6, Dst6: ap("[64:ff9b::cb00:7105]:40100"), Src4: e.Addr4, Dst4: ap("203.0.113.5:40100"), Proto: ProtoTCP, State: state}
+	}
+	f.sessions = []SessionEntry{sessionOn(used, JoolTCPEstablished), sessionOn(short, JoolTCPTrans)}
+
+	clk.advance(5 * time.Second)
+	if err := m.Expire(clk.t); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []BIBEntry{unused, used, short} {
+		if !f.has(e) {
+			t.Errorf("%v removed after 5 s", e)
+		}
+	}
+
+	clk.advance(10 * time.Second)
+	m.Expire(clk.t)
+	if f.has(short) {
+		t.Errorf("%v kept: its only connection finished 15 s after the request", short)
+	}
+	if !f.has(used) || !f.has(unused) {
+		t.Error("live or young entries removed")
+	}
+
+	clk.advance(time.Minute)
+	m.Expire(clk.t)
+	if f.has(unused) {
+		t.Errorf("%v kept: no connection within the idle timeout", unused)
+	}
+	if !f.has(used) {
+		t.Errorf("%v removed while its connection is live", used)
+	}
+
+	f.sessions = nil // Jool dropped the finished session
+	m.Expire(clk.t)
+	if f.has(used) {
+		t.Errorf("%v kept after its session went away", used)
+	}
+	if n := len(m.Mappings()); n != 0 {
+		t.Errorf("%d mappings left", n)
+	}
+	if !f.has(BIBEntry{Addr6: ap("[2001:db8::10]:21"), Addr4: ap("192.0.2.1:21")}) {
+		t.Error("the operator's entry was removed")
+	}
+
+	// An entry someone else removed is forgotten without an error.
+	e := mapData(61010)
+	f.BIBRemove(e)
+	clk.advance(2 * time.Minute)
+	if err := m.Expire(clk.t); err != nil {
+		t.Errorf("Expire: %v", err)
+	}
+	if n := len(m.Mappings()); n != 0 {
+		t.Errorf("%d mappings left", n)
+	}
+}
+
+func TestJoolMapperCloseAndCleanup(t *testing.T) {
+	f := newFakeTables()
+	leftovers := []BIBEntry{
+		{Addr6: ap("[2001:db8::10]:61000"), Addr4: ap("192.0.2.1:61000"), Proto: ProtoTCP, Static: true},
+		{Addr6: ap("[2001:db8::20]:5000"), Addr4: ap("192.0.2.1:61999"), Proto: ProtoTCP, Static: true},
+	}
+	keep := []BIBEntry{
+		f.bib[0], // the operator's server entry
+		{Addr6: ap("[2001:db8::20]:5001"), Addr4: ap("192.0.2.1:61500"), Proto: ProtoTCP},               // dynamic
+		{Addr6: ap("[2001:db8::20]:5002"), Addr4: ap("192.0.2.1:60999"), Proto: ProtoTCP, Static: true}, // outside the range
+	}
+	f.bib = append(append([]BIBEntry{}, keep...), leftovers...)
+	m, _ := newTestMapper(t, f, JoolMapperConfig{})
+	n, err := m.Cleanup()
+	if err != nil || n != 2 {
+		t.Fatalf("Cleanup = %d, %v; want 2", n, err)
+	}
+	if diff := cmp.Diff(keep, f.bib, equateNetip); diff != "" {
+		t.Errorf("BIB after cleanup (-want +got):\n%s", diff)
+	}
+
+	s := session46(m)
+	for p := uint16(1); p <= 3; p++ {
+		if _, err := m.MapData(mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: netip.AddrPortFrom(addr("2001:db8::10"), p)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(keep, f.bib, equateNetip); diff != "" {
+		t.Errorf("BIB after Close (-want +got):\n%s", diff)
+	}
+	if _, err := m.MapData(mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:9")}); !errors.Is(err, ErrJoolMapperClosed) {
+		t.Errorf("MapData after Close: %v", err)
+	}
+}
+
+func TestNewJoolMapper(t *testing.T) {
+	f := newFakeTables()
+	m, err := NewJoolMapper(&JoolMapperConfig{Tables: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.pool6 != netip.MustParsePrefix("64:ff9b::/96") {
+		t.Errorf("pool6 %v not read from jool", m.pool6)
+	}
+	bad := []JoolMapperConfig{
+		{},
+		{Tables: f, ReservedPorts: [2]uint16{62000, 61000}},
+		{Tables: f, ReservedPorts: [2]uint16{0, 61000}},
+		{Tables: f, Pool6: netip.MustParsePrefix("2001:db8::/80")},
+		{Tables: f, Pool6: netip.MustParsePrefix("192.0.2.0/24")},
+	}
+	for _, cfg := range bad {
+		if _, err := NewJoolMapper(&cfg); err == nil {
+			t.Errorf("NewJoolMapper(%+v) succeeded", cfg)
+		}
+	}
+	f.pool6 = netip.Prefix{}
+	if _, err := NewJoolMapper(&JoolMapperConfig{Tables: f}); err == nil {
+		t.Error("accepted an instance without pool6")
+	}
+}
+
+// TestRFC6052 uses the examples of RFC 6052 section 2.4.
+func TestRFC6052(t *testing.T) {
+	v4 := addr("192.0.2.33")
+	tests := []struct{ prefix, want string }{
+		{"2001:db8::/32", "2001:db8:c000:221::"},
+		{"2001:db8:100::/40", "2001:db8:1c0:2:21::"},
+		{"2001:db8:122::/48", "2001:db8:122:c000:2:2100::"},
+		{"2001:db8:122:300::/56", "2001:db8:122:3c0:0:221::"},
+		{"2001:db8:122:344::/64", "2001:db8:122:344:c0:2:2100:0"},
+		{"2001:db8:122:344::/96", "2001:db8:122:344::192.0.2.33"},
+		{"64:ff9b::/96", "64:ff9b::192.0.2.33"},
+	}
+	for _, tt := range tests {
+		p := netip.MustParsePrefix(tt.prefix)
+		got := rfc6052Embed(p, v4)
+		if got != addr(tt.want) {
+			t.Errorf("embed %v in %v = %v, want %v", v4, p, got, tt.want)
+		}
+		back, ok := rfc6052Extract(p, got)
+		if !ok || back != v4 {
+			t.Errorf("extract from %v = %v, %v", got, back, ok)
+		}
+	}
+	if _, ok := rfc6052Extract(netip.MustParsePrefix("64:ff9b::/96"), addr("2001:db8::1")); ok {
+		t.Error("extracted from an address outside the prefix")
+	}
+	if a := rfc6052Embed(netip.MustParsePrefix("64:ff9b::/96"), addr("2001:db8::1")); a.IsValid() {
+		t.Errorf("embedded an IPv6 address: %v", a)
+	}
+}
+
+// TestJoolMapperConcurrent runs classifications and mappings from several
+// goroutines (go test -race finds unguarded state).
+func TestJoolMapperConcurrent(t *testing.T) {
+	f := newFakeTables()
+	f.sessions = []SessionEntry{session64}
+	m, _ := newTestMapper(t, f, JoolMapperConfig{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				s, ok := m.Classify(client4, ap("192.0.2.1:21"))
+				if !ok {
+					t.Error("not classified")
+					return
+				}
+				target := netip.AddrPortFrom(addr("2001:db8::10"), uint16(1000+g*100+i%10))
+				if _, err := m.MapData(mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: target}); err != nil {
+					t.Error(err)
+					return
+				}
+				m.Expire(time.Now())
+			}
+		}()
+	}
+	wg.Wait()
+	if got := len(m.Mappings()); got > 40 {
+		t.Errorf("%d mappings for 40 targets", got)
+	}
+}

@@ -47,7 +47,7 @@ frame that released it.
 
 Data-channel addresses come from Tayga's configuration (prefix, maps, the
 dynamic pool); the dynamic.map in its data-dir, when there is one, gives the
-pool bindings (a relative data-dir is taken relative to FILE's directory).
+pool bindings.
 
 Prints one line per rewritten FTP line:
   <capture time> <flow> <kind> <direction>: "<before>" -> "<after>"
@@ -187,11 +187,7 @@ func loadTaygaMapper(path string) (m *mangle.TaygaMapper, warn, err error) {
 	if cfg.DataDir == "" {
 		return m, nil, nil
 	}
-	dir := cfg.DataDir
-	if !filepath.IsAbs(dir) {
-		dir = filepath.Join(filepath.Dir(path), dir)
-	}
-	dm, err := os.Open(filepath.Join(dir, "dynamic.map"))
+	dm, err := os.Open(filepath.Join(cfg.DataDir, "dynamic.map"))
 	if errors.Is(err, os.ErrNotExist) {
 		return m, nil, nil
 	}
@@ -316,36 +312,66 @@ func ipInFrame(lt layers.LinkType, frame []byte) (off, end int, ok bool, err err
 	return off, len(frame), true, nil
 }
 
-// packetSource is what pcapgo's two readers have in common.
-type packetSource interface {
-	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
-	LinkType() layers.LinkType
-	Resolution() gopacket.TimestampResolution
+// captureReader reads pcap or pcapng (detected by the magic number) and
+// says what each frame's link type is.
+type captureReader struct {
+	pcap *pcapgo.Reader
+	ng   *pcapgo.NgReader
 }
 
-// openCapture detects pcap or pcapng by the magic number.
-func openCapture(r io.Reader) (src packetSource, snaplen uint32, mixed bool, err error) {
+func openCapture(r io.Reader) (*captureReader, error) {
 	br := bufio.NewReader(r)
 	magic, err := br.Peek(4)
 	if err != nil {
-		return nil, 0, false, fmt.Errorf("not a capture: %w", err)
+		return nil, fmt.Errorf("not a capture: %w", err)
 	}
 	if bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
+		// Mixed link types are read rather than silently skipped, so that
+		// no frame goes missing; replay then refuses them.
 		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true})
 		if err != nil {
-			return nil, 0, false, fmt.Errorf("read pcapng: %w", err)
+			return nil, fmt.Errorf("read pcapng: %w", err)
 		}
-		snaplen = 0
-		if ifc, err := ng.Interface(0); err == nil {
-			snaplen = ifc.SnapLength
-		}
-		return ng, snaplen, true, nil
+		return &captureReader{ng: ng}, nil
 	}
 	p, err := pcapgo.NewReader(br)
 	if err != nil {
-		return nil, 0, false, fmt.Errorf("read pcap: %w", err)
+		return nil, fmt.Errorf("read pcap: %w", err)
 	}
-	return p, p.Snaplen(), false, nil
+	return &captureReader{pcap: p}, nil
+}
+
+// next returns the next frame and its link type; io.EOF at the end.
+func (c *captureReader) next() ([]byte, gopacket.CaptureInfo, layers.LinkType, error) {
+	if c.pcap != nil {
+		data, ci, err := c.pcap.ReadPacketData()
+		return data, ci, c.pcap.LinkType(), err
+	}
+	data, ci, err := c.ng.ReadPacketData()
+	if err != nil {
+		return nil, ci, 0, err
+	}
+	ifc, err := c.ng.Interface(ci.InterfaceIndex)
+	if err != nil {
+		return nil, ci, 0, err
+	}
+	return data, ci, ifc.LinkType, nil
+}
+
+// format returns the link type, snap length and timestamp resolution of
+// the output, given the first frame's interface (-1 when there was none).
+func (c *captureReader) format(iface int) (lt layers.LinkType, snaplen uint32, nanos bool) {
+	var res gopacket.TimestampResolution
+	if c.pcap != nil {
+		lt, snaplen, res = c.pcap.LinkType(), c.pcap.Snaplen(), c.pcap.Resolution()
+	} else {
+		lt = layers.LinkTypeEthernet // an empty pcapng without interfaces
+		if ifc, err := c.ng.Interface(max(iface, 0)); err == nil {
+			lt, snaplen, res = ifc.LinkType, ifc.SnapLength, ifc.Resolution()
+		}
+	}
+	d := res.ToDuration()
+	return lt, max(snaplen, 262144), d > 0 && d < time.Microsecond
 }
 
 // pendingFrame is a frame handed to the engine and not yet written.
@@ -358,22 +384,37 @@ type pendingFrame struct {
 // capture to w and the transcript to transcript.
 func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) (replaySummary, error) {
 	var sum replaySummary
-	src, snaplen, mixed, err := openCapture(r)
+	src, err := openCapture(r)
 	if err != nil {
 		return sum, err
 	}
-	lt := src.LinkType()
-	if _, _, _, err := ipInFrame(lt, nil); err != nil {
-		return sum, err
+	// The output's header waits for the first frame: a pcapng names its
+	// link type in an interface block that may come late.
+	var (
+		pw *pcapgo.Writer
+		lt layers.LinkType
+	)
+	begin := func(iface int) error {
+		var snaplen uint32
+		var nanos bool
+		lt, snaplen, nanos = src.format(iface)
+		if _, _, _, err := ipInFrame(lt, nil); err != nil {
+			return err
+		}
+		if nanos {
+			pw = pcapgo.NewWriterNanos(w)
+		} else {
+			pw = pcapgo.NewWriter(w)
+		}
+		if err := pw.WriteFileHeader(snaplen, lt); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		return nil
 	}
-	var pw *pcapgo.Writer
-	if d := src.Resolution().ToDuration(); d > 0 && d < time.Microsecond {
-		pw = pcapgo.NewWriterNanos(w)
-	} else {
-		pw = pcapgo.NewWriter(w)
-	}
-	if err := pw.WriteFileHeader(max(snaplen, 262144), lt); err != nil {
-		return sum, fmt.Errorf("write: %w", err)
+	if src.pcap != nil {
+		if err := begin(-1); err != nil {
+			return sum, err
+		}
 	}
 
 	eng := mangle.New(&opts.Engine)
@@ -421,17 +462,20 @@ func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) 
 	}
 
 	for {
-		data, ci, err := src.ReadPacketData()
+		data, ci, flt, err := src.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			return sum, fmt.Errorf("frame %d: %w", sum.Frames+1, err)
 		}
-		if mixed && len(ci.AncillaryData) > 0 {
-			if flt, ok := ci.AncillaryData[0].(layers.LinkType); ok && flt != lt {
-				return sum, fmt.Errorf("frame %d: pcapng interfaces with different link types (%d and %d) are not supported", sum.Frames+1, lt, flt)
+		if pw == nil {
+			if err := begin(ci.InterfaceIndex); err != nil {
+				return sum, err
 			}
+		}
+		if flt != lt {
+			return sum, fmt.Errorf("frame %d: pcapng interfaces with different link types (%d and %d) are not supported", sum.Frames+1, lt, flt)
 		}
 		tag := uint64(sum.Frames)
 		sum.Frames++
@@ -460,6 +504,11 @@ func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) 
 		pending[tag] = pendingFrame{head: data[:off], tail: data[end:], ts: ci.Timestamp}
 		eng.Process(data[off:end], tag, ci.Timestamp, &res)
 		if err := drain(); err != nil {
+			return sum, err
+		}
+	}
+	if pw == nil {
+		if err := begin(-1); err != nil {
 			return sum, err
 		}
 	}

@@ -28,8 +28,9 @@ func (s Session) Leg(v6 bool) Leg {
 
 // The addressing of the project's Tayga lab (tayga.conf: prefix
 // 2001:db8:64::/96, ipv4-addr 192.168.255.1, dynamic-pool
-// 192.168.255.0/24, map 203.0.113.10 2001:db8:1::10, map 192.168.255.20
-// 2001:db8:2::20).
+// 192.168.255.0/24, map 203.0.113.10 2001:db8:1::10) with one more static
+// map for an IPv6 client, 192.168.254.20 2001:db8:2::20, outside the
+// dynamic pool (Tayga refuses maps that overlap the pool).
 var (
 	// Prefix is the translator's NAT64 prefix.
 	Prefix = netip.MustParsePrefix("2001:db8:64::/96")
@@ -50,14 +51,15 @@ var (
 	// Client6 is the IPv6 client of 64 sessions, statically mapped to
 	// Client6As4 so captures are deterministic.
 	Client6    = netip.MustParseAddr("2001:db8:2::20")
-	Client6As4 = netip.MustParseAddr("192.168.255.20")
+	Client6As4 = netip.MustParseAddr("192.168.254.20")
 	// DynClient6 is an IPv6 client that gets an address from the dynamic
 	// pool (see TaygaDynamicMap).
 	DynClient6    = netip.MustParseAddr("2001:db8:2::10")
 	DynClient6As4 = netip.MustParseAddr("192.168.255.77")
 )
 
-// TaygaConf is the tayga.conf of the addressing above, without data-dir.
+// TaygaConf is the tayga.conf of the addressing above, without data-dir
+// (Tayga wants an absolute path there: append one).
 const TaygaConf = `# tayga.conf of the ftpcap test addressing
 tun-device nat64
 ipv4-addr 192.168.255.1
@@ -65,7 +67,7 @@ ipv6-addr 2001:db8:ffff::1
 prefix 2001:db8:64::/96
 dynamic-pool 192.168.255.0/24
 map 203.0.113.10 2001:db8:1::10
-map 192.168.255.20 2001:db8:2::20
+map 192.168.254.20 2001:db8:2::20
 `
 
 // TaygaDynamicMap is a dynamic.map (Tayga's data-dir) that gives

@@ -66,6 +66,34 @@ func TestPlainSessionChecks(t *testing.T) {
 	}
 }
 
+// TestCheckALGPassThrough: an ALG that forwards everything unchanged is
+// right when no write changes length and wrong otherwise.
+func TestCheckALGPassThrough(t *testing.T) {
+	leg := Session46(40000).V4
+	in := Raw(plain(Config{SACK: true}).Packets(leg))
+	rep := CheckALG(in, in)
+	if err := rep.Err(); err != nil {
+		t.Fatal(err)
+	}
+	sent, _ := plain(Config{}).Sent()
+	if got := rep.Stream(leg.Client, leg.Server); got != sent {
+		t.Errorf("server received %q, want %q", got, sent)
+	}
+	if rep.Packets != len(in) || rep.TCP != len(in) {
+		t.Errorf("packets %d, TCP %d; want %d", rep.Packets, rep.TCP, len(in))
+	}
+
+	c := New(Config{})
+	c.Handshake()
+	c.Reply("220 hi\r\n", "")
+	c.Command("PASV\r\n", "EPSV 2\r\n")
+	c.Reply("229 Entering Extended Passive Mode (|||2000|)\r\n", "227 Entering Passive Mode (203,0,113,10,7,208)\r\n")
+	in = Raw(c.Packets(leg))
+	if CheckALG(in, in).Err() == nil {
+		t.Error("a pass-through ALG passes a conversation that needs rewrites")
+	}
+}
+
 // TestSACKAndRetransmission looks at the generated options directly.
 func TestSACKAndRetransmission(t *testing.T) {
 	c := New(Config{SACK: true})

@@ -686,11 +686,7 @@ func NewTaygaMapper(cfg *TaygaConfig, res DynamicResolver) *TaygaMapper {
 // static map or the prefix already covers, are ignored.
 func (m *TaygaMapper) Learn(v4, v6 netip.Addr) {
 	v4 = v4.Unmap()
-	if !v4.Is4() || !v6.Is6() || v6.Is4In6() || !m.pool.Contains(v4) || v4 == m.own4 ||
-		m.prefix.Contains(v6) || v6 == m.own6 {
-		return
-	}
-	if _, ok := m.static6(v6); ok {
+	if !m.learnable(v4, v6) {
 		return
 	}
 	m.mu.Lock()
@@ -705,18 +701,40 @@ func (m *TaygaMapper) Learn(v4, v6 netip.Addr) {
 	m.dyn6[v6] = v4
 }
 
+// learnable says whether v4 -> v6 can be a dynamic-pool binding.
+func (m *TaygaMapper) learnable(v4, v6 netip.Addr) bool {
+	if !v4.Is4() || !v6.Is6() || v6.Is4In6() || !m.pool.Contains(v4) || v4 == m.own4 || v4 == m.pool.Addr() ||
+		m.prefix.Contains(v6) || v6 == m.own6 {
+		return false
+	}
+	_, static := m.static6(v6)
+	return !static
+}
+
 // LoadDynamicMap reads Tayga's data-dir/dynamic.map (dynamic.c:
 // "ipv4<TAB>ipv6<TAB>last-use-unix-seconds" lines, "#" comments) and
-// learns every binding in it. Tayga writes that file on exit and at most
+// learns the bindings in it. Tayga writes that file on exit and at most
 // every few days while running, so it may be stale: a newer binding
-// learned later replaces it. Like Tayga it skips malformed lines and
-// bindings outside the pool; it returns an error naming the first
-// malformed line after learning the others. Lease expiry (Tayga forgets
-// dormant bindings after 14 days) is not applied.
+// learned later replaces it. Like Tayga's load_map it skips malformed
+// lines, bindings outside the pool or covered by a static map or the
+// prefix, and a second line for the same IPv4 address; of two lines for
+// the same IPv6 host the most recently used wins (Tayga revives that
+// one). It returns an error naming the first malformed line after
+// learning the others. Lease expiry (Tayga forgets dormant bindings after
+// 14 days) is not applied.
 func (m *TaygaMapper) LoadDynamicMap(r io.Reader) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	var bad error
+	type binding struct {
+		v4, v6 netip.Addr
+		used   int64
+	}
+	var (
+		bad      error
+		bindings []binding
+		seen4    = map[netip.Addr]bool{}
+		at6      = map[netip.Addr]int{}
+	)
 	ln := 0
 	for sc.Scan() {
 		ln++
@@ -742,10 +760,24 @@ func (m *TaygaMapper) LoadDynamicMap(r io.Reader) error {
 			}
 			continue
 		}
-		m.Learn(v4, v6)
+		if !m.learnable(v4, v6) || seen4[v4] {
+			continue
+		}
+		seen4[v4] = true
+		if i, ok := at6[v6]; ok {
+			if t > bindings[i].used {
+				bindings[i] = binding{v4, v6, t}
+			}
+			continue
+		}
+		at6[v6] = len(bindings)
+		bindings = append(bindings, binding{v4, v6, t})
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read dynamic.map: %w", err)
+	}
+	for _, b := range bindings {
+		m.Learn(b.v4, b.v6)
 	}
 	return bad
 }

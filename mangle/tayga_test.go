@@ -473,13 +473,15 @@ func TestTaygaLoadDynamicMap(t *testing.T) {
 	if err == nil || err.Error() != `dynamic.map:15: malformed line "203.0.113.8\t2001:db8:6::8"` {
 		t.Errorf("LoadDynamicMap error = %v, want the malformed line 15", err)
 	}
-	for v6, v4 := range map[string]string{"2001:db8:6::2": "203.0.113.238", "2001:db8:6::7": "203.0.113.7"} {
+	// The first line for 203.0.113.7 wins; the most recently used of the
+	// three lines for 2001:db8:6::20 wins.
+	for v6, v4 := range map[string]string{"2001:db8:6::2": "203.0.113.238", "2001:db8:6::7": "203.0.113.7", "2001:db8:6::20": "203.0.113.21"} {
 		if got, ok := m.To4(ad(v6)); !ok || got != ad(v4) {
 			t.Errorf("To4(%s) = %v, %v; want %s", v6, got, ok, v4)
 		}
 	}
 	// Outside the pool (like Tayga, ignored) and malformed: not learned.
-	for _, v6 := range []string{"2001:db8:6::99", "2001:db8:6::8"} {
+	for _, v6 := range []string{"2001:db8:6::99", "2001:db8:6::8", "2001:db8:6::77"} {
 		if got, ok := m.To4(ad(v6)); ok {
 			t.Errorf("To4(%s) = %v, want not learned", v6, got)
 		}
@@ -622,6 +624,47 @@ func FuzzParseTaygaConf(f *testing.F) {
 			v4, ok := m.To4(v6)
 			if !ok || v4 != mp.V4.Addr() {
 				t.Fatalf("To4(%v) = %v, %v; want %v", v6, v4, ok, mp.V4.Addr())
+			}
+		}
+	})
+}
+
+// FuzzTaygaClassify checks that Classify never panics and that every
+// session it returns agrees with the mapper's own address translation.
+func FuzzTaygaClassify(f *testing.F) {
+	f.Add([]byte{198, 51, 100, 7}, []byte{198, 51, 100, 10}, uint16(40000), uint16(21))
+	f.Add([]byte{203, 0, 113, 238}, []byte{198, 51, 100, 20}, uint16(40000), uint16(21))
+	f.Add(ad("2001:db8:6::2").AsSlice(), ad("2001:db8:64::c633:6414").AsSlice(), uint16(40000), uint16(21))
+	f.Add(ad("2001:db8:64::c633:6407").AsSlice(), ad("2001:db8:1::10").AsSlice(), uint16(40000), uint16(21))
+	f.Add(ad("2001:db8:6::5").AsSlice(), ad("2001:db8:64::c633:6414").AsSlice(), uint16(40000), uint16(21)) // predicted
+	m := NewTaygaMapper(mustConf(f, labConf), nil)
+	m.Learn(ad("203.0.113.238"), ad("2001:db8:6::2"))
+	f.Fuzz(func(t *testing.T, c, s []byte, cport, sport uint16) {
+		ca, ok1 := netip.AddrFromSlice(c)
+		sa, ok2 := netip.AddrFromSlice(s)
+		if !ok1 || !ok2 {
+			return
+		}
+		sess, ok := m.Classify(netip.AddrPortFrom(ca, cport), netip.AddrPortFrom(sa, sport))
+		if !ok {
+			return
+		}
+		if sess.Kind != Kind46 && sess.Kind != Kind64 {
+			t.Fatalf("ok with kind %v", sess.Kind)
+		}
+		pairs := [][2]netip.Addr{{sess.Server4, sess.Server6}}
+		predicted := m.pool.Contains(sess.Client4) && m.PredictDynamic(sess.Client6) == sess.Client4
+		if _, learned := m.learned4(sess.Client4); predicted && !learned {
+			// A prediction: not a binding the mapper knows.
+		} else if sess.Client4.IsValid() && sess.Client6.IsValid() {
+			pairs = append(pairs, [2]netip.Addr{sess.Client4, sess.Client6})
+		}
+		for _, p := range pairs {
+			if got, ok := m.To6(p[0]); !ok || got != p[1] {
+				t.Fatalf("session %+v: To6(%v) = %v, %v", sess, p[0], got, ok)
+			}
+			if got, ok := m.To4(p[1]); !ok || got != p[0] {
+				t.Fatalf("session %+v: To4(%v) = %v, %v", sess, p[1], got, ok)
 			}
 		}
 	})

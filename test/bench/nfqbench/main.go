@@ -1,0 +1,189 @@
+// Command nfqbench is the traffic side of test/bench/nfqueue.sh: a TCP
+// server, a round-trip timer and a flood of small segments, so that the
+// cost of an NFQUEUE consumer can be measured on the path between them.
+//
+//	nfqbench serve ADDR...            echo ("E") or discard ("F") per connection
+//	nfqbench rtt ADDR N               N one-byte round trips on one connection:
+//	                                  prints "median_us p90_us p99_us"
+//	nfqbench flood ADDR SECONDS CONNS MSS
+//	                                  CONNS connections with TCP_MAXSEG=MSS write
+//	                                  64-byte chunks for SECONDS: prints bytes sent
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 3 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "rtt":
+		if len(os.Args) != 4 {
+			usage()
+		}
+		err = rtt(os.Args[2], atoi(os.Args[3]))
+	case "flood":
+		if len(os.Args) != 6 {
+			usage()
+		}
+		err = flood(os.Args[2], atoi(os.Args[3]), atoi(os.Args[4]), atoi(os.Args[5]))
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nfqbench:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: nfqbench serve ADDR... | rtt ADDR N | flood ADDR SECONDS CONNS MSS")
+	os.Exit(2)
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		usage()
+	}
+	return n
+}
+
+func serve(addrs []string) error {
+	errc := make(chan error, len(addrs))
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return err
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					errc <- err
+					return
+				}
+				go handle(c.(*net.TCPConn))
+			}
+		}()
+	}
+	return <-errc
+}
+
+func handle(c *net.TCPConn) {
+	defer c.Close()
+	c.SetNoDelay(true)
+	var mode [1]byte
+	if _, err := io.ReadFull(c, mode[:]); err != nil {
+		return
+	}
+	if mode[0] == 'F' {
+		io.Copy(io.Discard, c)
+		return
+	}
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		if _, err := c.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+func rtt(addr string, n int) error {
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetNoDelay(true)
+	if _, err := c.Write([]byte("E")); err != nil {
+		return err
+	}
+	const warmup = 100
+	samples := make([]time.Duration, 0, n)
+	b := []byte{'x'}
+	for i := 0; i < n+warmup; i++ {
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		start := time.Now()
+		if _, err := c.Write(b); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(c, b); err != nil {
+			return err
+		}
+		if i >= warmup {
+			samples = append(samples, time.Since(start))
+		}
+	}
+	slices.Sort(samples)
+	q := func(f float64) float64 { return float64(samples[int(f*float64(len(samples)-1))].Nanoseconds()) / 1e3 }
+	fmt.Printf("%.1f %.1f %.1f\n", q(0.5), q(0.9), q(0.99))
+	return nil
+}
+
+func flood(addr string, seconds, conns, mss int) error {
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	end := time.Now().Add(time.Duration(seconds) * time.Second)
+	errc := make(chan error, conns)
+	for range conns {
+		d := net.Dialer{Timeout: 3 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, mss)
+			})
+			return serr
+		}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		c.(*net.TCPConn).SetNoDelay(true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			chunk := make([]byte, 64)
+			chunk[0] = 'F'
+			for time.Now().Before(end) {
+				c.SetWriteDeadline(end.Add(time.Second))
+				n, err := c.Write(chunk)
+				sent.Add(int64(n))
+				if err != nil {
+					if !time.Now().Before(end) {
+						return
+					}
+					errc <- err
+					return
+				}
+				chunk[0] = 'x'
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	fmt.Println(sent.Load())
+	return nil
+}

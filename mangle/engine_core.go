@@ -375,10 +375,10 @@ func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable 
 	}
 	if newSeq == p.seq && !payloadChanged && !ackMapped {
 		if stable {
-			e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: p.b})
+			e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: p.raw})
 			return
 		}
-		out := append(e.outBuf(len(p.b)), p.b...)
+		out := append(e.outBuf(len(p.raw)), p.raw...)
 		e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: out})
 		return
 	}

@@ -45,6 +45,7 @@ const (
 // TCP segment. It holds offsets into the bytes, never copies; decode fills
 // it without allocating.
 type packet struct {
+	raw     []byte // the bytes as given
 	b       []byte // the IP packet, trimmed to the length its header gives
 	v6      bool
 	tcp     int // offset of the TCP header
@@ -61,6 +62,7 @@ type packet struct {
 // decode validates b as an IPv4 or IPv6 packet carrying TCP. It never
 // panics; junk is reported, not rejected with an error value.
 func (p *packet) decode(b []byte) decodeStatus {
+	p.raw = b
 	if len(b) < 1 {
 		return notTCP
 	}

@@ -96,6 +96,7 @@ func TestMarshalGolden(t *testing.T) {
 		{"session-display-request.hex", func() (genetlink.Message, error) {
 			return marshalSessionForeach(capturedHeader, ProtoTCP, nil)
 		}},
+		{"global-display-request.hex", func() (genetlink.Message, error) { return marshalGlobalForeach(capturedHeader), nil }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {

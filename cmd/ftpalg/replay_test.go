@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ftpalg/ftpalg/test/ftpcap"
 	"github.com/google/go-cmp/cmp"
@@ -718,5 +719,75 @@ func TestReplaySummary(t *testing.T) {
 		if !strings.Contains(l, " 46 client->server: \"") && !strings.Contains(l, " 46 server->client: \"") {
 			t.Errorf("transcript line %q", l)
 		}
+	}
+}
+
+// TestReplayHoldTimeout: a command split across segments is held; when its
+// end comes later than --hold-timeout (in capture time), the held segment
+// leaves unmodified, stamped with the time of the frame that released it,
+// and the command passes as it was. With a longer timeout it is rewritten.
+// A line still incomplete at the end of the capture is flushed.
+func TestReplayHoldTimeout(t *testing.T) {
+	dir := t.TempDir()
+	writeConfs(t, dir)
+	conf := filepath.Join(dir, "tayga.conf")
+	leg := ftpcap.Session46(40100).V4
+	const gap = 2 * time.Second
+	build := func(rewritten bool) (*ftpcap.Conv, []ftpcap.Packet, int) {
+		c := ftpcap.New(ftpcap.Config{})
+		c.Handshake()
+		login(c)
+		want, reply, replyWant := "", "500 Unknown command.\r\n", ""
+		if rewritten {
+			want = "EPSV 2\r\n"
+			reply, replyWant = "229 Entering Extended Passive Mode (|||2000|)\r\n", "227 Entering Passive Mode (203,0,113,10,7,208)\r\n"
+		}
+		first := c.Len()
+		c.Send(ftpcap.Write{From: ftpcap.Client, Data: "PASV\r\n", Want: want, Split: []int{2}})
+		c.Reply(reply, replyWant)
+		// The capture ends in the middle of a command.
+		c.Send(ftpcap.Write{From: ftpcap.Client, Data: "PO", NoAck: true})
+		pkts := c.Packets(leg)
+		for i := first + 1; i < len(pkts); i++ {
+			pkts[i].Time = pkts[i].Time.Add(gap)
+		}
+		return c, pkts, first
+	}
+	for _, tc := range []struct {
+		hold      string
+		rewritten bool
+	}{{"1s", false}, {"5s", true}} {
+		t.Run(tc.hold, func(t *testing.T) {
+			c, pkts, first := build(tc.rewritten)
+			var in bytes.Buffer
+			if err := ftpcap.WritePcap(&in, ftpcap.Link{Type: layers.LinkTypeRaw}, pkts); err != nil {
+				t.Fatal(err)
+			}
+			out, transcript := replayBytes(t, conf, in.Bytes(), "--hold-timeout", tc.hold)
+			got, _ := readIP(t, out)
+			if len(got) != len(pkts) {
+				t.Fatalf("%d frames out, %d in", len(got), len(pkts))
+			}
+			rep := ftpcap.CheckALG(ftpcap.Raw(pkts), ftpcap.Raw(got))
+			if err := rep.Err(); err != nil {
+				t.Error(err)
+			}
+			toServer, _ := c.Want()
+			if s := rep.Stream(leg.Client, leg.Server); s != toServer {
+				t.Errorf("server received %q, want %q", s, toServer)
+			}
+			// The held first half of PASV leaves with the time of the frame
+			// that released it, whichever way it was released.
+			if !got[first].Time.Equal(pkts[first+1].Time) {
+				t.Errorf("held frame written at %v, want %v", got[first].Time, pkts[first+1].Time)
+			}
+			if !strings.Contains(transcript, "Held=") {
+				t.Errorf("summary does not count held packets: %s", transcript)
+			}
+			if !tc.rewritten && !strings.Contains(transcript, "HeldTimeout=") {
+				t.Errorf("summary does not count the timeout: %s", transcript)
+			}
+			t.Log(strings.TrimSpace(transcript))
+		})
 	}
 }

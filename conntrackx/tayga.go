@@ -24,7 +24,16 @@ type TaygaConntrackConfig struct {
 	// Guess, if set, proposes the pool address of an IPv6 host (the
 	// mapper's PredictDynamic). Lookup4 first asks conntrack for that
 	// exact flow (one Get) and dumps the IPv4 table only if it is not
-	// there.
+	// there. The mapper is built after the resolver, so wire it with a
+	// closure:
+	//
+	//	var m *mangle.TaygaMapper
+	//	tc, err := conntrackx.DialTaygaConntrack(&conntrackx.TaygaConntrackConfig{
+	//		Prefix: cfg.Prefix, Pool: cfg.DynamicPool,
+	//		Guess:  func(a netip.Addr) netip.Addr { return m.PredictDynamic(a) },
+	//	})
+	//	...
+	//	m = mangle.NewTaygaMapper(cfg, tc)
 	Guess func(v6 netip.Addr) netip.Addr
 	// NetNS is a network namespace file descriptor (the namespace Tayga
 	// forwards in); 0 means the current one. No goroutine switches
@@ -50,8 +59,10 @@ type TaygaConntrackConfig struct {
 // Cost: a lookup the Guess gets right is one netlink round trip; any
 // other is a dump of one family's whole conntrack table, filtered here
 // (the kernel's dump filter cannot select by address or port through
-// ti-mo/conntrack v0.6.0). Lookups happen once per new control
-// connection of an unknown pool host; the mapper remembers the answers.
+// ti-mo/conntrack v0.6.0), and a dump of the other family when the
+// control connection's own other leg is missing. Lookups happen once
+// per new control connection of an unknown pool host; the mapper
+// remembers the answers.
 //
 // It is safe for concurrent use: requests are serialized on one socket.
 type TaygaConntrack struct {
@@ -91,10 +102,12 @@ func (t *TaygaConntrack) Close() error {
 	return t.conn.Close()
 }
 
-// Lookup6 implements mangle.DynamicResolver: the IPv6 source of the flow
-// C6:cport -> Pref::S4:sport that matches the IPv4-leg flow
-// client4:cport -> server4:sport. It answers false if no flow or more than
-// one client matches, or on any error.
+// Lookup6 implements mangle.DynamicResolver: the IPv6 host behind the
+// pool address of the IPv4-leg flow client4:cport -> server4:sport. It
+// looks for that flow's IPv6 leg, C6:cport -> Pref::S4:sport, and if it
+// is not there (yet, or any more), for the IPv6 leg of any other TCP or
+// UDP flow of client4 through Tayga. It answers false if no flow or more
+// than one host matches, or on any error.
 func (t *TaygaConntrack) Lookup6(client4, server4 netip.AddrPort) (netip.Addr, bool) {
 	c4, s4 := client4.Addr().Unmap(), server4.Addr().Unmap()
 	if !c4.Is4() || !s4.Is4() || (t.cfg.Pool.IsValid() && !t.cfg.Pool.Contains(c4)) {
@@ -104,19 +117,28 @@ func (t *TaygaConntrack) Lookup6(client4, server4 netip.AddrPort) (netip.Addr, b
 	if !ok {
 		return netip.Addr{}, false
 	}
-	flows, err := t.dump(ipv6Only)
+	host6 := func(src netip.Addr) bool { return src.Is6() && !src.Is4In6() && !t.cfg.Prefix.Contains(src) }
+	flows6, err := t.dump(ipv6Only)
 	if err != nil {
 		return netip.Addr{}, false
 	}
-	return unique(flows, dst, client4.Port(), server4.Port(), func(src netip.Addr) bool {
-		return src.Is6() && !t.cfg.Prefix.Contains(src)
-	})
+	if a, ok := unique(flows6, dst, client4.Port(), server4.Port(), host6); ok {
+		return a, true
+	}
+	flows4, err := t.dump(ipv4Only)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return join(flows4, c4, identity4, flows6, t.extract, host6)
 }
 
-// Lookup4 implements mangle.DynamicResolver: the IPv4 source of the flow
-// C4':cport -> S4:sport that matches the IPv6-leg flow
-// client6:cport -> Pref::S4:sport. It answers false if no flow or more
-// than one client matches, or on any error.
+// Lookup4 implements mangle.DynamicResolver: the pool address Tayga gave
+// the IPv6 host of the IPv6-leg flow client6:cport -> Pref::S4:sport. It
+// looks for that flow's IPv4 leg, C4':cport -> S4:sport (first with one
+// Get on the Guess, if any), and if it is not there (yet: on the IPv6 leg
+// a SYN reaches the ALG before Tayga has translated it), for the IPv4 leg
+// of any other TCP or UDP flow of client6 through Tayga. It answers false
+// if no flow or more than one address matches, or on any error.
 func (t *TaygaConntrack) Lookup4(client6, server6 netip.AddrPort) (netip.Addr, bool) {
 	c6 := client6.Addr()
 	if !c6.Is6() || c6.Is4In6() {
@@ -134,11 +156,73 @@ func (t *TaygaConntrack) Lookup4(client6, server6 netip.AddrPort) (netip.Addr, b
 			return g, true
 		}
 	}
-	flows, err := t.dump(ipv4Only)
+	flows4, err := t.dump(ipv4Only)
 	if err != nil {
 		return netip.Addr{}, false
 	}
-	return unique(flows, s4, client6.Port(), server6.Port(), inPool)
+	if a, ok := unique(flows4, s4, client6.Port(), server6.Port(), inPool); ok {
+		return a, true
+	}
+	flows6, err := t.dump(ipv6Only)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return join(flows6, c6, t.extract, flows4, identity4, inPool)
+}
+
+func (t *TaygaConntrack) extract(a netip.Addr) (netip.Addr, bool) {
+	return mangle.ExtractRFC6052(t.cfg.Prefix, a)
+}
+
+func identity4(a netip.Addr) (netip.Addr, bool) {
+	a = a.Unmap()
+	return a, a.Is4()
+}
+
+// legKey names a flow by what Tayga keeps from one leg to the other: the
+// protocol, both ports and the IPv4 address of the far end.
+type legKey struct {
+	proto        uint8
+	sport, dport uint16
+	far4         netip.Addr
+}
+
+// join finds host's address on the other leg: the keys of host's TCP and
+// UDP flows in from (far4 maps their destination to IPv4) are looked up
+// among the flows of the other leg, whose sources ok accepts. The answer
+// must be unique.
+func join(from []conntrack.Flow, host netip.Addr, far4 func(netip.Addr) (netip.Addr, bool),
+	to []conntrack.Flow, toFar4 func(netip.Addr) (netip.Addr, bool), ok func(netip.Addr) bool) (netip.Addr, bool) {
+	keys := map[legKey]bool{}
+	for i := range from {
+		o := &from[i].TupleOrig
+		if o.IP.SourceAddress.Unmap() != host || (o.Proto.Protocol != protoTCP && o.Proto.Protocol != protoUDP) {
+			continue
+		}
+		if d, isTrans := far4(o.IP.DestinationAddress); isTrans {
+			keys[legKey{o.Proto.Protocol, o.Proto.SourcePort, o.Proto.DestinationPort, d}] = true
+		}
+	}
+	if len(keys) == 0 {
+		return netip.Addr{}, false
+	}
+	var found netip.Addr
+	for i := range to {
+		o := &to[i].TupleOrig
+		d, isTrans := toFar4(o.IP.DestinationAddress)
+		if !isTrans || !keys[legKey{o.Proto.Protocol, o.Proto.SourcePort, o.Proto.DestinationPort, d}] {
+			continue
+		}
+		src := o.IP.SourceAddress.Unmap()
+		if !ok(src) {
+			continue
+		}
+		if found.IsValid() && found != src {
+			return netip.Addr{}, false
+		}
+		found = src
+	}
+	return found, found.IsValid()
 }
 
 // exists asks conntrack for one TCP flow by its original tuple.
@@ -164,6 +248,7 @@ const (
 	afInet   = 2
 	afInet6  = 10
 	protoTCP = 6
+	protoUDP = 17
 )
 
 var (

@@ -361,12 +361,22 @@ func TestIntegrationTaygaConntrack(t *testing.T) {
 				}
 				t.Logf("%v: Lookup4 %v, Lookup6 %v", c.Addr(), d4, d6)
 			}
-			// No such flow: wrong port, wrong server.
-			if a, ok := tc.Lookup4(netip.AddrPortFrom(clients[0].Addr(), 1), server6); ok {
-				t.Errorf("Lookup4 with an unused port = %v", a)
+			// A connection not in the table yet (as when the ALG sees
+			// its SYN on the IPv6 leg before Tayga does): the host's
+			// other flows tell its binding.
+			c0, p0 := clients[0], peers[clients[0]]
+			if a, ok := tc.Lookup4(netip.AddrPortFrom(c0.Addr(), 1), server6); !ok || a != p0 {
+				t.Errorf("Lookup4 for a new connection of %v = %v, %v; want %v", c0.Addr(), a, ok, p0)
 			}
-			if a, ok := tc.Lookup6(netip.AddrPortFrom(peers[clients[0]], clients[0].Port()), netip.MustParseAddrPort("198.51.100.3:21")); ok {
-				t.Errorf("Lookup6 to another server = %v", a)
+			if a, ok := tc.Lookup6(netip.AddrPortFrom(p0, 1), netip.MustParseAddrPort("198.51.100.3:21")); !ok || a != c0.Addr() {
+				t.Errorf("Lookup6 for a new connection of %v = %v, %v; want %v", p0, a, ok, c0.Addr())
+			}
+			// A host with no flows at all.
+			if a, ok := tc.Lookup4(netip.MustParseAddrPort("[2001:db8:6::7]:40000"), server6); ok {
+				t.Errorf("Lookup4 for a host without flows = %v", a)
+			}
+			if a, ok := tc.Lookup6(netip.MustParseAddrPort("203.0.113.7:40000"), server); ok {
+				t.Errorf("Lookup6 for an unused pool address = %v", a)
 			}
 		})
 	}

@@ -69,3 +69,61 @@ func TestDialTaygaConntrackConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestJoin(t *testing.T) {
+	tc := &TaygaConntrack{cfg: TaygaConntrackConfig{Prefix: netip.MustParsePrefix("2001:db8:64::/96")}}
+	udp6 := tcpFlow("2001:db8:6::2", "2001:db8:64::c633:6405", 5353, 53)
+	udp6.TupleOrig.Proto.Protocol = protoUDP
+	udp4 := tcpFlow("203.0.113.238", "198.51.100.5", 5353, 53)
+	udp4.TupleOrig.Proto.Protocol = protoUDP
+	flows6 := []conntrack.Flow{
+		tcpFlow("2001:db8:6::2", "2001:db8:64::c633:6402", 40021, 21),
+		tcpFlow("2001:db8:6::3", "2001:db8:64::c633:6402", 40022, 21),
+		udp6,
+		tcpFlow("2001:db8:6::4", "2001:db8:1::10", 40000, 21), // not through the prefix
+	}
+	flows4 := []conntrack.Flow{
+		tcpFlow("203.0.113.238", "198.51.100.2", 40021, 21),
+		tcpFlow("203.0.113.239", "198.51.100.2", 40022, 21),
+		udp4,
+		tcpFlow("198.51.100.7", "198.51.100.2", 40000, 21),
+	}
+	in4 := func(a netip.Addr) bool { return a.Is4() }
+	host6 := func(a netip.Addr) bool { return a.Is6() && !tc.cfg.Prefix.Contains(a) }
+	tests := []struct {
+		name, host, want string
+	}{
+		{"6 to 4", "2001:db8:6::2", "203.0.113.238"},
+		{"6 to 4 other host", "2001:db8:6::3", "203.0.113.239"},
+		{"6 to 4 no flows through tayga", "2001:db8:6::4", ""},
+		{"4 to 6", "203.0.113.238", "2001:db8:6::2"},
+		{"4 to 6 unknown", "203.0.113.240", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := netip.MustParseAddr(tt.host)
+			var got netip.Addr
+			var ok bool
+			if h.Is6() {
+				got, ok = join(flows6, h, tc.extract, flows4, identity4, in4)
+			} else {
+				got, ok = join(flows4, h, identity4, flows6, tc.extract, host6)
+			}
+			if tt.want == "" {
+				if ok {
+					t.Errorf("join = %v, want none", got)
+				}
+				return
+			}
+			if !ok || got != netip.MustParseAddr(tt.want) {
+				t.Errorf("join = %v, %v; want %s", got, ok, tt.want)
+			}
+		})
+	}
+	// Two different answers: none.
+	clash := append(flows4[:len(flows4):len(flows4)], tcpFlow("203.0.113.250", "198.51.100.5", 5353, 53))
+	clash[len(clash)-1].TupleOrig.Proto.Protocol = protoUDP
+	if got, ok := join(flows6, netip.MustParseAddr("2001:db8:6::2"), tc.extract, clash, identity4, in4); ok {
+		t.Errorf("join with two candidates = %v, want none", got)
+	}
+}

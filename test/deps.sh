@@ -1,6 +1,79 @@
 #!/usr/bin/env bash
-# Installs what the test suite and the demo need. Safe to run again.
+# Installs what the test suite and the demo need, on Debian 12, as root:
+#   - Debian packages: Tayga, vsftpd, the FTP clients (curl, lftp, python3),
+#     nftables/iptables, iproute2, and the shared libraries of the FTP servers
+#     that are only unpacked;
+#   - proftpd and pure-ftpd, which conflict with vsftpd as packages: their
+#     .debs are downloaded and unpacked under test/.cache/pkg/ (never
+#     installed system-wide);
+#   - the Go modules (go mod download).
+# Idempotent and quiet; with everything present it only checks and exits.
+# Package maintainer scripts are not allowed to start services (a temporary
+# policy-rc.d), so installing vsftpd leaves no daemon on port 21.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin"
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+export DEBIAN_FRONTEND=noninteractive
+
+# Installed with apt-get. The lib* entries are the run-time dependencies of
+# the unpacked proftpd-core and pure-ftpd.
+packages=(
+	tayga vsftpd curl lftp python3 nftables iptables iproute2 procps
+	libacl1 libcap2 libcrypt1 libhiredis0.14 libidn2-0 libmemcached11
+	libmemcachedutil2 libncursesw6 libpam0g libpcre2-8-0 libpcre2-posix3
+	libssl3 libtinfo6 zlib1g libsodium23 libwrap0
+)
+# Downloaded and unpacked into test/.cache/pkg/<name>/.
+unpacked=(proftpd-core pure-ftpd)
+
+cache=test/.cache/pkg
+
+missing=()
+for p in "${packages[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+		missing+=("$p")
+	fi
+done
+need_unpack=()
+for p in "${unpacked[@]}"; do
+	[[ -f "$cache/$p/.done" ]] || need_unpack+=("$p")
+done
+
+if ((${#missing[@]} + ${#need_unpack[@]})); then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "deps: missing ${missing[*]} ${need_unpack[*]}; run as root to install" >&2
+		exit 1
+	fi
+	apt=(apt-get -qq -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300)
+	"${apt[@]}" update >/dev/null
+	if ((${#missing[@]})); then
+		echo "deps: installing ${missing[*]}"
+		policy=/usr/sbin/policy-rc.d
+		own_policy=
+		if [[ ! -e $policy ]]; then
+			printf '#!/bin/sh\nexit 101\n' >"$policy"
+			chmod 755 "$policy"
+			own_policy=1
+		fi
+		rc=0
+		log=$(mktemp)
+		"${apt[@]}" install --no-install-recommends -y "${missing[@]}" >"$log" 2>&1 || rc=$?
+		((rc == 0)) || cat "$log" >&2
+		rm -f "$log"
+		[[ -n $own_policy ]] && rm -f "$policy"
+		((rc == 0)) || exit "$rc"
+	fi
+	for p in "${need_unpack[@]}"; do
+		echo "deps: unpacking $p into $cache/$p"
+		tmp=$(mktemp -d)
+		chmod 755 "$tmp" # apt's download user must be able to write there
+		(cd "$tmp" && chown _apt "$tmp" 2>/dev/null; apt-get -qq download "$p" >/dev/null)
+		rm -rf "${cache:?}/$p"
+		mkdir -p "$cache/$p"
+		dpkg-deb -x "$tmp"/*.deb "$cache/$p"
+		rm -rf "$tmp"
+		touch "$cache/$p/.done"
+	done
+fi
+
 go mod download

@@ -1,4 +1,19 @@
 #!/usr/bin/env bash
-# End-to-end tests (root): placeholder until the lab lands.
+# End-to-end tests (root): a Tayga NAT64 in network namespaces with real FTP
+# servers and clients, each transfer without and with bin/ftpalg.
+# Needs test/deps.sh to have run, and bin/ftpalg (make build).
 set -euo pipefail
-echo "e2e: not yet implemented"
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+export FTPALG_E2E=1
+export FTPALG_BIN=${FTPALG_BIN:-bin/ftpalg}
+[[ -x $FTPALG_BIN ]] || { echo "e2e: $FTPALG_BIN missing: run make build" >&2; exit 1; }
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+rc=0
+go test -count=1 -v -timeout 20m ./test/e2e/ 2>&1 | tee "$log" || rc=$?
+pass=$(grep -c -- '^ *--- PASS' "$log" || true)
+fail=$(grep -c -- '^ *--- FAIL' "$log" || true)
+skip=$(grep -c -- '^ *--- SKIP' "$log" || true)
+echo "e2e: $pass passed, $fail failed, $skip skipped"
+exit "$rc"

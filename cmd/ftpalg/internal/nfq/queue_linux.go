@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -74,7 +75,7 @@ type Handler interface {
 
 // Stats are a queue's counters. All only grow.
 type Stats struct {
-	Reads         uint64 // reads that returned data
+	Reads         uint64 // reads (recvmmsg calls) that returned packets
 	Packets       uint64 // packets received
 	Verdicts      uint64 // verdicts sent
 	Modified      uint64 // verdicts that replaced the packet
@@ -421,7 +422,7 @@ func (q *Queue) Run(ctx context.Context, h Handler) error {
 }
 
 func (q *Queue) loop(ctx context.Context, h Handler) error {
-	buf := make([]byte, readBuf)
+	rd := newReader()
 	v := &Verdicts{queue: q.cfg.Queue, buf: make([]byte, 0, 2*readBuf)}
 	v.send = q.send
 	var p packet
@@ -435,7 +436,7 @@ func (q *Queue) loop(ctx context.Context, h Handler) error {
 	stop := func(err error) error {
 		h.Close(v)
 		q.sendVerdicts(v)
-		q.drain(buf, &p, v)
+		q.drain(rd, &p, v)
 		return err
 	}
 	for {
@@ -447,7 +448,7 @@ func (q *Queue) loop(ctx context.Context, h Handler) error {
 		if q.closing.Load() {
 			return stop(q.errorf("run: %w", ErrClosed))
 		}
-		n, err := unix.Read(q.fd, buf)
+		n, err := rd.read(q.fd)
 		if err != nil {
 			switch {
 			case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
@@ -461,7 +462,13 @@ func (q *Queue) loop(ctx context.Context, h Handler) error {
 			}
 		} else {
 			q.st.reads.Add(1)
-			q.dispatch(buf[:n], &p, h, v)
+			for i := range n {
+				q.dispatch(rd.msg(i), &p, h, v)
+			}
+			if rd.truncated > 0 {
+				q.st.truncated.Add(uint64(rd.truncated))
+				rd.truncated = 0
+			}
 		}
 		if now := time.Now(); err != nil || now.Sub(lastTick) >= tick {
 			lastTick = now
@@ -469,6 +476,52 @@ func (q *Queue) loop(ctx context.Context, h Handler) error {
 		}
 		q.sendVerdicts(v)
 	}
+}
+
+// readBatch is how many netlink messages one read takes at most.
+const readBatch = 16
+
+// reader reads up to readBatch netlink messages with one recvmmsg(2) into
+// buffers allocated once: MSG_WAITFORONE blocks (up to SO_RCVTIMEO) for
+// the first message and takes the others already queued, so a burst of
+// packets costs one read and, their verdicts batched, one write.
+type reader struct {
+	bufs [readBatch][]byte
+	iovs [readBatch]unix.Iovec
+	hdrs [readBatch]unix.Mmsghdr
+	// truncated counts messages cut by a full buffer (MSG_TRUNC).
+	truncated int
+}
+
+func newReader() *reader {
+	r := &reader{}
+	for i := range r.bufs {
+		r.bufs[i] = make([]byte, readBuf)
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.iovs[i].SetLen(readBuf)
+		r.hdrs[i].Hdr.Iov = &r.iovs[i]
+		r.hdrs[i].Hdr.SetIovlen(1)
+	}
+	return r
+}
+
+// read returns the number of messages read.
+func (r *reader) read(fd int) (int, error) {
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.hdrs[0])),
+		readBatch, unix.MSG_WAITFORONE, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// msg returns the bytes of message i of the last read.
+func (r *reader) msg(i int) []byte {
+	h := &r.hdrs[i]
+	if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+		r.truncated++
+	}
+	return r.bufs[i][:min(int(h.Len), readBuf)]
 }
 
 // acceptAll is the handler of the shutdown drain.
@@ -483,17 +536,19 @@ const drainLimit = time.Second
 
 // drain accepts, unchanged, the packets already queued, until a read finds
 // none (or drainLimit passes).
-func (q *Queue) drain(buf []byte, p *packet, v *Verdicts) {
+func (q *Queue) drain(rd *reader, p *packet, v *Verdicts) {
 	end := time.Now().Add(drainLimit)
 	for time.Now().Before(end) {
-		n, err := unix.Read(q.fd, buf)
+		n, err := rd.read(q.fd)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.ENOBUFS) {
 				continue
 			}
 			return
 		}
-		q.dispatch(buf[:n], p, acceptAll{}, v)
+		for i := range n {
+			q.dispatch(rd.msg(i), p, acceptAll{}, v)
+		}
 		q.sendVerdicts(v)
 	}
 }

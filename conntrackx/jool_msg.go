@@ -38,15 +38,12 @@ import (
 
 // Jool's operations (enum joolnl_operation).
 const (
-	joolOpInstanceForeach = 0
-	joolOpStatsForeach    = 7
-	joolOpGlobalForeach   = 8
-	joolOpPool4Foreach    = 18
-	joolOpPool4Add        = 19
-	joolOpBIBForeach      = 22
-	joolOpBIBAdd          = 23
-	joolOpBIBRemove       = 24
-	joolOpSessionForeach  = 25
+	joolOpGlobalForeach  = 8
+	joolOpPool4Foreach   = 18
+	joolOpBIBForeach     = 22
+	joolOpBIBAdd         = 23
+	joolOpBIBRemove      = 24
+	joolOpSessionForeach = 25
 )
 
 // Root attributes (enum joolnl_attr_root) and list entries.

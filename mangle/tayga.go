@@ -622,10 +622,19 @@ func ExtractRFC6052(prefix netip.Prefix, v6 netip.Addr) (netip.Addr, bool) {
 // taygaEmbed is Tayga's append_to_prefix: RFC 6052 embedding with its
 // validity and well-known-prefix rules.
 func taygaEmbed(prefix netip.Prefix, v4 netip.Addr, wkStrict bool) (netip.Addr, bool) {
-	if taygaReserved4(v4) || (wkStrict && taygaNonGlobal4(v4)) {
+	if !taygaPrefixable4(v4, wkStrict) {
 		return netip.Addr{}, false
 	}
 	return EmbedRFC6052(prefix, v4)
+}
+
+// taygaPrefixable4 says whether Tayga translates the IPv4 address a
+// through its prefix: not reserved, not link-local (append_to_prefix and
+// extract_from_prefix drop 169.254.0.0/16 although a map may use it), and
+// global if the prefix is the well-known one and wkpf-strict is on.
+func taygaPrefixable4(a netip.Addr, wkStrict bool) bool {
+	b := a.As4()
+	return !taygaReserved4(a) && !(b[0] == 169 && b[1] == 254) && !(wkStrict && taygaNonGlobal4(a))
 }
 
 // DynamicResolver tells a dynamic-pool host's other address; the daemon
@@ -845,7 +854,7 @@ func (m *TaygaMapper) class4(a netip.Addr) class4 {
 	if _, ok := m.static4(a); ok {
 		return c4Static
 	}
-	if taygaReserved4(a) || (m.wkStrict && taygaNonGlobal4(a)) {
+	if !taygaPrefixable4(a, m.wkStrict) {
 		return c4Untranslated
 	}
 	return c4Plain

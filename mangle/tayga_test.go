@@ -283,6 +283,7 @@ func TestTaygaClassify(t *testing.T) {
 		{"v4 tayga server", m, "198.51.100.7:40000", "203.0.113.1:21", Session{}, false},
 		{"v4 tayga client", m, "203.0.113.1:40000", "198.51.100.20:21", Session{}, false},
 		{"v4 reserved client", m, "127.0.0.1:40000", "198.51.100.10:21", Session{}, false},
+		{"v4 link-local client", m, "169.254.0.7:40000", "198.51.100.10:21", Session{}, false},
 		{"v4 network of pool as server", m, "198.51.100.7:40000", "203.0.113.0:21", Session{}, false},
 
 		// IPv6 leg.
@@ -316,6 +317,7 @@ func TestTaygaClassify(t *testing.T) {
 		{"v6 both plain", m, "[2001:db8:6::2]:40000", "[2001:db8:1::10]:21", Session{}, false},
 		{"v6 tayga client", m, "[2001:db8:ffff::1]:40000", "[2001:db8:64::198.51.100.20]:21", Session{}, false},
 		{"v6 tayga server", m, "[2001:db8:64::198.51.100.7]:40000", "[2001:db8:ffff::1]:21", Session{}, false},
+		{"v6 link-local server", m, "[2001:db8:6::2]:40000", "[2001:db8:64::169.254.0.7]:21", Session{}, false},
 		{"v6 u octet set", m, "[2001:db8:6::2]:40000", "[2001:db8:64:0:100::c633:6414]:21", Session{}, false},
 
 		// Mixed families.
@@ -668,4 +670,21 @@ func FuzzTaygaClassify(f *testing.F) {
 			}
 		}
 	})
+}
+
+func BenchmarkTaygaClassify(b *testing.B) {
+	m := NewTaygaMapper(mustConf(b, labConf), nil)
+	m.Learn(ad("203.0.113.238"), ad("2001:db8:6::2"))
+	flows := [][2]netip.AddrPort{
+		{ap("198.51.100.7:40000"), ap("198.51.100.10:21")},                    // 46, IPv4 leg
+		{ap("203.0.113.238:40000"), ap("198.51.100.20:21")},                   // 64, IPv4 leg, learned
+		{ap("[2001:db8:6::2]:40000"), ap("[2001:db8:64::198.51.100.20]:21")},  // 64, IPv6 leg, learned
+		{ap("[2001:db8:6::77]:40000"), ap("[2001:db8:64::198.51.100.20]:21")}, // 64, IPv6 leg, predicted
+		{ap("[2001:db8:64::198.51.100.7]:40000"), ap("[2001:db8:1::10]:21")},  // 46, IPv6 leg
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		f := flows[i%len(flows)]
+		m.Classify(f[0], f[1])
+	}
 }

@@ -854,3 +854,86 @@ func TestReplayDamagedFrames(t *testing.T) {
 		}
 	}
 }
+
+func TestIPInFrame(t *testing.T) {
+	ip4 := make([]byte, 40)
+	ip4[0] = 0x45
+	binary.BigEndian.PutUint16(ip4[2:], 40)
+	ip6 := make([]byte, 60)
+	ip6[0] = 0x60
+	binary.BigEndian.PutUint16(ip6[4:], 20)
+	eth := func(types ...uint16) []byte {
+		b := make([]byte, 12)
+		for _, ty := range types {
+			b = binary.BigEndian.AppendUint16(b, ty)
+			if ty == 0x8100 || ty == 0x88a8 {
+				b = append(b, 0, 7) // TCI
+			}
+		}
+		return b
+	}
+	cat := func(a ...[]byte) []byte { return bytes.Join(a, nil) }
+	sll := func(proto uint16) []byte {
+		return binary.BigEndian.AppendUint16(make([]byte, 14), proto)
+	}
+	for _, tc := range []struct {
+		name     string
+		lt       layers.LinkType
+		frame    []byte
+		off, end int
+		ok       bool
+	}{
+		{"ethernet ipv4", layers.LinkTypeEthernet, cat(eth(0x0800), ip4), 14, 54, true},
+		{"ethernet ipv4 padded", layers.LinkTypeEthernet, cat(eth(0x0800), ip4, make([]byte, 6)), 14, 54, true},
+		{"802.1ad + 802.1Q ipv6", layers.LinkTypeEthernet, cat(eth(0x88a8, 0x8100, 0x86dd), ip6), 22, 82, true},
+		{"ethernet arp", layers.LinkTypeEthernet, cat(eth(0x0806), make([]byte, 28)), 0, 0, false},
+		{"ethernet type says ipv6, packet is ipv4", layers.LinkTypeEthernet, cat(eth(0x86dd), ip4), 0, 0, false},
+		{"ethernet too short", layers.LinkTypeEthernet, []byte{1, 2, 3}, 0, 0, false},
+		{"raw ipv6", layers.LinkTypeRaw, ip6, 0, 60, true},
+		{"raw garbage", layers.LinkTypeRaw, []byte{0x12, 0x34}, 0, 0, false},
+		{"raw ipv4 cut short", layers.LinkTypeRaw, ip4[:30], 0, 30, true},
+		{"linktype ipv4 given ipv6", layers.LinkTypeIPv4, ip6, 0, 0, false},
+		{"null", layers.LinkTypeNull, cat([]byte{2, 0, 0, 0}, ip4), 4, 44, true},
+		{"loop", layers.LinkTypeLoop, cat([]byte{0, 0, 0, 24}, ip6), 4, 64, true},
+		{"sll ipv4", layers.LinkTypeLinuxSLL, cat(sll(0x0800), ip4), 16, 56, true},
+		{"sll arp", layers.LinkTypeLinuxSLL, cat(sll(0x0806), make([]byte, 28)), 0, 0, false},
+		{"sll2 ipv6", layers.LinkTypeLinuxSLL2, cat([]byte{0x86, 0xdd}, make([]byte, 18), ip6), 20, 80, true},
+	} {
+		off, end, ok, err := ipInFrame(tc.lt, tc.frame)
+		if err != nil || off != tc.off || end != tc.end || ok != tc.ok {
+			t.Errorf("%s: ipInFrame = %d, %d, %v, %v; want %d, %d, %v", tc.name, off, end, ok, err, tc.off, tc.end, tc.ok)
+		}
+	}
+	if _, _, _, err := ipInFrame(147, ip4); err == nil {
+		t.Error("link type 147 accepted")
+	}
+}
+
+// TestReplayNonIPFrames: frames that carry no IP packet are written as they
+// came, in their place.
+func TestReplayNonIPFrames(t *testing.T) {
+	dir := t.TempDir()
+	writeConfs(t, dir)
+	s := scenarios[0]
+	pkts := s.conv().Packets(s.leg())
+	arp := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06}, make([]byte, 46)...)
+	var in bytes.Buffer
+	w := pcapgo.NewWriter(&in)
+	_ = w.WriteFileHeader(65536, layers.LinkTypeEthernet)
+	for i, p := range pkts {
+		if i == 5 {
+			_ = w.WritePacket(gopacket.CaptureInfo{Timestamp: p.Time, CaptureLength: len(arp), Length: len(arp)}, arp)
+		}
+		f, _ := s.link.Frame(p)
+		_ = w.WritePacket(gopacket.CaptureInfo{Timestamp: p.Time, CaptureLength: len(f), Length: len(f)}, f)
+	}
+	out, transcript := replayBytes(t, filepath.Join(dir, "tayga.conf"), in.Bytes())
+	fr, _ := frames(t, out)
+	if len(fr) != len(pkts)+1 || !bytes.Equal(fr[5], arp) {
+		t.Errorf("%d frames (want %d), frame 5 % x", len(fr), len(pkts)+1, fr[5])
+	}
+	if !strings.Contains(transcript, "not IP 1") {
+		t.Errorf("summary does not count the ARP frame: %s", transcript)
+	}
+	checkOutput(t, s, out)
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
+	"github.com/ftpalg/ftpalg/conntrackx"
 	"github.com/ftpalg/ftpalg/mangle"
 	"github.com/ftpalg/ftpalg/rules"
 )
@@ -34,6 +36,7 @@ func init() {
 type runConfig struct {
 	TaygaConf    string
 	JoolInstance string
+	JoolPorts    [2]uint16
 	Queues       uint16
 	QueueNum     uint16
 	Ports        []uint16
@@ -69,7 +72,17 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 		fl.PrintDefaults()
 	}
 	fl.StringVar(&cfg.TaygaConf, "tayga-conf", "", "Tayga's configuration `file` (tayga.conf): translate for that Tayga")
-	fl.StringVar(&cfg.JoolInstance, "jool-instance", "", "Jool instance `name`: translate for that Jool (not implemented yet)")
+	fl.StringVar(&cfg.JoolInstance, "jool-instance", "", "Jool instance `name`: translate for that Jool (its pool4 must be explicit)")
+	fl.Func("jool-ports", "with --jool-instance: the pool4 port `range` (LO-HI) reserved for the ALG's static BIB entries;\nwithout it 46 passive and 64 active data channels are not mapped", func(s string) error {
+		lo, hi, ok := strings.Cut(s, "-")
+		a, err1 := strconv.ParseUint(lo, 10, 16)
+		b, err2 := strconv.ParseUint(hi, 10, 16)
+		if !ok || err1 != nil || err2 != nil || a == 0 || a > b {
+			return errors.New("want LO-HI, for example 61000-61999")
+		}
+		cfg.JoolPorts = [2]uint16{uint16(a), uint16(b)}
+		return nil
+	})
 	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default 1)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil || n == 0 {
@@ -144,6 +157,8 @@ func (c *runConfig) check() error {
 		return errors.New("one of --tayga-conf or --jool-instance is required")
 	case c.TaygaConf != "" && c.JoolInstance != "":
 		return errors.New("--tayga-conf and --jool-instance exclude each other")
+	case c.JoolPorts != [2]uint16{} && c.JoolInstance == "":
+		return errors.New("--jool-ports needs --jool-instance")
 	}
 	if c.Leg != rules.LegIPv4 && c.Leg != rules.LegIPv6 {
 		return fmt.Errorf("--leg %q: want ipv4 or ipv6", c.Leg)
@@ -210,28 +225,43 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// mapperCloser is a Mapper with resources to release at shutdown.
-type mapperCloser struct {
+// daemonMapper is the translator's Mapper with what the daemon does
+// around it: expire (periodically, may be nil) and close (at shutdown,
+// may be nil).
+type daemonMapper struct {
 	mangle.Mapper
-	close func() error
+	expire func(now time.Time) error
+	close  func() error
 }
 
 // loadMapper builds the Mapper of the configured translator.
-func loadMapper(cfg *runConfig, log *slog.Logger) (*mapperCloser, error) {
+func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	if cfg.JoolInstance != "" {
-		return nil, errors.New("--jool-instance: the Jool mapper is not implemented yet (only --tayga-conf works)")
+		return loadJoolMapper(cfg, log)
 	}
 	tc, err := readTaygaConf(cfg.TaygaConf)
 	if err != nil {
 		return nil, err
 	}
-	res, closeRes, err := taygaResolver(tc, log)
-	if err != nil {
-		return nil, err
+	// Dynamic-pool hosts: conntrack in this namespace tells the binding
+	// of a new control connection (both legs of a Tayga flow are tracked
+	// here, ports kept); the mapper's prediction is tried first.
+	var m *mangle.TaygaMapper
+	var res mangle.DynamicResolver
+	var closeRes func() error
+	if tc.DynamicPool.IsValid() {
+		ct, err := conntrackx.DialTaygaConntrack(&conntrackx.TaygaConntrackConfig{
+			Prefix: tc.Prefix,
+			Pool:   tc.DynamicPool,
+			Guess:  func(a netip.Addr) netip.Addr { return m.PredictDynamic(a) },
+		})
+		if err != nil {
+			return nil, err
+		}
+		res, closeRes = ct, ct.Close
 	}
-	m := mangle.NewTaygaMapper(tc, res)
-	// Dynamic-pool bindings Tayga saved when it last stopped; conntrack
-	// tells the newer ones.
+	m = mangle.NewTaygaMapper(tc, res)
+	// Bindings Tayga saved when it last stopped.
 	if tc.DataDir != "" {
 		path := filepath.Join(tc.DataDir, "dynamic.map")
 		if f, err := os.Open(path); err == nil {
@@ -243,7 +273,39 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*mapperCloser, error) {
 			log.Warn("tayga dynamic map", "err", err)
 		}
 	}
-	return &mapperCloser{Mapper: m, close: closeRes}, nil
+	return &daemonMapper{Mapper: m, close: closeRes}, nil
+}
+
+// loadJoolMapper connects to the Jool instance and removes the static BIB
+// entries a killed daemon may have left in the reserved range.
+//
+// Not tested on the development machines (no Jool module there): only in
+// the project's QEMU guest.
+func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
+	j, err := conntrackx.DialJool(&conntrackx.JoolConfig{Instance: cfg.JoolInstance})
+	if err != nil {
+		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
+	}
+	m, err := conntrackx.NewJoolMapper(&conntrackx.JoolMapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts})
+	if err != nil {
+		j.Close()
+		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
+	}
+	if n, err := m.Cleanup(); err != nil {
+		log.Warn("jool: remove stale static BIB entries", "err", err)
+	} else if n > 0 {
+		log.Info("jool: removed static BIB entries left by an earlier run", "count", n)
+	}
+	if cfg.JoolPorts == [2]uint16{} {
+		log.Warn("jool: no --jool-ports: 46 passive and 64 active data channels will not be mapped")
+	}
+	return &daemonMapper{
+		Mapper: m,
+		expire: m.Expire,
+		close: func() error {
+			return errors.Join(m.Close(), j.Close())
+		},
+	}, nil
 }
 
 // readTaygaConf reads and parses a tayga.conf; errors name the file and
@@ -376,6 +438,13 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		defer wg.Done()
 		warnLoop(runCtx, log, queues, handlers, 10*time.Second)
 	}()
+	if mapper.expire != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			expireLoop(runCtx, log, mapper.expire, 5*time.Second)
+		}()
+	}
 	wg.Wait()
 	// The loops gave every held packet its verdict; the kernel drops what
 	// is still queued when a queue closes.
@@ -500,6 +569,22 @@ func (h *engineHandler) Stats() (mangle.Stats, int) {
 	return h.stats, h.flows
 }
 
+// expireLoop lets the mapper remove data-channel mappings that are over.
+func expireLoop(ctx context.Context, log *slog.Logger, expire func(time.Time) error, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if err := expire(now); err != nil {
+				log.Warn("expire data-channel mappings", "err", err)
+			}
+		}
+	}
+}
+
 // warnLoop logs, at most once per period, the trouble counters that grew:
 // per-packet problems are never logged one by one.
 func warnLoop(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, hs []*engineHandler, period time.Duration) {
@@ -568,16 +653,4 @@ func troubleCounters(queues []*nfq.Queue, hs []*engineHandler) map[string]uint64
 		}
 	}
 	return m
-}
-
-// taygaResolver returns what tells the mapper the IPv6 address of a
-// dynamic-pool host. TEMPORARY: conntrackx.NewTaygaConntrack (conntrack on
-// Tayga's IPv6 leg) is not in the tree yet; until it is, dynamic-pool
-// hosts are known only from Tayga's dynamic.map and the mapper's own
-// prediction.
-func taygaResolver(tc *mangle.TaygaConfig, log *slog.Logger) (mangle.DynamicResolver, func() error, error) {
-	if tc.DynamicPool.IsValid() {
-		log.Warn("tayga dynamic pool: conntrack lookups not available yet; using dynamic.map and prediction only", "pool", tc.DynamicPool.String())
-	}
-	return nil, nil, nil
 }

@@ -29,13 +29,13 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/replay")
+var updateReplayGoldens = flag.Bool("update", false, "rewrite the golden files in testdata/replay")
 
-const goldenDir = "testdata/replay"
+const replayGoldenDir = "testdata/replay"
 
-// scenario is one golden capture: a script in which every write declares
+// replayScenario is one golden capture: a script in which every write declares
 // what the peer must receive after the ALG (PROTOCOL.md's tables).
-type scenario struct {
+type replayScenario struct {
 	name string
 	leg  func() ftpcap.Leg
 	link ftpcap.Link
@@ -54,14 +54,14 @@ type scenario struct {
 // 64 sessions are the IPv6 client 2001:db8:2::20 (static map to
 // 192.168.254.20) talking to 2001:db8:64::c633:640a, the IPv4 server
 // 198.51.100.10. Tayga keeps ports, so p4 = p6 everywhere.
-var scenarios = []scenario{
+var replayScenarios = []replayScenario{
 	{
 		name: "46-v4-passive-active",
 		leg:  func() ftpcap.Leg { return ftpcap.Session46(40001).V4 },
 		link: ftpcap.Link{Type: layers.LinkTypeEthernet},
 		conf: "tayga.conf",
 		script: func(c *ftpcap.Conv) {
-			login(c)
+			ftpLogin(c)
 			// PASV -> EPSV 2; 229 -> 227 on S4 with p4 = p6 (the draft).
 			c.Command("PASV\r\n", "EPSV 2\r\n")
 			c.Reply("229 Entering Extended Passive Mode (|||2000|)\r\n", "227 Entering Passive Mode (203,0,113,10,7,208)\r\n")
@@ -79,7 +79,7 @@ var scenarios = []scenario{
 			// A PORT naming a third party is never translated.
 			c.Command("PORT 198,51,100,99,78,34\r\n", "")
 			c.Reply("500 Illegal PORT command.\r\n", "")
-			quit(c)
+			ftpQuit(c)
 		},
 	},
 	{
@@ -88,12 +88,12 @@ var scenarios = []scenario{
 		link: ftpcap.Link{Type: layers.LinkTypeLinuxSLL2},
 		conf: "tayga.conf",
 		script: func(c *ftpcap.Conv) {
-			login(c)
+			ftpLogin(c)
 			c.Command("PASV\r\n", "EPSV 2\r\n")
 			c.Reply("229 Entering Extended Passive Mode (|||2000|)\r\n", "227 Entering Passive Mode (203,0,113,10,7,208)\r\n")
 			c.Command("EPRT |1|192.0.2.10|20001|\r\n", "EPRT |2|2001:db8:64::c000:20a|20001|\r\n")
 			c.Reply("200 EPRT command successful.\r\n", "")
-			quit(c)
+			ftpQuit(c)
 		},
 	},
 	{
@@ -102,7 +102,7 @@ var scenarios = []scenario{
 		link: ftpcap.Link{Type: layers.LinkTypeRaw},
 		conf: "tayga.conf",
 		script: func(c *ftpcap.Conv) {
-			login(c)
+			ftpLogin(c)
 			// EPSV -> PASV; 227 -> 229 (RFC 6384).
 			c.Command("EPSV\r\n", "PASV\r\n")
 			c.Reply("227 Entering Passive Mode (198,51,100,10,7,208)\r\n", "229 Entering Extended Passive Mode (|||2000|)\r\n")
@@ -115,7 +115,7 @@ var scenarios = []scenario{
 			c.Command("LPSV\r\n", "PASV\r\n")
 			c.Reply("227 Entering Passive Mode (198,51,100,10,7,210)\r\n",
 				"228 Entering Long Passive Mode (6,16,32,1,13,184,0,100,0,0,0,0,0,0,198,51,100,10,2,7,210)\r\n")
-			quit(c)
+			ftpQuit(c)
 		},
 	},
 	{
@@ -124,12 +124,12 @@ var scenarios = []scenario{
 		link: ftpcap.Link{Type: layers.LinkTypeEthernet, VLANs: []uint16{64}},
 		conf: "tayga.conf",
 		script: func(c *ftpcap.Conv) {
-			login(c)
+			ftpLogin(c)
 			c.Command("EPSV\r\n", "PASV\r\n")
 			c.Reply("227 Entering Passive Mode (198,51,100,10,7,208)\r\n", "229 Entering Extended Passive Mode (|||2000|)\r\n")
 			c.Command("EPRT |2|2001:db8:2::20|20000|\r\n", "PORT 192,168,254,20,78,32\r\n")
 			c.Reply("200 PORT command successful.\r\n", "")
-			quit(c)
+			ftpQuit(c)
 		},
 	},
 	{
@@ -138,10 +138,10 @@ var scenarios = []scenario{
 		link: ftpcap.Link{Type: layers.LinkTypeLinuxSLL},
 		conf: "dyn/tayga.conf",
 		script: func(c *ftpcap.Conv) {
-			login(c)
+			ftpLogin(c)
 			c.Command("EPRT |2|2001:db8:2::10|20000|\r\n", "PORT 192,168,255,77,78,32\r\n")
 			c.Reply("200 PORT command successful.\r\n", "")
-			quit(c)
+			ftpQuit(c)
 		},
 	},
 	{
@@ -150,7 +150,7 @@ var scenarios = []scenario{
 		link: ftpcap.Link{Type: layers.LinkTypeEthernet},
 		conf: "tayga.conf",
 		script: func(c *ftpcap.Conv) {
-			login(c)
+			ftpLogin(c)
 			c.Send(ftpcap.Write{From: ftpcap.Client, Data: "PASV\r\n", Want: "EPSV 2\r\n", Split: []int{2}})
 			c.Send(ftpcap.Write{From: ftpcap.Server,
 				Data:  "229 Entering Extended Passive Mode (|||2000|)\r\n",
@@ -158,7 +158,7 @@ var scenarios = []scenario{
 				Split: []int{10, 40}})
 			c.Send(ftpcap.Write{From: ftpcap.Client, Data: "PORT 192,0,2,10,78,32\r\n", Want: "EPRT |2|2001:db8:64::c000:20a|20000|\r\n", Split: []int{5, 22}})
 			c.Reply("200 PORT command successful.\r\n", "")
-			quit(c)
+			ftpQuit(c)
 		},
 	},
 	{
@@ -186,7 +186,7 @@ var scenarios = []scenario{
 		conf: "tayga.conf",
 		cfg:  ftpcap.Config{Timestamps: true},
 		script: func(c *ftpcap.Conv) {
-			login(c) // client data segments 0, 1; server 0, 1, 2
+			ftpLogin(c) // client data segments 0, 1; server 0, 1, 2
 			// PASV is lost beyond the ALG and resent before the server
 			// acknowledges it: both copies must leave as the same EPSV 2.
 			c.Send(ftpcap.Write{From: ftpcap.Client, Data: "PASV\r\n", Want: "EPSV 2\r\n", Lost: []int{0}})
@@ -196,7 +196,7 @@ var scenarios = []scenario{
 			c.Retransmit(ftpcap.Server, 3)
 			c.Command("NOOP\r\n", "")
 			c.Reply("200 NOOP ok.\r\n", "")
-			quit(c)
+			ftpQuit(c)
 		},
 		engineBug: "a retransmission of a rewritten line is sent unrewritten (DESIGN.md: it must be byte-identical to the first rewrite)",
 	},
@@ -207,7 +207,7 @@ var scenarios = []scenario{
 		conf: "tayga.conf",
 		cfg:  ftpcap.Config{SACK: true, Timestamps: true},
 		script: func(c *ftpcap.Conv) {
-			login(c)
+			ftpLogin(c)
 			c.Command("EPSV\r\n", "PASV\r\n")
 			c.Reply("227 Entering Passive Mode (198,51,100,10,7,208)\r\n", "229 Entering Extended Passive Mode (|||2000|)\r\n")
 			c.Command("LIST\r\n", "")
@@ -217,7 +217,7 @@ var scenarios = []scenario{
 			c.Send(ftpcap.Write{From: ftpcap.Server, Data: "150 Here comes the directory listing.\r\n226 Directory send OK.\r\n", Split: []int{39}, Lost: []int{0}})
 			// A duplicate of the rewritten reply: D-SACK in client numbering.
 			c.Retransmit(ftpcap.Server, 3)
-			quit(c)
+			ftpQuit(c)
 		},
 		engineBug: "a retransmission of a rewritten line is sent unrewritten, and a D-SACK block covering it is mistranslated",
 	},
@@ -227,12 +227,12 @@ var scenarios = []scenario{
 		link: ftpcap.Link{Type: layers.LinkTypeEthernet},
 		conf: "tayga.conf",
 		script: func(c *ftpcap.Conv) {
-			login(c)
+			ftpLogin(c)
 			c.Command("EPSV\r\n", "PASV\r\n")
 			// Every line of a reply whose code changes gets the new code.
 			c.Reply("227-Entering Passive Mode\r\n227 (198,51,100,10,7,208)\r\n",
 				"229-Entering Passive Mode\r\n229 Entering Extended Passive Mode (|||2000|)\r\n")
-			quit(c)
+			ftpQuit(c)
 		},
 	},
 	{
@@ -241,7 +241,7 @@ var scenarios = []scenario{
 		link: ftpcap.Link{Type: layers.LinkTypeRaw},
 		conf: "tayga.conf",
 		script: func(c *ftpcap.Conv) {
-			login(c)
+			ftpLogin(c)
 			// Bad numbers pass unchanged (PROTOCOL.md: malformed passes,
 			// counted, nothing crashes).
 			c.Command("EPSV\r\n", "PASV\r\n")
@@ -252,7 +252,7 @@ var scenarios = []scenario{
 			c.Reply("227 Entering Passive Mode (198,51,100,10,0,0)\r\n", "")
 			c.Command("EPRT |2|2001:db8:2::20|70000|\r\n", "")
 			c.Reply("501 Illegal EPRT command.\r\n", "")
-			quit(c)
+			ftpQuit(c)
 		},
 	},
 	{
@@ -261,17 +261,17 @@ var scenarios = []scenario{
 		link: ftpcap.Link{Type: layers.LinkTypeRaw},
 		conf: "tayga.conf",
 		script: func(c *ftpcap.Conv) {
-			login(c)
+			ftpLogin(c)
 			c.Command("PASV\r\n", "EPSV 2\r\n")
 			c.Reply("229 Entering Extended Passive Mode (|||99999|)\r\n", "")
 			c.Command("PASV\r\n", "EPSV 2\r\n")
 			c.Reply("229 Entering Extended Passive Mode (||2000|)\r\n", "")
-			quit(c)
+			ftpQuit(c)
 		},
 	},
 }
 
-func login(c *ftpcap.Conv) {
+func ftpLogin(c *ftpcap.Conv) {
 	c.Reply("220 (vsFTPd 3.0.3)\r\n", "")
 	c.Command("USER anonymous\r\n", "")
 	c.Reply("331 Please specify the password.\r\n", "")
@@ -279,20 +279,20 @@ func login(c *ftpcap.Conv) {
 	c.Reply("230 Login successful.\r\n", "")
 }
 
-func quit(c *ftpcap.Conv) {
+func ftpQuit(c *ftpcap.Conv) {
 	c.Command("QUIT\r\n", "")
 	c.Reply("221 Goodbye.\r\n", "")
 	c.Close(ftpcap.Client)
 }
 
-func (s scenario) conv() *ftpcap.Conv {
+func (s replayScenario) conv() *ftpcap.Conv {
 	c := ftpcap.New(s.cfg)
 	c.Handshake()
 	s.script(c)
 	return c
 }
 
-func (s scenario) input(t *testing.T) []byte {
+func (s replayScenario) input(t *testing.T) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := ftpcap.WritePcap(&buf, s.link, s.conv().Packets(s.leg())); err != nil {
@@ -301,9 +301,9 @@ func (s scenario) input(t *testing.T) []byte {
 	return buf.Bytes()
 }
 
-// writeConfs writes the Tayga configurations the scenarios use into dir
+// writeTaygaConfs writes the Tayga configurations the replayScenarios use into dir
 // (data-dir must be an absolute path, so they are written for each test).
-func writeConfs(t *testing.T, dir string) {
+func writeTaygaConfs(t *testing.T, dir string) {
 	t.Helper()
 	dyn, err := filepath.Abs(filepath.Join(dir, "dyn"))
 	if err != nil {
@@ -333,9 +333,9 @@ func runReplay(args ...string) (int, string, string) {
 	return code, stdout.String(), stderr.String()
 }
 
-// replayBytes replays in through the command line and returns the output
+// replayFile replays in through the command line and returns the output
 // capture and the transcript.
-func replayBytes(t *testing.T, conf string, in []byte, extra ...string) (out []byte, transcript string) {
+func replayFile(t *testing.T, conf string, in []byte, extra ...string) (out []byte, transcript string) {
 	t.Helper()
 	dir := t.TempDir()
 	inPath, outPath := filepath.Join(dir, "in.pcap"), filepath.Join(dir, "out.pcap")
@@ -357,7 +357,7 @@ func replayBytes(t *testing.T, conf string, in []byte, extra ...string) (out []b
 	return out, stdout
 }
 
-func readIP(t *testing.T, capture []byte) ([]ftpcap.Packet, layers.LinkType) {
+func readIPPackets(t *testing.T, capture []byte) ([]ftpcap.Packet, layers.LinkType) {
 	t.Helper()
 	pkts, lt, err := ftpcap.ReadPcap(bytes.NewReader(capture))
 	if err != nil {
@@ -366,21 +366,21 @@ func readIP(t *testing.T, capture []byte) ([]ftpcap.Packet, layers.LinkType) {
 	return pkts, lt
 }
 
-// checkOutput runs the checker over replay's output and compares the
+// checkReplayOutput runs the checker over replay's output and compares the
 // streams with what the script says each side must receive.
-func checkOutput(t *testing.T, s scenario, out []byte) {
+func checkReplayOutput(t *testing.T, s replayScenario, out []byte) {
 	t.Helper()
-	for _, m := range outputProblems(t, s, out) {
+	for _, m := range replayOutputProblems(t, s, out) {
 		t.Error(m)
 	}
 }
 
-// outputProblems lists what checkOutput finds wrong.
-func outputProblems(t *testing.T, s scenario, out []byte) []string {
+// replayOutputProblems lists what checkReplayOutput finds wrong.
+func replayOutputProblems(t *testing.T, s replayScenario, out []byte) []string {
 	t.Helper()
 	var msgs []string
 	c := s.conv()
-	pkts, lt := readIP(t, out)
+	pkts, lt := readIPPackets(t, out)
 	if lt != s.link.Type {
 		msgs = append(msgs, fmt.Sprintf("output link type %v, want %v", lt, s.link.Type))
 	}
@@ -405,26 +405,26 @@ func outputProblems(t *testing.T, s scenario, out []byte) []string {
 // TestReplayGoldens replays every scenario, checks the output with the
 // checker and the expected FTP text, and compares input, output and
 // transcript with the files in testdata/replay (rewritten with -update).
-// testdata/replay/tayga.conf is the configuration of the static scenarios,
+// testdata/replay/tayga.conf is the configuration of the static replayScenarios,
 // for replaying the goldens by hand.
 func TestReplayGoldens(t *testing.T) {
 	confs := t.TempDir()
-	writeConfs(t, confs)
-	if *update {
-		if err := os.WriteFile(filepath.Join(goldenDir, "tayga.conf"), []byte(ftpcap.TaygaConf), 0o644); err != nil {
+	writeTaygaConfs(t, confs)
+	if *updateReplayGoldens {
+		if err := os.WriteFile(filepath.Join(replayGoldenDir, "tayga.conf"), []byte(ftpcap.TaygaConf), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(goldenDir, "tayga.conf")); err != nil || string(b) != ftpcap.TaygaConf {
-		t.Errorf("%s/tayga.conf differs from ftpcap.TaygaConf (%v): run with -update", goldenDir, err)
+	if b, err := os.ReadFile(filepath.Join(replayGoldenDir, "tayga.conf")); err != nil || string(b) != ftpcap.TaygaConf {
+		t.Errorf("%s/tayga.conf differs from ftpcap.TaygaConf (%v): run with -update", replayGoldenDir, err)
 	}
-	for _, s := range scenarios {
+	for _, s := range replayScenarios {
 		t.Run(s.name, func(t *testing.T) {
 			in := s.input(t)
 			conf := filepath.Join(confs, s.conf)
-			out, transcript := replayBytes(t, conf, in)
-			base := filepath.Join(goldenDir, s.name)
-			if *update {
+			out, transcript := replayFile(t, conf, in)
+			base := filepath.Join(replayGoldenDir, s.name)
+			if *updateReplayGoldens {
 				for ext, data := range map[string][]byte{".in.pcap": in, ".out.pcap": out, ".txt": []byte(transcript)} {
 					if err := os.WriteFile(base+ext, data, 0o644); err != nil {
 						t.Fatal(err)
@@ -448,13 +448,13 @@ func TestReplayGoldens(t *testing.T) {
 				t.Errorf("transcript (-golden +got):\n%s", diff)
 			}
 			if s.engineBug != "" {
-				if msgs := outputProblems(t, s, out); len(msgs) > 0 {
+				if msgs := replayOutputProblems(t, s, out); len(msgs) > 0 {
 					t.Skipf("known engine bug: %s:\n%s", s.engineBug, strings.Join(msgs, "\n"))
 				}
 				t.Errorf("the engine bug %q seems fixed: remove engineBug from the scenario", s.engineBug)
 				return
 			}
-			checkOutput(t, s, out)
+			checkReplayOutput(t, s, out)
 		})
 	}
 }
@@ -463,7 +463,7 @@ func TestReplayGoldens(t *testing.T) {
 // through no ALG would be wrong exactly where a rewrite changes lengths,
 // which is what makes them a test of the engine's sequence handling.
 func TestReplayInputsNeedTheALG(t *testing.T) {
-	for _, s := range scenarios {
+	for _, s := range replayScenarios {
 		c := s.conv()
 		toServer, toClient := c.Want()
 		fromClient, fromServer := c.Sent()
@@ -496,10 +496,10 @@ var replayLinks = []ftpcap.Link{
 // its link-layer header.
 func TestReplayLinkTypes(t *testing.T) {
 	dir := t.TempDir()
-	writeConfs(t, dir)
+	writeTaygaConfs(t, dir)
 	conf := filepath.Join(dir, "tayga.conf")
 	for _, v6 := range []bool{false, true} {
-		s := scenarios[0]
+		s := replayScenarios[0]
 		s.leg = func() ftpcap.Leg { return ftpcap.Session46(40001).Leg(v6) }
 		pkts := s.conv().Packets(s.leg())
 		var ref [][]byte
@@ -518,17 +518,17 @@ func TestReplayLinkTypes(t *testing.T) {
 					if err := write(&in, l, pkts); err != nil {
 						t.Fatal(err)
 					}
-					out, _ := replayBytes(t, conf, in.Bytes())
+					out, _ := replayFile(t, conf, in.Bytes())
 					s.link = l
-					checkOutput(t, s, out)
-					got, _ := readIP(t, out)
+					checkReplayOutput(t, s, out)
+					got, _ := readIPPackets(t, out)
 					if ref == nil {
 						ref = ftpcap.Raw(got)
 					} else if diff := cmp.Diff(ref, ftpcap.Raw(got)); diff != "" {
 						t.Errorf("IP packets differ from the first link type's:\n%s", diff)
 					}
-					inFrames, _ := frames(t, in.Bytes())
-					outFrames, lt := frames(t, out)
+					inFrames, _ := pcapFrames(t, in.Bytes())
+					outFrames, lt := pcapFrames(t, out)
 					if lt != l.Type {
 						t.Errorf("output link type %v", lt)
 					}
@@ -544,8 +544,8 @@ func TestReplayLinkTypes(t *testing.T) {
 	}
 }
 
-// frames reads the raw frames of a capture.
-func frames(t *testing.T, capture []byte) ([][]byte, layers.LinkType) {
+// pcapFrames reads the raw frames of a capture.
+func pcapFrames(t *testing.T, capture []byte) ([][]byte, layers.LinkType) {
 	t.Helper()
 	var src interface {
 		ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
@@ -578,8 +578,8 @@ func frames(t *testing.T, capture []byte) ([][]byte, layers.LinkType) {
 // the packet the engine sees and is kept in the frame.
 func TestReplayEthernetTrailer(t *testing.T) {
 	dir := t.TempDir()
-	writeConfs(t, dir)
-	s := scenarios[0]
+	writeTaygaConfs(t, dir)
+	s := replayScenarios[0]
 	pkts := s.conv().Packets(s.leg())
 	var in bytes.Buffer
 	w := pcapgo.NewWriter(&in)
@@ -603,9 +603,9 @@ func TestReplayEthernetTrailer(t *testing.T) {
 	if padded == 0 {
 		t.Fatal("no frame needed padding")
 	}
-	out, _ := replayBytes(t, filepath.Join(dir, "tayga.conf"), in.Bytes())
-	checkOutput(t, s, out)
-	outFrames, _ := frames(t, out)
+	out, _ := replayFile(t, filepath.Join(dir, "tayga.conf"), in.Bytes())
+	checkReplayOutput(t, s, out)
+	outFrames, _ := pcapFrames(t, out)
 	for i, f := range outFrames {
 		if len(f) < 60 {
 			t.Errorf("frame %d lost its trailer: %d bytes", i, len(f))
@@ -615,9 +615,9 @@ func TestReplayEthernetTrailer(t *testing.T) {
 
 func TestReplayErrors(t *testing.T) {
 	dir := t.TempDir()
-	writeConfs(t, dir)
+	writeTaygaConfs(t, dir)
 	conf := filepath.Join(dir, "tayga.conf")
-	good := scenarios[0].input(t)
+	good := replayScenarios[0].input(t)
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, data, 0o644); err != nil {
@@ -639,7 +639,7 @@ func TestReplayErrors(t *testing.T) {
 	if _, err := nw.AddInterface(pcapgo.NgInterface{LinkType: layers.LinkTypeRaw}); err != nil {
 		t.Fatal(err)
 	}
-	p := scenarios[0].conv().Packets(scenarios[0].leg())[0]
+	p := replayScenarios[0].conv().Packets(replayScenarios[0].leg())[0]
 	eth, err := ftpcap.Link{Type: layers.LinkTypeEthernet}.Frame(p)
 	if err != nil {
 		t.Fatal(err)
@@ -705,9 +705,9 @@ func TestReplayHelp(t *testing.T) {
 // counts and the engine's non-zero counters.
 func TestReplaySummary(t *testing.T) {
 	dir := t.TempDir()
-	writeConfs(t, dir)
-	s := scenarios[0]
-	_, transcript := replayBytes(t, filepath.Join(dir, "tayga.conf"), s.input(t))
+	writeTaygaConfs(t, dir)
+	s := replayScenarios[0]
+	_, transcript := replayFile(t, filepath.Join(dir, "tayga.conf"), s.input(t))
 	lines := strings.Split(strings.TrimRight(transcript, "\n"), "\n")
 	last := lines[len(lines)-1]
 	n := s.conv().Len()
@@ -732,14 +732,14 @@ func TestReplaySummary(t *testing.T) {
 // A line still incomplete at the end of the capture is flushed.
 func TestReplayHoldTimeout(t *testing.T) {
 	dir := t.TempDir()
-	writeConfs(t, dir)
+	writeTaygaConfs(t, dir)
 	conf := filepath.Join(dir, "tayga.conf")
 	leg := ftpcap.Session46(40100).V4
 	const gap = 2 * time.Second
 	build := func(rewritten bool) (*ftpcap.Conv, []ftpcap.Packet, int) {
 		c := ftpcap.New(ftpcap.Config{})
 		c.Handshake()
-		login(c)
+		ftpLogin(c)
 		want, reply, replyWant := "", "500 Unknown command.\r\n", ""
 		if rewritten {
 			want = "EPSV 2\r\n"
@@ -766,10 +766,10 @@ func TestReplayHoldTimeout(t *testing.T) {
 			if err := ftpcap.WritePcap(&in, ftpcap.Link{Type: layers.LinkTypeRaw}, pkts); err != nil {
 				t.Fatal(err)
 			}
-			out, transcript := replayBytes(t, conf, in.Bytes(), "--hold-timeout", tc.hold)
-			got, _ := readIP(t, out)
+			out, transcript := replayFile(t, conf, in.Bytes(), "--hold-timeout", tc.hold)
+			got, _ := readIPPackets(t, out)
 			if len(got) != len(pkts) {
-				t.Fatalf("%d frames out, %d in", len(got), len(pkts))
+				t.Fatalf("%d pcapFrames out, %d in", len(got), len(pkts))
 			}
 			rep := ftpcap.CheckALG(ftpcap.Raw(pkts), ftpcap.Raw(got))
 			if err := rep.Err(); err != nil {
@@ -800,16 +800,16 @@ func TestReplayHoldTimeout(t *testing.T) {
 // exactly once, whatever the engine makes of them.
 func TestReplayDamagedFrames(t *testing.T) {
 	dir := t.TempDir()
-	writeConfs(t, dir)
+	writeTaygaConfs(t, dir)
 	mapper, _, err := loadTaygaMapper(filepath.Join(dir, "tayga.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, s := range scenarios {
+	for _, s := range replayScenarios {
 		pkts := s.conv().Packets(s.leg())
 		for round := 0; round < 20; round++ {
-			var frames []ftpcap.Packet
+			var pcapFrames []ftpcap.Packet
 			for _, p := range pkts {
 				d := append([]byte(nil), p.Data...)
 				switch rng.IntN(8) {
@@ -823,13 +823,13 @@ func TestReplayDamagedFrames(t *testing.T) {
 				if len(d) == 0 {
 					d = []byte{0x45}
 				}
-				frames = append(frames, ftpcap.Packet{Time: p.Time, From: p.From, Data: d})
+				pcapFrames = append(pcapFrames, ftpcap.Packet{Time: p.Time, From: p.From, Data: d})
 			}
 			var in, out, transcript bytes.Buffer
 			// Raw frames only carry what Frame accepts: write them by hand.
 			w := pcapgo.NewWriter(&in)
 			_ = w.WriteFileHeader(65536, layers.LinkTypeRaw)
-			for _, f := range frames {
+			for _, f := range pcapFrames {
 				_ = w.WritePacket(gopacket.CaptureInfo{Timestamp: f.Time, CaptureLength: len(f.Data), Length: len(f.Data)}, f.Data)
 			}
 			opts := replayOptions{HoldTimeout: time.Second, Engine: mangle.Config{Mapper: mapper}}
@@ -848,8 +848,8 @@ func TestReplayDamagedFrames(t *testing.T) {
 				}
 				n++
 			}
-			if n != len(frames) || sum.Frames != len(frames) {
-				t.Fatalf("%s round %d: %d frames in, %d out (summary %d)", s.name, round, len(frames), n, sum.Frames)
+			if n != len(pcapFrames) || sum.Frames != len(pcapFrames) {
+				t.Fatalf("%s round %d: %d pcapFrames in, %d out (summary %d)", s.name, round, len(pcapFrames), n, sum.Frames)
 			}
 		}
 	}
@@ -913,8 +913,8 @@ func TestIPInFrame(t *testing.T) {
 // came, in their place.
 func TestReplayNonIPFrames(t *testing.T) {
 	dir := t.TempDir()
-	writeConfs(t, dir)
-	s := scenarios[0]
+	writeTaygaConfs(t, dir)
+	s := replayScenarios[0]
 	pkts := s.conv().Packets(s.leg())
 	arp := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06}, make([]byte, 46)...)
 	var in bytes.Buffer
@@ -927,13 +927,13 @@ func TestReplayNonIPFrames(t *testing.T) {
 		f, _ := s.link.Frame(p)
 		_ = w.WritePacket(gopacket.CaptureInfo{Timestamp: p.Time, CaptureLength: len(f), Length: len(f)}, f)
 	}
-	out, transcript := replayBytes(t, filepath.Join(dir, "tayga.conf"), in.Bytes())
-	fr, _ := frames(t, out)
+	out, transcript := replayFile(t, filepath.Join(dir, "tayga.conf"), in.Bytes())
+	fr, _ := pcapFrames(t, out)
 	if len(fr) != len(pkts)+1 || !bytes.Equal(fr[5], arp) {
-		t.Errorf("%d frames (want %d), frame 5 % x", len(fr), len(pkts)+1, fr[5])
+		t.Errorf("%d pcapFrames (want %d), frame 5 % x", len(fr), len(pkts)+1, fr[5])
 	}
 	if !strings.Contains(transcript, "not IP 1") {
 		t.Errorf("summary does not count the ARP frame: %s", transcript)
 	}
-	checkOutput(t, s, out)
+	checkReplayOutput(t, s, out)
 }

@@ -82,7 +82,7 @@ type Stats struct {
 	Oversize      uint64 // modified packets too long for a verdict (sent unchanged)
 	Writes        uint64 // verdict batches written
 	ENOBUFS       uint64 // reads that failed with ENOBUFS (the kernel dropped messages)
-	Truncated     uint64 // messages cut by a short read buffer
+	Truncated     uint64 // packets cut by the copy range or the read buffer (passed unchanged)
 	BadMessages   uint64 // messages that did not decode
 	VerdictErrors uint64 // errors the kernel returned for verdicts
 	WriteErrors   uint64 // verdict writes that failed
@@ -369,6 +369,19 @@ func (q *Queue) request(b []byte, seq uint32) error {
 				return err
 			}
 			buf = rest
+			if m.typ == msgPacket {
+				// Queued between the bind and the end of the
+				// configuration: let it pass rather than strand it.
+				var p packet
+				if decodePacket(m.data, &p) {
+					v := appendVerdict(nil, q.cfg.Queue, p.ID, verdictAccept, nil)
+					if _, err := unix.Write(q.fd, v); err == nil {
+						q.st.packets.Add(1)
+						q.st.verdicts.Add(1)
+					}
+				}
+				continue
+			}
 			if m.typ != nlmsgError {
 				continue
 			}
@@ -573,8 +586,12 @@ func (q *Queue) dispatch(b []byte, p *packet, h Handler, v *Verdicts) {
 				continue
 			}
 			q.st.packets.Add(1)
-			if p.Payload == nil {
-				// Nothing to inspect (copy range 0 elsewhere): let it go.
+			if p.Payload == nil || p.CapLen > uint32(len(p.Payload)) {
+				// Nothing to inspect, or only the start of a packet
+				// longer than the copy range: let it go unchanged.
+				if p.Payload != nil {
+					q.st.truncated.Add(1)
+				}
 				v.Accept(p.ID)
 				continue
 			}

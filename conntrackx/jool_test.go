@@ -405,34 +405,3 @@ func TestJoolConfigValidation(t *testing.T) {
 		t.Errorf("client %+v", j)
 	}
 }
-
-// TestIntegrationJool talks to a real Jool when the module is loaded (the
-// QEMU lab); elsewhere it skips, or fails under CI.
-func TestIntegrationJool(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root")
-	}
-	j, err := DialJool(nil)
-	if errors.Is(err, ErrJoolNotLoaded) {
-		if os.Getenv("CI") != "" && os.Getenv("FTPALG_JOOL") != "" {
-			t.Fatal(err)
-		}
-		t.Skipf("%v (set FTPALG_JOOL in CI where jool must be present)", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
-	if _, err := j.Pool4List(ProtoTCP); err != nil {
-		t.Fatalf("Pool4List: %v", err)
-	}
-	if _, err := j.BIBList(ProtoTCP); err != nil {
-		t.Fatalf("BIBList: %v", err)
-	}
-	if _, err := j.SessionList(ProtoTCP); err != nil {
-		t.Fatalf("SessionList: %v", err)
-	}
-}

@@ -4,6 +4,7 @@ package nfq
 
 import (
 	"bufio"
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -571,10 +572,16 @@ func (q *Queue) dispatch(b []byte, p *packet, h Handler, v *Verdicts) {
 	for len(b) > 0 {
 		m, rest, err := nextMessage(b)
 		if err != nil {
-			if err == errTruncated {
-				q.st.truncated.Add(1)
-			} else {
+			if err != errTruncated {
 				q.st.bad.Add(1)
+				return
+			}
+			// Cut by the read buffer: the packet header comes first, so
+			// the packet can still be let go unchanged.
+			q.st.truncated.Add(1)
+			if binary.NativeEndian.Uint16(b[4:6]) == msgPacket && decodePacket(b[nlmsgHdrLen:], p) {
+				q.st.packets.Add(1)
+				v.Accept(p.ID)
 			}
 			return
 		}

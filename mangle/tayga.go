@@ -45,9 +45,32 @@ type TaygaConfig struct {
 	Prefix      netip.Prefix // "prefix" (RFC 6052 lengths 32, 40, 48, 56, 64, 96)
 	DynamicPool netip.Prefix // "dynamic-pool" (optional)
 	DataDir     string       // "data-dir"
-	MapFile     string       // "map-file" (Tayga 0.9.5+; its "map" lines are not read by ParseTaygaConf)
-	Maps        []TaygaMap   // "map" lines, in file order
+	MapFile     string       // "map-file" (Tayga 0.9.5+; read it with ParseTaygaMapFile)
+	Maps        []TaygaMap   // "map" lines, in file order (then the map-file's)
 	WKPFStrict  bool         // "wkpf-strict" (default true as in tayga)
+
+	// Where each map and the pool came from, for error messages.
+	mapOrigin []taygaOrigin
+	poolLine  int
+}
+
+// taygaOrigin is a line of tayga.conf (file "") or of the map-file.
+type taygaOrigin struct {
+	file string
+	line int
+}
+
+// from describes o as seen from an error in file.
+func (o taygaOrigin) from(file string) string {
+	switch {
+	case o.line == 0:
+		return ""
+	case o.file == file:
+		return fmt.Sprintf(" from line %d", o.line)
+	case o.file == "":
+		return fmt.Sprintf(" from tayga.conf line %d", o.line)
+	}
+	return fmt.Sprintf(" from %s line %d", o.file, o.line)
 }
 
 // TaygaMap is one "map" line: a host ("map 192.0.2.1 2001:db8::1", a /32
@@ -55,9 +78,10 @@ type TaygaConfig struct {
 // size in both families.
 type TaygaMap struct{ V4, V6 netip.Prefix }
 
-// TaygaConfError is an error in a tayga.conf, at a line (0 when the
-// error concerns the whole file).
+// TaygaConfError is an error in a tayga.conf (or its map-file), at a
+// line (0 when the error concerns the whole file).
 type TaygaConfError struct {
+	File      string // "" for tayga.conf, "map-file" for the map-file
 	Line      int
 	Directive string // the directive the error is about, "" if none
 	Msg       string
@@ -65,7 +89,12 @@ type TaygaConfError struct {
 
 func (e *TaygaConfError) Error() string {
 	var b strings.Builder
-	b.WriteString("tayga.conf:")
+	if e.File == "" {
+		b.WriteString("tayga.conf")
+	} else {
+		b.WriteString(e.File)
+	}
+	b.WriteByte(':')
 	if e.Line > 0 {
 		b.WriteString(strconv.Itoa(e.Line))
 		b.WriteByte(':')
@@ -92,11 +121,10 @@ const (
 var wkpf = netip.MustParsePrefix("64:ff9b::/96")
 
 type taygaParser struct {
-	cfg      TaygaConfig
-	line     int
-	mapLines []int
-	seen     map[string]int // directive -> first line, for duplicates
-	poolLine int
+	cfg  TaygaConfig
+	file string // "" for tayga.conf
+	line int
+	seen map[string]int // directive -> first line, for duplicates
 }
 
 // ParseTaygaConf reads a tayga.conf(5). It accepts the directives of
@@ -132,8 +160,43 @@ func ParseTaygaConf(r io.Reader) (*TaygaConfig, error) {
 	return &p.cfg, nil
 }
 
+// ParseTaygaMapFile reads the file a tayga.conf names in "map-file"
+// (Tayga 0.9.5+: "map" lines only, the same syntax; Tayga resolves a
+// relative path against data-dir) and returns a copy of cfg with those
+// maps appended, checked as ParseTaygaConf checks maps. Errors name the
+// file "map-file". Tayga itself skips a bad map-file line and rereads the
+// file on SIGHUP; here a bad line is an error and a change needs a
+// restart.
+func ParseTaygaMapFile(cfg *TaygaConfig, r io.Reader) (*TaygaConfig, error) {
+	p := &taygaParser{cfg: *cfg, file: "map-file", seen: map[string]int{}}
+	p.cfg.Maps = append([]TaygaMap(nil), cfg.Maps...)
+	p.cfg.mapOrigin = append([]taygaOrigin(nil), cfg.mapOrigin...)
+	for len(p.cfg.mapOrigin) < len(p.cfg.Maps) {
+		p.cfg.mapOrigin = append(p.cfg.mapOrigin, taygaOrigin{})
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		p.line++
+		line := sc.Text()
+		if f := taygaFields(line); len(f) > 0 && !strings.EqualFold(f[0], "map") {
+			return nil, p.errf("", "unknown directive %q (a map-file holds only map lines)", f[0])
+		}
+		if err := p.parseLine(line); err != nil {
+			return nil, err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read map-file: %w", err)
+	}
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	return &p.cfg, nil
+}
+
 func (p *taygaParser) errf(directive, format string, args ...any) error {
-	return &TaygaConfError{Line: p.line, Directive: directive, Msg: fmt.Sprintf(format, args...)}
+	return &TaygaConfError{File: p.file, Line: p.line, Directive: directive, Msg: fmt.Sprintf(format, args...)}
 }
 
 // taygaFields splits a line as Tayga does (strtok on " \t\r\n"); a token
@@ -376,7 +439,7 @@ func (p *taygaParser) mapLine(name string, args []string) error {
 		return p.errf(name, "reserved address %v", v6.Addr())
 	}
 	p.cfg.Maps = append(p.cfg.Maps, TaygaMap{V4: v4, V6: v6})
-	p.mapLines = append(p.mapLines, p.line)
+	p.cfg.mapOrigin = append(p.cfg.mapOrigin, taygaOrigin{p.file, p.line})
 	return nil
 }
 
@@ -398,7 +461,7 @@ func (p *taygaParser) dynamicPool(name string, args []string) error {
 		return p.errf(name, "reserved prefix %v", pf)
 	}
 	p.cfg.DynamicPool = pf
-	p.poolLine = p.line
+	p.cfg.poolLine = p.line
 	return nil
 }
 
@@ -466,10 +529,13 @@ func prefixesOverlap(a, b netip.Prefix) bool { return a.Overlaps(b) }
 func (p *taygaParser) validate() error {
 	c := &p.cfg
 	whole := func(directive, format string, args ...any) error {
-		return &TaygaConfError{Directive: directive, Msg: fmt.Sprintf(format, args...)}
+		return &TaygaConfError{File: p.file, Directive: directive, Msg: fmt.Sprintf(format, args...)}
 	}
-	at := func(line int, directive, format string, args ...any) error {
-		return &TaygaConfError{Line: line, Directive: directive, Msg: fmt.Sprintf(format, args...)}
+	origin := func(i int) taygaOrigin {
+		if i < len(c.mapOrigin) {
+			return c.mapOrigin[i]
+		}
+		return taygaOrigin{}
 	}
 	if !c.Prefix.IsValid() {
 		return whole("", "missing prefix directive (the ALG needs the NAT64 prefix)")
@@ -478,27 +544,30 @@ func (p *taygaParser) validate() error {
 		return whole("", "missing ipv4-addr directive")
 	}
 	for i, m := range c.Maps {
-		ln := p.mapLines[i]
+		o := origin(i)
+		at := func(format string, args ...any) error {
+			return &TaygaConfError{File: o.file, Line: o.line, Directive: "map", Msg: fmt.Sprintf(format, args...)}
+		}
 		for j := range i {
-			o := c.Maps[j]
-			if prefixesOverlap(m.V4, o.V4) {
-				return at(ln, "map", "%v overlaps %v from line %d", m.V4, o.V4, p.mapLines[j])
+			other := c.Maps[j]
+			if prefixesOverlap(m.V4, other.V4) {
+				return at("%v overlaps %v%s", m.V4, other.V4, origin(j).from(o.file))
 			}
-			if prefixesOverlap(m.V6, o.V6) {
-				return at(ln, "map", "%v overlaps %v from line %d", m.V6, o.V6, p.mapLines[j])
+			if prefixesOverlap(m.V6, other.V6) {
+				return at("%v overlaps %v%s", m.V6, other.V6, origin(j).from(o.file))
 			}
 		}
 		if m.V6.Overlaps(c.Prefix) {
-			return at(ln, "map", "%v overlaps the prefix %v", m.V6, c.Prefix)
+			return at("%v overlaps the prefix %v", m.V6, c.Prefix)
 		}
 		if c.DynamicPool.IsValid() && m.V4.Overlaps(c.DynamicPool) {
-			return at(ln, "map", "%v overlaps the dynamic pool %v from line %d", m.V4, c.DynamicPool, p.poolLine)
+			return at("%v overlaps the dynamic pool %v%s", m.V4, c.DynamicPool, taygaOrigin{"", c.poolLine}.from(o.file))
 		}
 		if m.V4 == netip.PrefixFrom(c.IPv4Addr, 32) {
-			return at(ln, "map", "%v is the ipv4-addr", m.V4.Addr())
+			return at("%v is the ipv4-addr", m.V4.Addr())
 		}
 		if c.IPv6Addr.IsValid() && m.V6.Contains(c.IPv6Addr) {
-			return at(ln, "map", "%v contains the ipv6-addr %v", m.V6, c.IPv6Addr)
+			return at("%v contains the ipv6-addr %v", m.V6, c.IPv6Addr)
 		}
 	}
 	wk := c.WKPFStrict && c.Prefix == wkpf

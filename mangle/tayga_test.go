@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 var (
@@ -115,7 +116,8 @@ func TestParseTaygaConfFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreUnexported(TaygaConfig{}),
+				cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 				cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 				t.Errorf("ParseTaygaConf mismatch (-want +got):\n%s", diff)
 			}
@@ -183,6 +185,51 @@ func TestParseTaygaConfErrors(t *testing.T) {
 				t.Errorf("error\n got: %s\nwant: %s", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseTaygaMapFile(t *testing.T) {
+	const conf = "ipv4-addr 203.0.113.1\nprefix 2001:db8:64::/96\ndynamic-pool 203.0.113.0/24\nmap 192.0.2.1 2001:db8:1::1\nmap-file maps\n"
+	cfg := mustConf(t, conf)
+	got, err := ParseTaygaMapFile(cfg, strings.NewReader("# reloadable maps\nmap 192.0.2.2 2001:db8:1::2\n\nMAP 198.51.100.0/24 2001:db8:2::/120\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []TaygaMap{
+		{V4: pfx("192.0.2.1/32"), V6: pfx("2001:db8:1::1/128")},
+		{V4: pfx("192.0.2.2/32"), V6: pfx("2001:db8:1::2/128")},
+		{V4: pfx("198.51.100.0/24"), V6: pfx("2001:db8:2::/120")},
+	}
+	if diff := cmp.Diff(want, got.Maps, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("maps (-want +got):\n%s", diff)
+	}
+	if len(cfg.Maps) != 1 {
+		t.Errorf("ParseTaygaMapFile changed its argument: %d maps", len(cfg.Maps))
+	}
+	if v6, ok := NewTaygaMapper(got, nil).To6(ad("198.51.100.7")); !ok || v6 != ad("2001:db8:2::7") {
+		t.Errorf("To6 through a map-file map = %v, %v", v6, ok)
+	}
+	tests := []struct{ name, file, want string }{
+		{"other directive", "map 192.0.2.2 2001:db8:1::2\nprefix 2001:db8:65::/96\n", `map-file:2: unknown directive "prefix" (a map-file holds only map lines)`},
+		{"bad map", "map 192.0.2.2 x\n", `map-file:1: map: invalid IPv6 address "x"`},
+		{"overlaps tayga.conf", "map 192.0.2.0/24 2001:db8:3::/120\n", `map-file:1: map: 192.0.2.0/24 overlaps 192.0.2.1/32 from tayga.conf line 4`},
+		{"overlaps itself", "map 192.0.2.2 2001:db8:1::2\nmap 192.0.2.3 2001:db8:1::2\n", `map-file:2: map: 2001:db8:1::2/128 overlaps 2001:db8:1::2/128 from line 1`},
+		{"in pool", "map 203.0.113.9 2001:db8:1::9\n", `map-file:1: map: 203.0.113.9/32 overlaps the dynamic pool 203.0.113.0/24 from tayga.conf line 3`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseTaygaMapFile(cfg, strings.NewReader(tt.file))
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("error\n got: %v\nwant: %s", err, tt.want)
+			}
+		})
+	}
+	// A hand-built config (no line numbers) still gets checked.
+	hand := &TaygaConfig{IPv4Addr: ad("203.0.113.1"), Prefix: pfx("2001:db8:64::/96"), WKPFStrict: true,
+		Maps: []TaygaMap{{V4: pfx("192.0.2.1/32"), V6: pfx("2001:db8:1::1/128")}}}
+	_, err = ParseTaygaMapFile(hand, strings.NewReader("map 192.0.2.1 2001:db8:1::5\n"))
+	if err == nil || err.Error() != "map-file:1: map: 192.0.2.1/32 overlaps 192.0.2.1/32" {
+		t.Errorf("hand-built config: error %v", err)
 	}
 }
 

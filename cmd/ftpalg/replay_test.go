@@ -145,6 +145,68 @@ var replayScenarios = []replayScenario{
 		},
 	},
 	{
+		name: "64-local-replies",
+		leg:  func() ftpcap.Leg { return ftpcap.Session64(50007).V6 },
+		link: ftpcap.Link{Type: layers.LinkTypeLinuxSLL2},
+		conf: "tayga.conf",
+		script: func(c *ftpcap.Conv) {
+			ftpLogin(c)
+			// Commands the ALG answers itself: NOOP goes to the server and
+			// the reply to it becomes the ALG's (RFC 6384, RFC 2428).
+			c.Command("EPSV 1\r\n", "NOOP\r\n")
+			c.Reply("200 NOOP ok.\r\n", "522 Network protocol not supported, use (2)\r\n")
+			c.Command("ALGS STATUS64\r\n", "NOOP\r\n")
+			c.Reply("200 NOOP ok.\r\n", "216 EPSVEPRT translation of EPSV and EPRT is enabled\r\n")
+			c.Command("ALGS DISABLE64\r\n", "NOOP\r\n")
+			c.Reply("200 NOOP ok.\r\n", "216 NONE translation is disabled\r\n")
+			// Disabled: EPSV goes through as it is.
+			c.Command("EPSV\r\n", "")
+			c.Reply("229 Entering Extended Passive Mode (|||2000|)\r\n", "")
+			c.Command("ALGS ENABLE64\r\n", "NOOP\r\n")
+			c.Reply("200 NOOP ok.\r\n", "216 EPSVEPRT translation of EPSV and EPRT is enabled\r\n")
+			c.Command("ALGS FOO\r\n", "NOOP\r\n")
+			c.Reply("200 NOOP ok.\r\n", "501 Syntax error in ALGS arguments\r\n")
+			// EPSV ALL: answered by the ALG; then PASV is refused.
+			c.Command("EPSV ALL\r\n", "NOOP\r\n")
+			c.Reply("200 NOOP ok.\r\n", "200 EPSV ALL command successful.\r\n")
+			c.Command("PASV\r\n", "NOOP\r\n")
+			c.Reply("200 NOOP ok.\r\n", "503 Only EPSV is allowed after EPSV ALL\r\n")
+			c.Command("EPSV\r\n", "PASV\r\n")
+			c.Reply("227 Entering Passive Mode (198,51,100,10,7,209)\r\n", "229 Entering Extended Passive Mode (|||2001|)\r\n")
+			// REIN resets the session's ALG settings.
+			c.Command("ALGS DISABLE64\r\n", "NOOP\r\n")
+			c.Reply("200 NOOP ok.\r\n", "216 NONE translation is disabled\r\n")
+			c.Command("REIN\r\n", "")
+			c.Reply("220 Service ready for new user.\r\n", "")
+			c.Command("PASV\r\n", "")
+			c.Reply("227 Entering Passive Mode (198,51,100,10,7,210)\r\n", "")
+			c.Command("EPSV\r\n", "PASV\r\n")
+			c.Reply("227 Entering Passive Mode (198,51,100,10,7,211)\r\n", "229 Entering Extended Passive Mode (|||2003|)\r\n")
+			ftpQuit(c)
+		},
+	},
+	{
+		name: "46-auth",
+		leg:  func() ftpcap.Leg { return ftpcap.Session46(40007).V4 },
+		link: ftpcap.Link{Type: layers.LinkTypeEthernet},
+		conf: "tayga.conf",
+		script: func(c *ftpcap.Conv) {
+			c.Reply("220 ready\r\n", "")
+			// A refused AUTH changes nothing.
+			c.Command("AUTH TLS\r\n", "")
+			c.Reply("530 Please login with USER and PASS.\r\n", "")
+			c.Command("PASV\r\n", "EPSV 2\r\n")
+			c.Reply("229 Entering Extended Passive Mode (|||2000|)\r\n", "227 Entering Passive Mode (203,0,113,10,7,208)\r\n")
+			// After 234 the session is transparent (the bytes would be TLS;
+			// plain text here shows that nothing is parsed any more).
+			c.Command("AUTH TLS\r\n", "")
+			c.Reply("234 Proceed with negotiation.\r\n", "")
+			c.Command("PASV\r\n", "")
+			c.Reply("229 Entering Extended Passive Mode (|||2001|)\r\n", "")
+			c.Close(ftpcap.Client)
+		},
+	},
+	{
 		name: "46-split",
 		leg:  func() ftpcap.Leg { return ftpcap.Session46(40003).V4 },
 		link: ftpcap.Link{Type: layers.LinkTypeEthernet},

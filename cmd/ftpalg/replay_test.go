@@ -43,6 +43,9 @@ type replayScenario struct {
 	cfg  ftpcap.Config
 	// script adds the conversation after the handshake.
 	script func(c *ftpcap.Conv)
+	// midstream leaves out the handshake: the capture starts in the
+	// middle of the connection.
+	midstream bool
 	// engineBug, when set, names a known engine bug that makes the checker
 	// fail on this scenario: the test then skips (after the golden
 	// comparison) instead of failing, and passes once the bug is fixed.
@@ -207,6 +210,61 @@ var replayScenarios = []replayScenario{
 		},
 	},
 	{
+		name: "46-wrap",
+		leg:  func() ftpcap.Leg { return ftpcap.Session46(40008).V4 },
+		link: ftpcap.Link{Type: layers.LinkTypeEthernet},
+		conf: "tayga.conf",
+		// Both sequence spaces wrap around 2^32 between rewrites.
+		cfg: ftpcap.Config{ClientISN: 0xffffffe0, ServerISN: 0xffffff80, SACK: true},
+		script: func(c *ftpcap.Conv) {
+			ftpLogin(c)
+			c.Command("PASV\r\n", "EPSV 2\r\n")
+			c.Reply("229 Entering Extended Passive Mode (|||2000|)\r\n", "227 Entering Passive Mode (203,0,113,10,7,208)\r\n")
+			c.Command("PORT 192,0,2,10,78,32\r\n", "EPRT |2|2001:db8:64::c000:20a|20000|\r\n")
+			c.Reply("200 PORT command successful.\r\n", "")
+			c.Command("LIST\r\n", "")
+			c.Send(ftpcap.Write{From: ftpcap.Server, Data: "150 Here comes the directory listing.\r\n226 Directory send OK.\r\n", Split: []int{39}, Lost: []int{0}})
+			ftpQuit(c)
+		},
+	},
+	{
+		name:      "64-midstream",
+		leg:       func() ftpcap.Leg { return ftpcap.Session64(50008).V4 },
+		link:      ftpcap.Link{Type: layers.LinkTypeRaw},
+		conf:      "tayga.conf",
+		midstream: true,
+		script: func(c *ftpcap.Conv) {
+			// The capture (or the daemon) starts after the login.
+			c.Command("EPSV\r\n", "PASV\r\n")
+			c.Reply("227 Entering Passive Mode (198,51,100,10,7,208)\r\n", "229 Entering Extended Passive Mode (|||2000|)\r\n")
+			c.Command("EPRT |2|2001:db8:2::20|20000|\r\n", "PORT 192,168,254,20,78,32\r\n")
+			c.Reply("200 PORT command successful.\r\n", "")
+			ftpQuit(c)
+		},
+	},
+	{
+		name: "46-text-forms",
+		leg:  func() ftpcap.Leg { return ftpcap.Session46(40009).V6 },
+		link: ftpcap.Link{Type: layers.LinkTypeEthernet},
+		conf: "tayga.conf",
+		script: func(c *ftpcap.Conv) {
+			ftpLogin(c)
+			// Commands are case-insensitive.
+			c.Command("pasv\r\n", "EPSV 2\r\n")
+			c.Reply("229 Entering Extended Passive Mode (|||2000|)\r\n", "227 Entering Passive Mode (203,0,113,10,7,208)\r\n")
+			// 1yz replies do not complete a command.
+			c.Command("RETR f\r\n", "")
+			c.Reply("150 Opening BINARY mode data connection for f.\r\n", "")
+			c.Reply("226 Transfer complete.\r\n", "")
+			// Telnet IP and DM (RFC 959 section 4.1.3) before ABOR pass.
+			c.Command("\xff\xf4\xff\xf2ABOR\r\n", "")
+			c.Reply("225 No transfer to ABOR.\r\n", "")
+			c.Command("EPRT |1|192.0.2.10|20001|\r\n", "EPRT |2|2001:db8:64::c000:20a|20001|\r\n")
+			c.Reply("200 EPRT command successful.\r\n", "")
+			ftpQuit(c)
+		},
+	},
+	{
 		name: "46-split",
 		leg:  func() ftpcap.Leg { return ftpcap.Session46(40003).V4 },
 		link: ftpcap.Link{Type: layers.LinkTypeEthernet},
@@ -349,7 +407,9 @@ func ftpQuit(c *ftpcap.Conv) {
 
 func (s replayScenario) conv() *ftpcap.Conv {
 	c := ftpcap.New(s.cfg)
-	c.Handshake()
+	if !s.midstream {
+		c.Handshake()
+	}
 	s.script(c)
 	return c
 }

@@ -522,8 +522,6 @@ func (p *taygaParser) workers(name string, args []string) error {
 	return nil
 }
 
-func prefixesOverlap(a, b netip.Prefix) bool { return a.Overlaps(b) }
-
 // validate makes the checks Tayga makes once the whole file is read
 // (conffile.c config_validate), plus ftpalg's own.
 func (p *taygaParser) validate() error {
@@ -550,10 +548,10 @@ func (p *taygaParser) validate() error {
 		}
 		for j := range i {
 			other := c.Maps[j]
-			if prefixesOverlap(m.V4, other.V4) {
+			if m.V4.Overlaps(other.V4) {
 				return at("%v overlaps %v%s", m.V4, other.V4, origin(j).from(o.file))
 			}
-			if prefixesOverlap(m.V6, other.V6) {
+			if m.V6.Overlaps(other.V6) {
 				return at("%v overlaps %v%s", m.V6, other.V6, origin(j).from(o.file))
 			}
 		}
@@ -993,8 +991,7 @@ func (m *TaygaMapper) To4(v6 netip.Addr) (netip.Addr, bool) {
 	return m.learned6(v6)
 }
 
-// Classify implements Mapper. See the package's PROTOCOL names: on the
-// IPv4 leg a client in a static map or the dynamic pool talking to an
+// Classify implements Mapper (names as in Session). On the IPv4 leg a client in a static map or the dynamic pool talking to an
 // ordinary IPv4 server is a 64 session, an ordinary IPv4 client talking
 // to a mapped server a 46 session; on the IPv6 leg a server inside the
 // prefix makes a 64 session and a client inside it a 46 session.

@@ -265,6 +265,19 @@ var replayScenarios = []replayScenario{
 		},
 	},
 	{
+		name: "46-bare-lf",
+		leg:  func() ftpcap.Leg { return ftpcap.Session46(40010).V4 },
+		link: ftpcap.Link{Type: layers.LinkTypeRaw},
+		conf: "tayga.conf",
+		script: func(c *ftpcap.Conv) {
+			ftpLogin(c)
+			// A bare LF ends a line; a rewritten line ends with CRLF.
+			c.Command("PASV\n", "EPSV 2\r\n")
+			c.Reply("229 Entering Extended Passive Mode (|||2000|)\n", "227 Entering Passive Mode (203,0,113,10,7,208)\r\n")
+			ftpQuit(c)
+		},
+	},
+	{
 		name: "46-split",
 		leg:  func() ftpcap.Leg { return ftpcap.Session46(40003).V4 },
 		link: ftpcap.Link{Type: layers.LinkTypeEthernet},

@@ -20,20 +20,20 @@ import (
 	"github.com/ftpalg/ftpalg/mangle"
 )
 
-// The helper process: the test binary re-executed inside a namespace (by
+// The child process: the test binary re-executed inside a namespace (by
 // "ip netns exec") to listen or dial there, so that no goroutine of the
 // test ever switches namespace.
-const helperEnv = "FTPALG_TAYGA_TEST_HELPER"
+const childEnv = "FTPALG_TAYGA_TEST_CHILD"
 
-// TestTaygaHelperProcess is not a test: it is the helper's entry point.
+// TestTaygaChildProcess is not a test: it is the child process's entry point.
 //
 //	listen ADDR: accept TCP connections, print each peer's address, hold them
 //	dial LOCAL REMOTE [LOCAL REMOTE...]: connect from each LOCAL, print
 //	"connected LOCAL", hold the connections
 //
 // Both run until stdin closes.
-func TestTaygaHelperProcess(t *testing.T) {
-	args := strings.Fields(os.Getenv(helperEnv))
+func TestTaygaChildProcess(t *testing.T) {
+	args := strings.Fields(os.Getenv(childEnv))
 	if len(args) == 0 {
 		return
 	}
@@ -50,12 +50,13 @@ func TestTaygaHelperProcess(t *testing.T) {
 		}
 		fmt.Println("listening")
 		go func() {
+			var held []net.Conn
 			for {
 				c, err := ln.Accept()
 				if err != nil {
 					return
 				}
-				conns = append(conns, c)
+				held = append(held, c)
 				fmt.Println("peer", c.RemoteAddr())
 			}
 		}()
@@ -167,11 +168,11 @@ func expect(t *testing.T, r *bufio.Reader, prefix string) string {
 	select {
 	case l := <-ch:
 		if l.err != nil || !strings.HasPrefix(l.s, prefix) {
-			t.Fatalf("helper: want %q, got %q (%v)", prefix, l.s, l.err)
+			t.Fatalf("child: want %q, got %q (%v)", prefix, l.s, l.err)
 		}
 		return strings.TrimSpace(strings.TrimPrefix(l.s, prefix))
 	case <-time.After(20 * time.Second):
-		t.Fatalf("helper: no %q within 20s", prefix)
+		t.Fatalf("child: no %q within 20s", prefix)
 	}
 	return ""
 }
@@ -280,7 +281,7 @@ func TestIntegrationTaygaConntrack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lst := l.start(l.s4, []string{helperEnv + "=listen " + server.String()}, self, "-test.run=^TestTaygaHelperProcess$")
+	lst := l.start(l.s4, []string{childEnv + "=listen " + server.String()}, self, "-test.run=^TestTaygaChildProcess$")
 	expect(t, lst, "listening")
 
 	cfg, err := mangle.ParseTaygaConf(strings.NewReader(labTaygaConf))
@@ -311,7 +312,7 @@ func TestIntegrationTaygaConntrack(t *testing.T) {
 	peers := map[netip.AddrPort]netip.Addr{}
 	for i, c := range clients {
 		predicted := predictor.PredictDynamic(c.Addr())
-		dial := l.start(l.c6, []string{fmt.Sprintf("%s=dial %s %s", helperEnv, c, server6)}, self, "-test.run=^TestTaygaHelperProcess$")
+		dial := l.start(l.c6, []string{fmt.Sprintf("%s=dial %s %s", childEnv, c, server6)}, self, "-test.run=^TestTaygaChildProcess$")
 		expect(t, dial, "connected")
 		peer := netip.MustParseAddrPort(expect(t, lst, "peer"))
 		if peer.Port() != c.Port() {

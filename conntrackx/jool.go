@@ -3,11 +3,15 @@ package conntrackx
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"runtime"
+	"sync"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // ErrJoolNotLoaded is returned by DialJool when the kernel has no "Jool"
@@ -20,8 +24,12 @@ type JoolConfig struct {
 	// Instance is the Jool instance to talk to (default "default").
 	Instance string
 	// NetNS is a network namespace file descriptor; 0 means the current
-	// namespace. No goroutine switches namespace: the socket is opened in
-	// it.
+	// namespace. Jool finds its instance in the namespace of the thread
+	// that sends a request, not in the socket's, so with NetNS the client
+	// runs every request on one goroutine locked to an OS thread that
+	// entered the namespace; that goroutine exits still locked when the
+	// client is closed, so its thread is never reused in the wrong
+	// namespace.
 	NetNS int
 	// Version is the version announced in every request, major<<24 |
 	// minor<<16 | revision<<8 | development (default JoolVersion41). The
@@ -36,15 +44,19 @@ type Jool struct {
 	c      *genetlink.Conn
 	family uint16
 	hdr    joolHeader
+
+	// th runs the requests inside JoolConfig.NetNS (nil without one).
+	th     *nsThread
+	mu     sync.Mutex // serializes requests; guards closed
+	closed bool
 }
 
 // DialJool opens a Generic Netlink socket and looks up Jool's family.
 func DialJool(cfg *JoolConfig) (*Jool, error) {
-	var ns int
-	if cfg != nil {
-		ns = cfg.NetNS
+	if cfg != nil && cfg.NetNS != 0 {
+		return dialJoolNetNS(cfg)
 	}
-	c, err := genetlink.Dial(&netlink.Config{NetNS: ns})
+	c, err := genetlink.Dial(nil)
 	if err != nil {
 		return nil, fmt.Errorf("dial jool: %w", err)
 	}
@@ -55,6 +67,68 @@ func DialJool(cfg *JoolConfig) (*Jool, error) {
 	}
 	return j, nil
 }
+
+// dialJoolNetNS dials from a thread inside cfg.NetNS that then serves
+// every request of the client.
+func dialJoolNetNS(cfg *JoolConfig) (*Jool, error) {
+	th, err := startNSThread(cfg.NetNS)
+	if err != nil {
+		return nil, fmt.Errorf("dial jool: %w", err)
+	}
+	var j *Jool
+	err = th.run(func() error {
+		c, err := genetlink.Dial(nil)
+		if err != nil {
+			return fmt.Errorf("dial jool: %w", err)
+		}
+		if j, err = newJool(c, cfg); err != nil {
+			c.Close()
+		}
+		return err
+	})
+	if err != nil {
+		th.stop()
+		return nil, err
+	}
+	j.th = th
+	return j, nil
+}
+
+// nsThread runs functions on one goroutine locked to an OS thread that
+// entered a network namespace.
+type nsThread struct{ calls chan func() }
+
+func startNSThread(netns int) (*nsThread, error) {
+	th := &nsThread{calls: make(chan func())}
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread is in another namespace, so it must
+		// end with this goroutine rather than go back to the scheduler.
+		runtime.LockOSThread()
+		if err := unix.Setns(netns, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		errc <- nil
+		for f := range th.calls {
+			f()
+		}
+	}()
+	if err := <-errc; err != nil {
+		return nil, err
+	}
+	return th, nil
+}
+
+// run runs f on the thread and returns its error.
+func (th *nsThread) run(f func() error) error {
+	errc := make(chan error, 1)
+	th.calls <- func() { errc <- f() }
+	return <-errc
+}
+
+// stop ends the goroutine (and its thread).
+func (th *nsThread) stop() { close(th.calls) }
 
 // newJool sets a client up over an open connection (a fake one in tests).
 func newJool(c *genetlink.Conn, cfg *JoolConfig) (*Jool, error) {
@@ -80,14 +154,43 @@ func newJool(c *genetlink.Conn, cfg *JoolConfig) (*Jool, error) {
 	return &Jool{c: c, family: f.ID, hdr: h}, nil
 }
 
-// Close closes the socket.
-func (j *Jool) Close() error { return j.c.Close() }
+// do runs f where requests must be made: on the namespace's goroutine
+// when there is one, else right here. After Close it returns
+// net.ErrClosed.
+func (j *Jool) do(f func() error) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return net.ErrClosed
+	}
+	if j.th == nil {
+		return f()
+	}
+	return j.th.run(f)
+}
+
+// Close closes the socket (and ends the namespace's goroutine).
+func (j *Jool) Close() error {
+	err := j.do(j.c.Close)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.closed && j.th != nil {
+		j.th.stop()
+	}
+	j.closed = true
+	return err
+}
 
 // execute sends one request and returns the attributes of its reply,
 // with the reply's Jool flags. Jool answers every request with exactly one
 // message, an error report or the data.
 func (j *Jool) execute(op string, m genetlink.Message) (flags uint8, attrs []byte, err error) {
-	msgs, err := j.c.Execute(m, j.family, netlink.Request)
+	var msgs []genetlink.Message
+	err = j.do(func() error {
+		var err error
+		msgs, err = j.c.Execute(m, j.family, netlink.Request)
+		return err
+	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("jool %s: %w", op, err)
 	}

@@ -3,6 +3,7 @@ package conntrackx
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -221,5 +222,74 @@ func TestIntegrationJoolMapper(t *testing.T) {
 	bib, _ := j.BIBList(ProtoTCP)
 	if len(bib) != 1 {
 		t.Errorf("after Close the BIB holds %v, want only the server's entry", bib)
+	}
+}
+
+// TestIntegrationJoolNetNSThread checks that requests with JoolConfig.NetNS
+// run on a thread inside that namespace, where Jool looks its instance up.
+func TestIntegrationJoolNetNSThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root")
+		}
+		t.Skip("needs root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip command")
+	}
+	ns := fmt.Sprintf("ftpalg-jt-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	f, err := os.Open(filepath.Join("/run/netns", ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want, err := os.Stat(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	th, err := startNSThread(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th.stop()
+	for range 3 {
+		err := th.run(func() error {
+			got, err := os.Stat("/proc/thread-self/ns/net")
+			if err != nil {
+				return err
+			}
+			if !os.SameFile(got, want) {
+				return errors.New("the thread is not in the namespace")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	self, err := os.Stat("/proc/thread-self/ns/net")
+	if err == nil && os.SameFile(self, want) {
+		t.Error("the test's own thread moved into the namespace")
+	}
+
+	// The client dials from inside: without the module the family is
+	// missing there as anywhere.
+	j, err := DialJool(&JoolConfig{NetNS: int(f.Fd())})
+	if errors.Is(err, ErrJoolNotLoaded) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Pool4List(ProtoTCP); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("request after Close: %v, want net.ErrClosed", err)
 	}
 }

@@ -313,6 +313,11 @@ func (l *lab) runCell(t *testing.T, server string, c cell, phase string) result 
 		r.detail = firstLine(text, err)
 		return r
 	}
+	if c.mode == "NONE" { // control connection only
+		r.ok = true
+		r.detail = firstLine(text, nil)
+		return r
+	}
 	if got, err := fileSHA256(out); err != nil || got != l.sha {
 		r.detail = fmt.Sprintf("download: sha256 %s, want %s (%v)", got, l.sha, err)
 		return r
@@ -345,6 +350,16 @@ func errText(err error) string {
 func firstLine(text string, err error) string {
 	lines := strings.Split(strings.TrimSpace(text), "\n")
 	if err == nil {
+		// curl -v: the reply to the data-channel command.
+		for i, l := range lines {
+			if cmd, ok := strings.CutPrefix(l, "> "); ok && isDataCommand(cmd) {
+				for _, r := range lines[i+1:] {
+					if reply, ok := strings.CutPrefix(r, "< "); ok {
+						return reply
+					}
+				}
+			}
+		}
 		return strings.TrimSpace(lines[0])
 	}
 	last := strings.TrimSpace(lines[len(lines)-1])
@@ -375,4 +390,13 @@ func quiet(text string) string {
 		b.WriteByte('\n')
 	}
 	return strings.TrimSpace(b.String())
+}
+
+func isDataCommand(line string) bool {
+	for _, c := range []string{"PASV", "EPSV", "LPSV", "PORT", "EPRT", "LPRT"} {
+		if strings.HasPrefix(strings.ToUpper(line), c) {
+			return true
+		}
+	}
+	return false
 }

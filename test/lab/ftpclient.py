@@ -118,7 +118,7 @@ def transfer(ftp, mode, cmd, timeout, port_host, pasv_control, sink=None, source
         ls.listen(1)
         ls.settimeout(timeout)
         port = ls.getsockname()[1]
-        host = port_host or local
+        host = str(ipaddress.ip_address(port_host or local))
         if mode == "EPRT 1" and ipaddress.ip_address(host).version != 4:
             fail("EPRT |1| needs an IPv4 address, have " + host)
         if mode == "EPRT 2" and ipaddress.ip_address(host).version != 6:

@@ -46,8 +46,8 @@ split across segments) is written when it is released, with the time of the
 frame that released it.
 
 Data-channel addresses come from Tayga's configuration (prefix, maps, the
-dynamic pool); the dynamic.map in its data-dir, when there is one, gives the
-pool bindings.
+dynamic pool, and the maps of its map-file if it names one); the dynamic.map
+in its data-dir, when there is one, gives the pool bindings.
 
 Prints one line per rewritten FTP line:
   <capture time> <flow> <kind> <direction>: "<before>" -> "<after>"
@@ -170,8 +170,8 @@ func parsePorts(s string) ([]uint16, error) {
 	return ports, nil
 }
 
-// loadTaygaMapper reads a tayga.conf and, if its data-dir holds one, the
-// dynamic.map. A malformed dynamic.map line is returned as warn: Tayga
+// loadTaygaMapper reads a tayga.conf, the map-file it names, and the
+// dynamic.map in its data-dir if there is one. A malformed dynamic.map line is returned as warn: Tayga
 // skips such lines too.
 func loadTaygaMapper(path string) (m *mangle.TaygaMapper, warn, err error) {
 	f, err := os.Open(path)
@@ -182,6 +182,22 @@ func loadTaygaMapper(path string) (m *mangle.TaygaMapper, warn, err error) {
 	cfg, err := mangle.ParseTaygaConf(f)
 	if err != nil {
 		return nil, nil, err
+	}
+	if cfg.MapFile != "" {
+		// Tayga 0.9.5+ reads more "map" lines from a map-file, a relative
+		// path being taken against data-dir.
+		name := cfg.MapFile
+		if !filepath.IsAbs(name) {
+			name = filepath.Join(cfg.DataDir, name)
+		}
+		mf, err := os.Open(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer mf.Close()
+		if cfg, err = mangle.ParseTaygaMapFile(cfg, mf); err != nil {
+			return nil, nil, err
+		}
 	}
 	m = mangle.NewTaygaMapper(cfg, nil)
 	if cfg.DataDir == "" {

@@ -825,6 +825,43 @@ func TestReplayErrors(t *testing.T) {
 	}
 }
 
+// TestReplayMapFile: the maps of a map-file (Tayga 0.9.5+, relative to
+// data-dir) count as the tayga.conf's own; an error in it names it.
+func TestReplayMapFile(t *testing.T) {
+	dir := t.TempDir()
+	var conf, maps []string
+	for _, l := range strings.Split(strings.TrimSpace(ftpcap.TaygaConf), "\n") {
+		if strings.HasPrefix(l, "map 192.168.254.20") {
+			maps = append(maps, l)
+		} else {
+			conf = append(conf, l)
+		}
+	}
+	conf = append(conf, "data-dir "+dir, "map-file maps.conf")
+	confPath := filepath.Join(dir, "tayga.conf")
+	for name, text := range map[string]string{"tayga.conf": strings.Join(conf, "\n") + "\n", "maps.conf": strings.Join(maps, "\n") + "\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var s replayScenario
+	for _, sc := range replayScenarios {
+		if sc.name == "64-v4-epsv-eprt" {
+			s = sc
+		}
+	}
+	out, _ := replayFile(t, confPath, s.input(t))
+	checkReplayOutput(t, s, out)
+
+	if err := os.WriteFile(filepath.Join(dir, "maps.conf"), []byte("map 192.168.254.20\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runReplay("--tayga-conf", confPath, filepath.Join(dir, "nothere.pcap"))
+	if code != 1 || !strings.HasPrefix(stderr, "ftpalg replay: map-file:1:") {
+		t.Errorf("bad map-file: exit %d, %q", code, stderr)
+	}
+}
+
 func TestReplayHelp(t *testing.T) {
 	code, stdout, _ := runReplay("--help")
 	if code != 0 {

@@ -64,6 +64,9 @@ type replayOptions struct {
 	// HoldTimeout releases held packets unmodified once the capture's clock
 	// has moved this far past them, as the daemon's periodic Expire does.
 	HoldTimeout time.Duration
+	// Leg, when 4 or 6, hands only IPv4 or only IPv6 packets to the engine
+	// (the daemon queues one leg); the others pass unchanged. 0: both.
+	Leg int
 	// Engine configures the engine; its Mapper is set by the caller.
 	Engine mangle.Config
 }
@@ -73,7 +76,8 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	taygaConf := fs.String("tayga-conf", "", "Tayga configuration `FILE` (tayga.conf) that gives the address mapping (required)")
 	out := fs.String("out", "", "write the rewritten capture to `FILE` (classic pcap); without it only the transcript is printed")
-	hold := fs.Duration("hold-timeout", time.Second, "release a held packet unmodified after this much capture time")
+	hold := fs.Duration("hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held (in capture time), then it is sent unchanged; as 'ftpalg run --hold-timeout'")
+	leg := fs.String("leg", "", "`leg` whose packets go through the engine, ipv4 or ipv6, as the daemon queues only one; packets of the other pass unchanged (default: both, for a capture of one leg)")
 	strict := fs.Bool("strict", false, "answer a 64 session's 227 naming another address than the server's with 425")
 	ports := fs.String("ports", "21", "comma-separated FTP control `PORTS` of servers")
 	fs.Usage = func() {
@@ -100,6 +104,16 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if *hold <= 0 {
 		return usageErr("--hold-timeout must be positive")
+	}
+	opts := replayOptions{HoldTimeout: *hold}
+	switch *leg {
+	case "":
+	case "ipv4":
+		opts.Leg = 4
+	case "ipv6":
+		opts.Leg = 6
+	default:
+		return usageErr("--leg %q: want ipv4 or ipv6", *leg)
 	}
 	serverPorts, err := parsePorts(*ports)
 	if err != nil {
@@ -137,7 +151,6 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		w = bw
 	}
 
-	opts := replayOptions{HoldTimeout: *hold}
 	opts.Engine = mangle.Config{Mapper: mapper, Strict: *strict, ServerPorts: serverPorts}
 	sum, err := replay(in, w, stdout, opts)
 	if err != nil {
@@ -221,17 +234,21 @@ type replaySummary struct {
 	Modified  int // frames written with a changed IP packet
 	Rewrites  int // transcript lines
 	Truncated int // frames passed without the engine because the capture cut them short
+	OtherLeg  int // IP frames of the family --leg leaves out
 	Stats     mangle.Stats
 }
 
 func (s replaySummary) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "packets %d, modified %d, rewrites %d", s.Frames, s.Modified, s.Rewrites)
-	if n := s.Frames - s.IP - s.Truncated; n > 0 {
+	if n := s.Frames - s.IP - s.Truncated - s.OtherLeg; n > 0 {
 		fmt.Fprintf(&b, ", not IP %d", n)
 	}
 	if s.Truncated > 0 {
 		fmt.Fprintf(&b, ", truncated %d", s.Truncated)
+	}
+	if s.OtherLeg > 0 {
+		fmt.Fprintf(&b, ", other leg %d", s.OtherLeg)
 	}
 	b.WriteString("; engine:")
 	v := reflect.ValueOf(s.Stats)
@@ -507,6 +524,10 @@ func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) 
 			// Cut short by the capture's snap length: the engine would see a
 			// packet that never was.
 			sum.Truncated++
+			ok = false
+		}
+		if ok && opts.Leg != 0 && int(data[off]>>4) != opts.Leg {
+			sum.OtherLeg++
 			ok = false
 		}
 		if !ok {

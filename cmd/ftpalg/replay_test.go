@@ -862,6 +862,58 @@ func TestReplayMapFile(t *testing.T) {
 	}
 }
 
+// TestReplayLeg: a capture holding both legs of a session (as one taken on
+// every interface of the translator's host) with --leg gets the daemon's
+// treatment: the other leg passes unchanged.
+func TestReplayLeg(t *testing.T) {
+	dir := t.TempDir()
+	writeTaygaConfs(t, dir)
+	s := replayScenarios[0]
+	c := s.conv()
+	sess := ftpcap.Session46(40001)
+	v4, v6 := c.Packets(sess.V4), c.Packets(sess.V6)
+	var both []ftpcap.Packet
+	for i := range v4 {
+		both = append(both, v4[i], v6[i])
+	}
+	var in bytes.Buffer
+	if err := ftpcap.WritePcap(&in, ftpcap.Link{Type: layers.LinkTypeLinuxSLL2}, both); err != nil {
+		t.Fatal(err)
+	}
+	for _, leg := range []string{"ipv4", "ipv6"} {
+		out, transcript := replayFile(t, filepath.Join(dir, "tayga.conf"), in.Bytes(), "--leg", leg)
+		got, _ := readIPPackets(t, out)
+		var mine, other [][]byte
+		for i, p := range got {
+			if (i%2 == 0) == (leg == "ipv4") {
+				mine = append(mine, p.Data)
+			} else {
+				other = append(other, p.Data)
+			}
+		}
+		l, o := sess.V4, v6
+		if leg == "ipv6" {
+			l, o = sess.V6, v4
+		}
+		if diff := cmp.Diff(ftpcap.Raw(o), other); diff != "" {
+			t.Errorf("--leg %s: the other leg changed:\n%s", leg, diff)
+		}
+		rep := ftpcap.CheckALG(ftpcap.Raw(c.Packets(l)), mine)
+		if err := rep.Err(); err != nil {
+			t.Errorf("--leg %s: %v", leg, err)
+		}
+		if want, _ := c.Want(); rep.Stream(l.Client, l.Server) != want {
+			t.Errorf("--leg %s: server received %q", leg, rep.Stream(l.Client, l.Server))
+		}
+		if !strings.Contains(transcript, fmt.Sprintf("other leg %d", len(v4))) {
+			t.Errorf("--leg %s: summary %q", leg, transcript)
+		}
+	}
+	if code, _, stderr := runReplay("--tayga-conf", filepath.Join(dir, "tayga.conf"), "--leg", "v5", "x.pcap"); code != 2 {
+		t.Errorf("--leg v5: exit %d, %s", code, stderr)
+	}
+}
+
 func TestReplayHelp(t *testing.T) {
 	code, stdout, _ := runReplay("--help")
 	if code != 0 {

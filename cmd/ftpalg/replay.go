@@ -84,20 +84,30 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(fs.Output(), replayUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
+	// Flags may come after the capture's name too.
+	var files []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(stdout)
+				fs.Usage()
+				return 0
+			}
+			return 2
 		}
-		return 2
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		files = append(files, args[0])
+		args = args[1:]
 	}
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "ftpalg replay: "+format+" (see 'ftpalg replay --help')\n", a...)
 		return 2
 	}
-	if fs.NArg() != 1 {
-		return usageErr("want exactly one input capture, got %d arguments", fs.NArg())
+	if len(files) != 1 {
+		return usageErr("want exactly one input capture, got %d arguments", len(files))
 	}
 	if *taygaConf == "" {
 		return usageErr("--tayga-conf is required")
@@ -115,7 +125,7 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	default:
 		return usageErr("--leg %q: want ipv4 or ipv6", *leg)
 	}
-	serverPorts, err := parsePorts(*ports)
+	serverPorts, err := parseReplayPorts(*ports)
 	if err != nil {
 		return usageErr("--ports: %v", err)
 	}
@@ -124,7 +134,7 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	mapper, warn, err := loadTaygaMapper(*taygaConf)
+	mapper, warn, err := loadReplayMapper(*taygaConf)
 	if err != nil {
 		return fail(err)
 	}
@@ -132,7 +142,7 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ftpalg replay: warning: %v\n", warn)
 	}
 
-	in, err := os.Open(fs.Arg(0))
+	in, err := os.Open(files[0])
 	if err != nil {
 		return fail(err)
 	}
@@ -154,7 +164,7 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	opts.Engine = mangle.Config{Mapper: mapper, Strict: *strict, ServerPorts: serverPorts}
 	sum, err := replay(in, w, stdout, opts)
 	if err != nil {
-		err = fmt.Errorf("%s: %w", fs.Arg(0), err)
+		err = fmt.Errorf("%s: %w", files[0], err)
 	} else if bw != nil {
 		if err = bw.Flush(); err == nil {
 			err = outFile.Close()
@@ -171,7 +181,7 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func parsePorts(s string) ([]uint16, error) {
+func parseReplayPorts(s string) ([]uint16, error) {
 	var ports []uint16
 	for f := range strings.SplitSeq(s, ",") {
 		p, err := strconv.ParseUint(strings.TrimSpace(f), 10, 16)
@@ -183,10 +193,10 @@ func parsePorts(s string) ([]uint16, error) {
 	return ports, nil
 }
 
-// loadTaygaMapper reads a tayga.conf, the map-file it names, and the
+// loadReplayMapper reads a tayga.conf, the map-file it names, and the
 // dynamic.map in its data-dir if there is one. A malformed dynamic.map line is returned as warn: Tayga
 // skips such lines too.
-func loadTaygaMapper(path string) (m *mangle.TaygaMapper, warn, err error) {
+func loadReplayMapper(path string) (m *mangle.TaygaMapper, warn, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err

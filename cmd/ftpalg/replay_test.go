@@ -795,6 +795,7 @@ func TestReplayErrors(t *testing.T) {
 		{"no input", []string{"--tayga-conf", conf}, 2, "want exactly one input capture"},
 		{"two inputs", []string{"--tayga-conf", conf, in, in}, 2, "want exactly one input capture"},
 		{"no config", []string{in}, 2, "--tayga-conf is required"},
+		{"flags after the capture", []string{in, "--tayga-conf", conf, "--out"}, 2, "flag needs an argument"},
 		{"bad flag", []string{"--nope", in}, 2, "flag provided but not defined"},
 		{"bad ports", []string{"--tayga-conf", conf, "--ports", "21,x", in}, 2, "--ports"},
 		{"missing input", []string{"--tayga-conf", conf, filepath.Join(dir, "nothere.pcap")}, 1, "no such file"},
@@ -1026,7 +1027,7 @@ func TestReplayHoldTimeout(t *testing.T) {
 func TestReplayDamagedFrames(t *testing.T) {
 	dir := t.TempDir()
 	writeTaygaConfs(t, dir)
-	mapper, _, err := loadTaygaMapper(filepath.Join(dir, "tayga.conf"))
+	mapper, _, err := loadReplayMapper(filepath.Join(dir, "tayga.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1250,5 +1251,22 @@ func TestReplayFlowReplacedWhileHolding(t *testing.T) {
 	got, _ := readIPPackets(t, out.Bytes())
 	if len(got) != len(pkts) {
 		t.Errorf("%d frames out, %d in", len(got), len(pkts))
+	}
+}
+
+func TestReplayFlagsAfterCapture(t *testing.T) {
+	dir := t.TempDir()
+	writeTaygaConfs(t, dir)
+	in := filepath.Join(dir, "in.pcap")
+	if err := os.WriteFile(in, replayScenarios[0].input(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.pcap")
+	code, stdout, stderr := runReplay(in, "--tayga-conf", filepath.Join(dir, "tayga.conf"), "--out", out)
+	if code != 0 || !strings.Contains(stdout, "rewrites 5") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Error(err)
 	}
 }

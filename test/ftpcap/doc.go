@@ -15,6 +15,10 @@
 // Packets renders the conversation on either leg of the translator (IPv4 or
 // IPv6 addresses of the same connection); Link frames raw IP packets for a
 // pcap link type; WritePcap, WritePcapNg and ReadPcap move them through
-// files; Check verifies checksums and the TCP byte streams of a capture and
-// returns the streams so that tests can assert the FTP text.
+// files. Check verifies the checksums, TCP byte streams and
+// acknowledgements of a capture taken on one wire; CheckALG does the same
+// for what an ALG emitted given what it received (on each endpoint's wire:
+// the endpoint's own packets and the ALG's packets to it). Both return the
+// streams so that tests can assert the FTP text. The command ftpcapcheck
+// runs them on capture files.
 package ftpcap

@@ -144,7 +144,6 @@ type sideState struct {
 	ipID    uint16
 	lastTS  uint32 // last TSval seen from the peer
 	fin     bool
-	started bool
 }
 
 // Conv is a scripted control connection. Build it with New, then call

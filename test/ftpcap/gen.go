@@ -137,13 +137,13 @@ type dataSeg struct {
 }
 
 type sideState struct {
-	isn     uint32
-	snd     uint32 // next sequence number to send
-	rcv     uint32 // next byte expected from the peer, in our numbering of what we receive
-	sent    []dataSeg
-	ipID    uint16
-	lastTS  uint32 // last TSval seen from the peer
-	fin     bool
+	isn    uint32
+	snd    uint32 // next sequence number to send
+	rcv    uint32 // next byte expected from the peer, in our numbering of what we receive
+	sent   []dataSeg
+	ipID   uint16
+	lastTS uint32 // last TSval seen from the peer
+	fin    bool
 }
 
 // Conv is a scripted control connection. Build it with New, then call

@@ -293,3 +293,223 @@ func TestIntegrationJoolNetNSThread(t *testing.T) {
 		t.Errorf("request after Close: %v, want net.ErrClosed", err)
 	}
 }
+
+// joolTopology builds c6 -- nat (Jool) -- s4 in three namespaces:
+// c6 2001:db8:1::2/64, nat 2001:db8:1::1/64 and 192.0.2.1/24 (pool4),
+// s4 192.0.2.2/24; pool6 64:ff9b::/96; pool4 192.0.2.1 ports 21,
+// 2000-3000 and, for the ALG, 61000-61999 under mark 4242; the operator's
+// entry 2001:db8:1::2#21 <-> 192.0.2.1#21 for an IPv6 FTP server.
+// It returns a thread in c6, one in s4, and the nat namespace's fd.
+func joolTopology(t *testing.T) (c6, s4 *nsThread, natFD int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root")
+		}
+		t.Skip("needs root")
+	}
+	need := func(format string, args ...any) {
+		t.Helper()
+		msg := fmt.Sprintf(format, args...)
+		if os.Getenv("FTPALG_JOOL") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg + " (set FTPALG_JOOL where jool must be present)")
+	}
+	for _, cmd := range []string{"ip", "jool", "modprobe", "sysctl"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			need("no %s command", cmd)
+		}
+	}
+	if out, err := exec.Command("modprobe", "jool").CombinedOutput(); err != nil {
+		need("modprobe jool: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	id := os.Getpid()
+	names := map[string]string{}
+	for _, n := range []string{"c6", "nat", "s4"} {
+		names[n] = fmt.Sprintf("ftpalg-%s-%d", n, id)
+		run("ip", "netns", "add", names[n])
+		name := names[n]
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+		run("ip", "netns", "exec", name, "sysctl", "-qw",
+			"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+	}
+	in := func(n string, args ...string) { run(append([]string{"ip", "netns", "exec", names[n]}, args...)...) }
+	run("ip", "link", "add", "v6c", "netns", names["c6"], "type", "veth", "peer", "name", "v6n", "netns", names["nat"])
+	run("ip", "link", "add", "v4n", "netns", names["nat"], "type", "veth", "peer", "name", "v4s", "netns", names["s4"])
+	in("c6", "ip", "addr", "add", "2001:db8:1::2/64", "dev", "v6c")
+	in("c6", "ip", "link", "set", "v6c", "up")
+	in("c6", "ip", "link", "set", "lo", "up")
+	in("c6", "ip", "route", "add", "default", "via", "2001:db8:1::1")
+	in("nat", "ip", "addr", "add", "2001:db8:1::1/64", "dev", "v6n")
+	in("nat", "ip", "addr", "add", "192.0.2.1/24", "dev", "v4n")
+	in("nat", "ip", "link", "set", "v6n", "up")
+	in("nat", "ip", "link", "set", "v4n", "up")
+	in("nat", "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1")
+	in("s4", "ip", "addr", "add", "192.0.2.2/24", "dev", "v4s")
+	in("s4", "ip", "link", "set", "v4s", "up")
+	in("s4", "ip", "link", "set", "lo", "up")
+	in("nat", "jool", "instance", "add", "--netfilter", "--pool6", "64:ff9b::/96")
+	in("nat", "jool", "pool4", "add", "192.0.2.1", "21-21", "--tcp")
+	in("nat", "jool", "pool4", "add", "192.0.2.1", "2000-3000", "--tcp")
+	in("nat", "jool", "pool4", "add", "192.0.2.1", "61000-61999", "--tcp", "--mark", "4242")
+	in("nat", "jool", "bib", "add", "2001:db8:1::2#21", "192.0.2.1#21", "--tcp")
+
+	thread := func(n string) (*nsThread, int) {
+		f, err := os.Open(filepath.Join("/run/netns", names[n]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		th, err := startNSThread(int(f.Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(th.stop)
+		return th, int(f.Fd())
+	}
+	c6, _ = thread("c6")
+	s4, _ = thread("s4")
+	_, natFD = thread("nat")
+	return c6, s4, natFD
+}
+
+// listen opens a TCP listener inside th's namespace that accepts one
+// connection and reports it.
+func listen(t *testing.T, th *nsThread, addr string) <-chan net.Conn {
+	t.Helper()
+	var ln net.Listener
+	if err := th.run(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(ch)
+			return
+		}
+		t.Cleanup(func() { c.Close() })
+		ch <- c
+	}()
+	return ch
+}
+
+func dial(t *testing.T, th *nsThread, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if err := th.run(func() (err error) { c, err = net.DialTimeout("tcp", addr, 5*time.Second); return err }); err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func accepted(t *testing.T, ch <-chan net.Conn) net.Conn {
+	t.Helper()
+	select {
+	case c, ok := <-ch:
+		if !ok {
+			t.Fatal("accept failed")
+		}
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection arrived")
+	}
+	return nil
+}
+
+// TestIntegrationJoolMapperTraffic runs real connections through Jool: a
+// 64 control connection is classified from Jool's session table, and the
+// data-channel entries MapData adds carry connections in the direction
+// FTP needs them.
+func TestIntegrationJoolMapperTraffic(t *testing.T) {
+	c6, s4, natFD := joolTopology(t)
+	j, err := DialJool(&JoolConfig{NetNS: natFD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	m, err := NewJoolMapper(&JoolMapperConfig{Tables: j, ReservedPorts: [2]uint16{61000, 61999}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// 64: an IPv6 client's control connection to an IPv4 server.
+	ctrl := listen(t, s4, "192.0.2.2:2121")
+	dial(t, c6, "[64:ff9b::192.0.2.2]:2121")
+	server := accepted(t, ctrl)
+	client4 := netip.MustParseAddrPort(server.RemoteAddr().String())
+	s, ok := m.Classify(client4, ap("192.0.2.2:2121"))
+	if !ok || s.Kind != mangle.Kind64 || s.Client6 != netip.MustParseAddr("2001:db8:1::2") ||
+		s.Server6 != netip.MustParseAddr("64:ff9b::c000:202") || s.Client4 != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("Classify(%v) = %+v, %v", client4, s, ok)
+	}
+
+	// 64 active: the client listens on 50000 and says EPRT; the server
+	// connects to what MapData returns.
+	data := listen(t, c6, "[2001:db8:1::2]:50000")
+	p4, err := m.MapData(mangle.DataRequest{Session: s, Mode: mangle.Active64, Target: ap("[2001:db8:1::2]:50000")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p4 != ap("192.0.2.1:61000") {
+		t.Errorf("active64 mapping %v, want 192.0.2.1:61000", p4)
+	}
+	dial(t, s4, p4.String())
+	got := accepted(t, data)
+	t.Logf("active64 data connection %v -> %v", got.RemoteAddr(), got.LocalAddr())
+
+	// 46 passive: an IPv4 client's control connection to the IPv6 server
+	// behind the operator's entry; the server announces port 61005.
+	s46, ok := m.Classify(ap("192.0.2.2:40000"), ap("192.0.2.1:21"))
+	if !ok || s46.Kind != mangle.Kind46 || s46.Server6 != netip.MustParseAddr("2001:db8:1::2") {
+		t.Fatalf("Classify 46 = %+v, %v", s46, ok)
+	}
+	pasv := listen(t, c6, "[2001:db8:1::2]:61005")
+	p46, err := m.MapData(mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8:1::2]:61005")})
+	if err != nil || p46 != ap("192.0.2.1:61005") {
+		t.Fatalf("passive46 mapping %v, %v", p46, err)
+	}
+	c := dial(t, s4, p46.String())
+	got = accepted(t, pasv)
+	if want := netip.MustParseAddr("64:ff9b::c000:202"); netip.MustParseAddrPort(got.RemoteAddr().String()).Addr() != want {
+		t.Errorf("the IPv6 server sees %v, want %v", got.RemoteAddr(), want)
+	}
+
+	// Live connections keep their entries; finished ones let them go.
+	if err := m.Expire(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.Mappings()); n != 2 {
+		t.Errorf("%d mappings while both data connections are open, want 2", n)
+	}
+	c.Close()
+	got.Close()
+	time.Sleep(500 * time.Millisecond) // both FINs through Jool
+	if err := m.Expire(time.Now().Add(joolFinishedGrace)); err != nil {
+		t.Fatal(err)
+	}
+	if ms := m.Mappings(); len(ms) != 1 || ms[0].Addr4 != p4 {
+		t.Errorf("mappings after the passive connection closed: %v, want only %v", ms, p4)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bib, err := j.BIBList(ProtoTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range bib {
+		if e.Static && e.Addr4.Port() >= 61000 {
+			t.Errorf("left behind: %v", e)
+		}
+	}
+}

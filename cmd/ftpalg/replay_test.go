@@ -1270,3 +1270,51 @@ func TestReplayFlagsAfterCapture(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestReplayConnectionReuse: a control connection is reset, and a new one
+// on the same addresses and ports (a new SYN, another sequence number)
+// starts from scratch: nothing of the old connection's rewrites shifts the
+// new one's numbers.
+func TestReplayConnectionReuse(t *testing.T) {
+	dir := t.TempDir()
+	writeTaygaConfs(t, dir)
+	leg := ftpcap.Session46(40012).V4
+	script := func(c *ftpcap.Conv) {
+		c.Handshake()
+		ftpLogin(c)
+		c.Command("PASV\r\n", "EPSV 2\r\n")
+		c.Reply("229 Entering Extended Passive Mode (|||2000|)\r\n", "227 Entering Passive Mode (203,0,113,10,7,208)\r\n")
+	}
+	first := ftpcap.New(ftpcap.Config{})
+	script(first)
+	first.Reset(ftpcap.Client)
+	second := ftpcap.New(ftpcap.Config{Start: time.Date(2026, 1, 1, 0, 1, 0, 0, time.UTC), ClientISN: 7000000, ServerISN: 9000000})
+	script(second)
+	ftpQuit(second)
+	p1, p2 := first.Packets(leg), second.Packets(leg)
+	var in bytes.Buffer
+	if err := ftpcap.WritePcap(&in, ftpcap.Link{Type: layers.LinkTypeEthernet}, append(append([]ftpcap.Packet(nil), p1...), p2...)); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := replayFile(t, filepath.Join(dir, "tayga.conf"), in.Bytes())
+	got, _ := readIPPackets(t, out)
+	if len(got) != len(p1)+len(p2) {
+		t.Fatalf("%d frames out, want %d", len(got), len(p1)+len(p2))
+	}
+	for i, part := range []struct {
+		c       *ftpcap.Conv
+		in, out []ftpcap.Packet
+	}{{first, p1, got[:len(p1)]}, {second, p2, got[len(p1):]}} {
+		rep := ftpcap.CheckALG(ftpcap.Raw(part.in), ftpcap.Raw(part.out))
+		if err := rep.Err(); err != nil {
+			t.Errorf("connection %d: %v", i+1, err)
+		}
+		toServer, toClient := part.c.Want()
+		if got := rep.Stream(leg.Client, leg.Server); got != toServer {
+			t.Errorf("connection %d: server received %q, want %q", i+1, got, toServer)
+		}
+		if got := rep.Stream(leg.Server, leg.Client); got != toClient {
+			t.Errorf("connection %d: client received %q, want %q", i+1, got, toClient)
+		}
+	}
+}

@@ -94,6 +94,21 @@ func TestCheckALGPassThrough(t *testing.T) {
 	}
 }
 
+func TestReset(t *testing.T) {
+	c := New(Config{})
+	c.Handshake()
+	c.Reply("220 hi\r\n", "")
+	c.Reset(Client)
+	pkts := c.Packets(Session46(1).V4)
+	last := gopacket.NewPacket(pkts[len(pkts)-1].Data, layers.LayerTypeIPv4, gopacket.Default).Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if !last.RST || !last.ACK || last.Seq != 1000001 || last.Ack != 2000009 {
+		t.Errorf("RST seq %d ack %d flags RST %v ACK %v", last.Seq, last.Ack, last.RST, last.ACK)
+	}
+	if err := Check(Raw(pkts)).Err(); err != nil {
+		t.Error(err)
+	}
+}
+
 // TestSACKAndRetransmission looks at the generated options directly.
 func TestSACKAndRetransmission(t *testing.T) {
 	c := New(Config{SACK: true})

@@ -119,6 +119,7 @@ type segment struct {
 	from     Side
 	seq, ack uint32
 	syn, fin bool
+	rst      bool
 	ackFlag  bool
 	payload  []byte
 	sack     [][2]uint32 // in the sender's numbering of what it received
@@ -377,6 +378,13 @@ func (c *Conv) Close(from Side) {
 	c.add(segment{from: from, seq: a.snd, ack: a.rcv, ackFlag: true})
 }
 
+// Reset adds a RST (with ACK) from side from: the connection is over.
+func (c *Conv) Reset(from Side) {
+	a := &c.sides[from]
+	c.add(segment{from: from, seq: a.snd, ack: a.rcv, ackFlag: true, rst: true})
+	a.fin, c.sides[from.peer()].fin = true, true
+}
+
 // Sent returns the byte streams the client and the server sent, each in
 // its own numbering: what the ALG receives.
 func (c *Conv) Sent() (fromClient, fromServer string) {
@@ -424,6 +432,7 @@ func (c *Conv) render(s segment, src, dst net.IP, sport, dport uint16, id uint16
 		Seq:     s.seq,
 		SYN:     s.syn,
 		FIN:     s.fin,
+		RST:     s.rst,
 		ACK:     s.ackFlag,
 		PSH:     len(s.payload) > 0,
 		Window:  c.cfg.Window,

@@ -369,6 +369,15 @@ func TestIntegrationClose(t *testing.T) {
 	h := &testHandler{held: map[uint32]time.Time{}}
 	go func() { runErr <- q.Run(context.Background(), h) }()
 	time.Sleep(30 * time.Millisecond)
+	// The loop blocks in a raw system call holding its P: a GC's stop of
+	// the world still interrupts it at once.
+	for range 3 {
+		start := time.Now()
+		runtime.GC()
+		if d := time.Since(start); d > 15*time.Millisecond {
+			t.Errorf("GC took %v with the loop blocked in a read", d)
+		}
+	}
 	start := time.Now()
 	if err := q.Close(); err != nil {
 		t.Fatal(err)

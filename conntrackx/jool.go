@@ -363,6 +363,37 @@ func (j *Jool) SessionFind(proto uint8, src4, dst4 netip.AddrPort) (SessionEntry
 	return SessionEntry{}, false, nil
 }
 
+// BIBSessions returns the sessions of the BIB entry whose IPv4 side is
+// src4, without listing the whole table: a listing resumed after
+// (src4, 0.0.0.0:0) starts with that entry's sessions, then goes on to the
+// next entries'.
+func (j *Jool) BIBSessions(proto uint8, src4 netip.AddrPort) ([]SessionEntry, error) {
+	var out []SessionEntry
+	off := SessionEntry{
+		Src6: netip.AddrPortFrom(netip.IPv6Unspecified(), 0),
+		Dst6: netip.AddrPortFrom(netip.IPv6Unspecified(), 0),
+		Src4: src4,
+		Dst4: netip.AddrPortFrom(netip.IPv4Unspecified(), 0),
+	}
+	for range maxPages {
+		page, more, err := j.sessionPage(proto, &off)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range page {
+			if s.Src4 != src4 {
+				return out, nil
+			}
+			out = append(out, s)
+		}
+		if !more || len(page) == 0 {
+			return out, nil
+		}
+		off = page[len(page)-1]
+	}
+	return nil, fmt.Errorf("jool session list: %w: more than %d pages", errMalformed, maxPages)
+}
+
 // prevAddrPort returns the IPv4 transport address just before a in Jool's
 // order (address, then port).
 func prevAddrPort(a netip.AddrPort) (netip.AddrPort, bool) {

@@ -466,6 +466,9 @@ func TestIntegrationJoolMapperTraffic(t *testing.T) {
 	dial(t, s4, p4.String())
 	got := accepted(t, data)
 	t.Logf("active64 data connection %v -> %v", got.RemoteAddr(), got.LocalAddr())
+	if ss, err := j.BIBSessions(ProtoTCP, p4); err != nil || len(ss) != 1 || ss[0].Src6 != ap("[2001:db8:1::2]:50000") || ss[0].Finished() {
+		t.Errorf("BIBSessions(%v) = %+v, %v; want the live data connection", p4, ss, err)
+	}
 
 	// 46 passive: an IPv4 client's control connection to the IPv6 server
 	// behind the operator's entry; the server announces port 61005.

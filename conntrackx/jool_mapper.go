@@ -54,7 +54,14 @@ type (
 	joolPool6Source interface {
 		Pool6() (netip.Prefix, bool, error)
 	}
+	joolBIBSessions interface {
+		BIBSessions(proto uint8, src4 netip.AddrPort) ([]SessionEntry, error)
+	}
 )
+
+// joolPerEntryLookups is how many mappings Expire looks up one by one
+// (when the tables can) before it lists the whole session table instead.
+const joolPerEntryLookups = 32
 
 // JoolMapperConfig configures a JoolMapper.
 type JoolMapperConfig struct {
@@ -515,14 +522,16 @@ func (m *JoolMapper) remove(e BIBEntry) error {
 // session table at now: those whose sessions have all finished (both FINs
 // or a reset) or vanished, and those that saw no session within
 // IdleTimeout of their last request. Call it periodically (every few
-// seconds); it lists the TCP sessions once when it holds any mapping.
+// seconds): when it holds mappings it asks Jool for their sessions (one
+// request per mapping, or one listing of all TCP sessions when it holds
+// more than a few dozen).
 func (m *JoolMapper) Expire(now time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.owned) == 0 {
 		return nil
 	}
-	sessions, err := m.t.SessionList(ProtoTCP)
+	sessions, err := m.sessionsOfOwned()
 	if err != nil {
 		return fmt.Errorf("jool mapper expire: %w", err)
 	}
@@ -559,6 +568,25 @@ func (m *JoolMapper) Expire(now time.Time) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sessionsOfOwned returns (at least) the sessions on the entries the
+// mapper holds: entry by entry when they are few and the tables can, else
+// the whole TCP session table.
+func (m *JoolMapper) sessionsOfOwned() ([]SessionEntry, error) {
+	bs, ok := m.t.(joolBIBSessions)
+	if !ok || len(m.owned) > joolPerEntryLookups {
+		return m.t.SessionList(ProtoTCP)
+	}
+	var all []SessionEntry
+	for _, om := range m.owned {
+		ss, err := bs.BIBSessions(ProtoTCP, om.entry.Addr4)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, ss...)
+	}
+	return all, nil
 }
 
 // Close removes every entry the mapper added. MapData fails afterwards.

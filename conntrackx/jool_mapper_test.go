@@ -126,6 +126,22 @@ func (f *fakeTables) has(e BIBEntry) bool {
 	return false
 }
 
+// perEntryTables adds the per-entry session lookup a *Jool has.
+type perEntryTables struct{ *fakeTables }
+
+func (p perEntryTables) BIBSessions(proto uint8, src4 netip.AddrPort) ([]SessionEntry, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls["bibsessions"]++
+	var out []SessionEntry
+	for _, s := range p.sessions {
+		if s.Src4 == src4 {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
 // fakeClock is a settable clock for the mapper.
 type fakeClock struct{ t time.Time }
 
@@ -134,7 +150,9 @@ func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 func newTestMapper(t *testing.T, f *fakeTables, cfg JoolMapperConfig) (*JoolMapper, *fakeClock) {
 	t.Helper()
-	cfg.Tables = f
+	if cfg.Tables == nil {
+		cfg.Tables = f
+	}
 	if cfg.ReservedPorts == [2]uint16{} {
 		cfg.ReservedPorts = [2]uint16{61000, 61999}
 	}
@@ -371,8 +389,17 @@ func TestJoolMapperAdoptsLeftover(t *testing.T) {
 }
 
 func TestJoolMapperExpire(t *testing.T) {
+	t.Run("session listing", func(t *testing.T) { testJoolMapperExpire(t, false) })
+	t.Run("per-entry lookups", func(t *testing.T) { testJoolMapperExpire(t, true) })
+}
+
+func testJoolMapperExpire(t *testing.T, perEntry bool) {
 	f := newFakeTables()
-	m, clk := newTestMapper(t, f, JoolMapperConfig{IdleTimeout: time.Minute})
+	var tables JoolTables = f
+	if perEntry {
+		tables = perEntryTables{f}
+	}
+	m, clk := newTestMapper(t, f, JoolMapperConfig{Tables: tables, IdleTimeout: time.Minute})
 	s := session46(m)
 	mapData := func(port uint16) BIBEntry {
 		t.Helper()
@@ -440,6 +467,12 @@ func TestJoolMapperExpire(t *testing.T) {
 	}
 	if n := len(m.Mappings()); n != 0 {
 		t.Errorf("%d mappings left", n)
+	}
+	if perEntry && (f.count("sessions") != 0 || f.count("bibsessions") == 0) {
+		t.Errorf("listed all sessions %d times, looked entries up %d times", f.count("sessions"), f.count("bibsessions"))
+	}
+	if !perEntry && f.count("sessions") == 0 {
+		t.Error("never listed the sessions")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -371,6 +372,36 @@ func TestJoolListPagingFromFake(t *testing.T) {
 	}
 	if _, ok, err := j.SessionFind(ProtoTCP, netip.AddrPortFrom(c4, 3001), netip.AddrPortFrom(s4, 20)); ok || err != nil {
 		t.Errorf("SessionFind of a missing session: ok %v, err %v", ok, err)
+	}
+
+	// Six sessions on one BIB entry, sorted before the others: two pages.
+	busy := netip.AddrPortFrom(c4, 2999)
+	var want []SessionEntry
+	for i := range 6 {
+		want = append(want, SessionEntry{
+			Src6: netip.AddrPortFrom(netip.MustParseAddr("2001:db8::10"), 39999),
+			Dst6: netip.AddrPortFrom(netip.MustParseAddr("64:ff9b::c633:6407"), uint16(5000+i)),
+			Src4: busy, Dst4: netip.AddrPortFrom(s4, uint16(5000+i)), Proto: ProtoTCP,
+		})
+	}
+	k.sessions = append(slices.Clone(want), k.sessions...)
+	k.requests = 0
+	got, err := j.BIBSessions(ProtoTCP, busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignoreExpires := cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".Expires" }, cmp.Ignore())
+	if diff := cmp.Diff(want, got, equateNetip, ignoreExpires); diff != "" {
+		t.Errorf("BIBSessions (-want +got):\n%s", diff)
+	}
+	if k.requests != 2 {
+		t.Errorf("BIBSessions made %d requests for 6 sessions in pages of 4, want 2", k.requests)
+	}
+	if got, err := j.BIBSessions(ProtoTCP, netip.AddrPortFrom(c4, 3004)); err != nil || len(got) != 1 || got[0].Dst4 != k.sessions[6+4].Dst4 {
+		t.Errorf("BIBSessions of a one-session entry = %v, %v", got, err)
+	}
+	if got, err := j.BIBSessions(ProtoTCP, netip.AddrPortFrom(c4, 1)); err != nil || len(got) != 0 {
+		t.Errorf("BIBSessions of an entry without sessions = %v, %v", got, err)
 	}
 }
 

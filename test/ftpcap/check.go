@@ -36,13 +36,14 @@ type Flow struct {
 	// Segments counts the packets of this direction.
 	Segments int
 
-	segs   []seg
-	have   []bool // which bytes of Data's backing buffer were seen
-	buf    []byte
-	high   uint32 // highest sequence number sent plus one (SYN and FIN count)
-	finSeq uint32
-	starts map[uint32]bool // sequence numbers where a segment started
-	ends   map[uint32]bool // sequence numbers up to which something can be acknowledged
+	segs        []seg
+	isnFromData bool   // without a SYN: ISN was taken from a segment with data or FIN
+	have        []bool // which bytes of Data's backing buffer were seen
+	buf         []byte
+	high        uint32 // highest sequence number sent plus one (SYN and FIN count)
+	finSeq      uint32
+	starts      map[uint32]bool // sequence numbers where a segment started
+	ends        map[uint32]bool // sequence numbers up to which something can be acknowledged
 }
 
 // seg is one TCP segment as pass one records it.
@@ -343,13 +344,16 @@ func (r *Report) checkPacket(lp labeled, flows map[flowKey]*Flow, acks []ackRef)
 	f.Segments++
 	s := seg{where: where, seq: tcp.Seq, syn: tcp.SYN, fin: tcp.FIN, payload: tcp.Payload}
 	f.segs = append(f.segs, s)
+	// Without a SYN the stream starts at the lowest sequence number that
+	// carried data or a FIN (a keep-alive's is one below the next byte).
+	carries := len(tcp.Payload) > 0 || tcp.FIN
 	switch {
 	case tcp.SYN && !f.SawSYN:
 		f.ISN, f.SawSYN = tcp.Seq, true
 	case tcp.SYN && tcp.Seq != f.ISN:
 		r.problem(where, "%v: SYN at %d, earlier SYN at %d", f.name(), tcp.Seq, f.ISN)
-	case !f.SawSYN && seqLT(tcp.Seq-1, f.ISN):
-		f.ISN = tcp.Seq - 1
+	case !f.SawSYN && carries && (!f.isnFromData || seqLT(tcp.Seq-1, f.ISN)):
+		f.ISN, f.isnFromData = tcp.Seq-1, true
 	}
 
 	rev := flowKey{k.dst, k.src}
@@ -406,6 +410,9 @@ func (f *Flow) build(r *Report) {
 		}
 		off := seq - (f.ISN + 1)
 		n := uint32(len(s.payload))
+		if n == 0 && !s.fin && !s.syn {
+			continue // a pure acknowledgement or a keep-alive
+		}
 		if int32(off) < 0 || off > maxStream || off+n > maxStream {
 			r.problem(s.where, "%v: sequence number %d is %d bytes from the stream's start", f.name(), s.seq, int32(off))
 			continue

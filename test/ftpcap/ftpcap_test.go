@@ -94,6 +94,36 @@ func TestCheckALGPassThrough(t *testing.T) {
 	}
 }
 
+// TestReorderResendKeepAlive: the segments of a reordered write, a
+// retransmission spanning segments and a keep-alive make a consistent
+// capture; the keep-alive's sequence number is one below the next byte.
+func TestReorderResendKeepAlive(t *testing.T) {
+	for _, sack := range []bool{false, true} {
+		c := New(Config{SACK: sack})
+		c.KeepAlive(Client) // before any data, in a capture without handshake
+		c.Reply("220 hi\r\n", "")
+		c.Send(Write{From: Client, Data: "USER a\r\nPASS b\r\n", Split: []int{3, 8, 12}, Order: []int{1, 0, 3, 2}})
+		c.Resend(Client, 3, 12) // "R a\r\nPASS": across three segments
+		c.Resend(Client, 0, 8)  // "USER a\r\n": two whole segments, D-SACK
+		c.KeepAlive(Server)
+		n := c.Len()
+		c.Close(Server)
+		pkts := c.Packets(Session64(2).V6)
+		rep := Check(Raw(pkts))
+		if err := rep.Err(); err != nil {
+			t.Fatalf("sack=%v: %v", sack, err)
+		}
+		leg := Session64(2).V6
+		if got := rep.Stream(leg.Client, leg.Server); got != "USER a\r\nPASS b\r\n" {
+			t.Errorf("client stream %q", got)
+		}
+		ka := gopacket.NewPacket(pkts[n-2].Data, layers.LayerTypeIPv6, gopacket.Default).Layer(layers.LayerTypeTCP).(*layers.TCP)
+		if ka.Seq != 2000008 || len(ka.Payload) != 0 {
+			t.Errorf("keep-alive seq %d, %d bytes", ka.Seq, len(ka.Payload))
+		}
+	}
+}
+
 func TestReset(t *testing.T) {
 	c := New(Config{})
 	c.Handshake()

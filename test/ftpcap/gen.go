@@ -95,6 +95,10 @@ type Write struct {
 	// NoAck leaves the write unacknowledged for now: the peer's next
 	// segment carries the acknowledgement.
 	NoAck bool
+	// Order is the order in which the segments reach the ALG (a
+	// permutation of their indices; reordering before the ALG). Empty:
+	// in order.
+	Order []int
 }
 
 // Packet is one generated IP packet.
@@ -247,12 +251,28 @@ func (c *Conv) Send(w Write) {
 		pa, oka := mapOffset(w.Data, want, a)
 		pb, okb := mapOffset(w.Data, want, b)
 		s := segment{from: w.From, seq: snd.snd + uint32(a), ack: snd.rcv, ackFlag: true, payload: []byte(w.Data[a:b])}
-		c.add(s)
 		ds := dataSeg{seg: s, peerLeft: peerBase + uint32(pa), peerRight: peerBase + uint32(pb), ok: oka && okb}
 		if lost[i] && !ds.ok {
 			panic(fmt.Sprintf("ftpcap: lost segment %d of %q has a boundary inside the rewrite to %q", i, w.Data, want))
 		}
 		segs = append(segs, ds)
+	}
+	order := w.Order
+	if len(order) == 0 {
+		for i := range segs {
+			order = append(order, i)
+		}
+	}
+	if len(order) != len(segs) {
+		panic(fmt.Sprintf("ftpcap: Order %v for %d segments", w.Order, len(segs)))
+	}
+	seen := map[int]bool{}
+	for _, i := range order {
+		if i < 0 || i >= len(segs) || seen[i] {
+			panic(fmt.Sprintf("ftpcap: Order %v is not a permutation of %d segments", w.Order, len(segs)))
+		}
+		seen[i] = true
+		c.add(segs[i].seg)
 	}
 	snd.sent = append(snd.sent, segs...)
 	snd.snd += uint32(len(w.Data))
@@ -362,6 +382,51 @@ func (c *Conv) Retransmit(from Side, n int) {
 		a.sack = [][2]uint32{{ds.peerLeft, ds.peerRight}}
 	}
 	c.add(a)
+}
+
+// Resend sends bytes [start, end) of what side from has sent so far
+// (offsets into its stream, 0 being its first byte) again as one segment,
+// with the sender's current acknowledgement: a retransmission that covers
+// several original segments, or part of one, as TCP stacks do. The peer
+// answers with a duplicate acknowledgement, with a D-SACK block (RFC 2883)
+// when Config.SACK is set and the range starts and ends on segment
+// boundaries the peer can number.
+func (c *Conv) Resend(from Side, start, end int) {
+	st := &c.sides[from]
+	var stream []byte
+	for _, ds := range st.sent {
+		stream = append(stream, ds.seg.payload...)
+	}
+	if start < 0 || end > len(stream) || start >= end {
+		panic(fmt.Sprintf("ftpcap: Resend [%d, %d) of %d bytes", start, end, len(stream)))
+	}
+	base := st.isn + 1
+	c.add(segment{from: from, seq: base + uint32(start), ack: st.rcv, ackFlag: true, payload: stream[start:end]})
+	peer := &c.sides[from.peer()]
+	a := segment{from: from.peer(), seq: peer.snd, ack: peer.rcv, ackFlag: true}
+	var left, right uint32
+	var okl, okr bool
+	for _, ds := range st.sent {
+		if ds.ok && ds.seg.seq == base+uint32(start) {
+			left, okl = ds.peerLeft, true
+		}
+		if ds.ok && ds.seg.seq+uint32(len(ds.seg.payload)) == base+uint32(end) {
+			right, okr = ds.peerRight, true
+		}
+	}
+	if c.cfg.SACK && okl && okr {
+		a.sack = [][2]uint32{{left, right}}
+	}
+	c.add(a)
+}
+
+// KeepAlive adds a TCP keep-alive from side from (RFC 1122 4.2.3.6: the
+// sequence number one below the next byte, no data) and the peer's
+// acknowledgement.
+func (c *Conv) KeepAlive(from Side) {
+	st := &c.sides[from]
+	c.add(segment{from: from, seq: st.snd - 1, ack: st.rcv, ackFlag: true})
+	c.ack(from.peer())
 }
 
 // Close adds a FIN from side from, the peer's FIN+ACK and the final ACK.

@@ -279,6 +279,49 @@ var replayScenarios = []replayScenario{
 		},
 	},
 	{
+		name: "46-reordered",
+		leg:  func() ftpcap.Leg { return ftpcap.Session46(40013).V4 },
+		link: ftpcap.Link{Type: layers.LinkTypeEthernet},
+		conf: "tayga.conf",
+		script: func(c *ftpcap.Conv) {
+			ftpLogin(c)
+			// The second half of a command reaches the ALG first.
+			c.Send(ftpcap.Write{From: ftpcap.Client, Data: "PASV\r\n", Want: "EPSV 2\r\n", Split: []int{2}, Order: []int{1, 0}})
+			c.Send(ftpcap.Write{From: ftpcap.Server,
+				Data:  "229 Entering Extended Passive Mode (|||2000|)\r\n",
+				Want:  "227 Entering Passive Mode (203,0,113,10,7,208)\r\n",
+				Split: []int{20}, Order: []int{1, 0}})
+			c.Send(ftpcap.Write{From: ftpcap.Client, Data: "NOOP\r\nPORT 192,0,2,10,78,32\r\n",
+				Want: "NOOP\r\nEPRT |2|2001:db8:64::c000:20a|20000|\r\n", Split: []int{6}, Order: []int{1, 0}})
+			c.Reply("200 NOOP ok.\r\n200 PORT command successful.\r\n", "")
+			ftpQuit(c)
+		},
+	},
+	{
+		name: "64-repacketized",
+		leg:  func() ftpcap.Leg { return ftpcap.Session64(50009).V6 },
+		link: ftpcap.Link{Type: layers.LinkTypeRaw},
+		conf: "tayga.conf",
+		cfg:  ftpcap.Config{SACK: true},
+		script: func(c *ftpcap.Conv) {
+			ftpLogin(c) // client sent 24 bytes
+			// EPSV in two segments, then again as one (repacketized).
+			c.Send(ftpcap.Write{From: ftpcap.Client, Data: "EPSV\r\n", Want: "PASV\r\n", Split: []int{2}})
+			c.Resend(ftpcap.Client, 24, 30)
+			c.Reply("227 Entering Passive Mode (198,51,100,10,7,208)\r\n", "229 Entering Extended Passive Mode (|||2000|)\r\n")
+			// A retransmission that starts before a rewritten line and
+			// ends inside it.
+			c.Command("NOOP\r\nEPRT |2|2001:db8:2::20|20000|\r\n", "NOOP\r\nPORT 192,168,254,20,78,32\r\n")
+			c.Resend(ftpcap.Client, 30, 40)
+			c.Reply("200 NOOP ok.\r\n200 PORT command successful.\r\n", "")
+			// Keep-alives after the rewrites changed lengths.
+			c.KeepAlive(ftpcap.Client)
+			c.KeepAlive(ftpcap.Server)
+			ftpQuit(c)
+		},
+		engineBug: "a retransmission covering a rewritten line is sent unrewritten (and at a shifted sequence number)",
+	},
+	{
 		name: "46-split",
 		leg:  func() ftpcap.Leg { return ftpcap.Session46(40003).V4 },
 		link: ftpcap.Link{Type: layers.LinkTypeEthernet},

@@ -218,6 +218,12 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// A second signal during shutdown ends the process at once (the
+		// rules may then stay: "ftpalg rules remove" removes them).
+		<-ctx.Done()
+		stop()
+	}()
 	if err := run(ctx, cfg, newLogger(stderr, cfg)); err != nil {
 		fmt.Fprintf(stderr, "ftpalg run: %v\n", err)
 		return 1

@@ -117,7 +117,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	})
 	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fl.StringVar(&cfg.StatusSocket, "status-socket", defaultStatusSocket, "unix socket `path` that 'ftpalg status' reads (empty: none)")
-	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "not implemented yet: a Prometheus endpoint `address`")
+	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
 	return fl
 }
 
@@ -174,9 +174,6 @@ func (c *runConfig) check() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
-	}
-	if c.MetricsAddr != "" {
-		return errors.New("--metrics-addr: not implemented yet (use 'ftpalg status --json')")
 	}
 	return nil
 }
@@ -380,15 +377,33 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		queues = append(queues, q)
 	}
 
-	var status *statusServer
+	handlers := make([]*engineHandler, len(queues))
+	for i, q := range queues {
+		handlers[i] = newEngineHandler(q.Num(), &mangle.Config{
+			Mapper:      mapper,
+			Strict:      cfg.Strict,
+			ServerPorts: cfg.Ports,
+		}, cfg.HoldTimeout, log)
+	}
+	started := time.Now()
+	getReport := func() statusReport { return report(cfg, started, queues, handlers) }
 	if cfg.StatusSocket != "" {
-		status, err = listenStatus(cfg.StatusSocket, log)
+		status, err := listenStatus(cfg.StatusSocket, log)
 		if err != nil {
 			return err
 		}
 		defer status.Close()
+		status.serve(getReport)
+	}
+	if cfg.MetricsAddr != "" {
+		ms, err := listenMetrics(cfg.MetricsAddr, log, getReport)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
 	}
 
+	// Rules last: nothing can fail after them but the loops themselves.
 	rc := cfg.rules()
 	if !cfg.NoRules {
 		if err := rules.Install(rc); err != nil {
@@ -406,23 +421,10 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 			}
 		}()
 	}
-
-	handlers := make([]*engineHandler, len(queues))
-	for i, q := range queues {
-		handlers[i] = newEngineHandler(q.Num(), &mangle.Config{
-			Mapper:      mapper,
-			Strict:      cfg.Strict,
-			ServerPorts: cfg.Ports,
-		}, cfg.HoldTimeout, log)
-	}
-	started := time.Now()
-	if status != nil {
-		status.serve(func() statusReport { return report(cfg, started, queues, handlers) })
-	}
 	log.Info("ftpalg running",
 		"version", version, "translator", cfg.translator(), "conf", cfg.TaygaConf+cfg.JoolInstance,
 		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules,
-		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket)
+		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket, "metrics_addr", cfg.MetricsAddr)
 
 	// One loop per queue; the first to fail stops the others.
 	runCtx, cancel := context.WithCancel(ctx)

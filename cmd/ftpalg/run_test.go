@@ -7,6 +7,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,7 +66,6 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --hold-timeout 0s", wantErr: "want a positive duration"},
 		{args: "--tayga-conf a --log-level loud", wantErr: "log-level"},
 		{args: "--tayga-conf a --log-format xml", wantErr: `--log-format "xml"`},
-		{args: "--tayga-conf a --metrics-addr :9100", wantErr: "not implemented yet"},
 		{args: "--tayga-conf a extra", wantErr: `unexpected argument "extra"`},
 		{args: "--bogus", wantErr: "flag provided but not defined"},
 	} {
@@ -278,6 +278,57 @@ func TestStatusSocket(t *testing.T) {
 	errOut.Reset()
 	if code := statusMain([]string{"--socket", path}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "no daemon answers") {
 		t.Errorf("status without daemon: exit %d, %q", code, errOut.String())
+	}
+}
+
+func TestSnake(t *testing.T) {
+	for in, want := range map[string]string{
+		"Packets": "packets", "VerdictErrors": "verdict_errors", "ENOBUFS": "enobufs",
+		"NotTCP": "not_tcp", "HeldTimeout": "held_timeout", "FlowsEvicted": "flows_evicted",
+	} {
+		if got := snake(in); got != want {
+			t.Errorf("snake(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	rep := statusReport{Version: "v1", Translator: "tayga", Leg: "ipv4", Started: time.Unix(1700000000, 0),
+		Queues: []queueStatus{
+			{Queue: 0, NFQ: nfq.Stats{Packets: 10, ENOBUFS: 2}, Engine: mangle.Stats{NotTCP: 3}, Flows: 4},
+			{Queue: 1, Kernel: &nfq.KernelStats{QueueDrops: 5}},
+		}}
+	m, err := listenMetrics("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)), func() statusReport { return rep })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	resp, err := http.Get("http://" + m.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{
+		`ftpalg_info{version="v1",translator="tayga",leg="ipv4"} 1`,
+		"ftpalg_start_time_seconds 1700000000",
+		"# TYPE ftpalg_nfqueue_packets_total counter",
+		`ftpalg_nfqueue_packets_total{queue="0"} 10`,
+		`ftpalg_nfqueue_enobufs_total{queue="0"} 2`,
+		`ftpalg_engine_not_tcp_total{queue="0"} 3`,
+		`ftpalg_flows{queue="0"} 4`,
+		`ftpalg_kernel_queue_drops_total{queue="1"} 5`,
+	} {
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if strings.Contains(text, `ftpalg_kernel_waiting{queue="0"}`) {
+		t.Error("kernel counters of a queue the kernel did not list")
+	}
+	if t.Failed() {
+		t.Log(text)
 	}
 }
 

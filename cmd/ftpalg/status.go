@@ -8,12 +8,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"reflect"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
 	"github.com/ftpalg/ftpalg/mangle"
@@ -269,4 +271,105 @@ func counterRows(row func(string, func(queueStatus) string), prefix string, get 
 	for i := range t.NumField() {
 		row(prefix+t.Field(i).Name, func(q queueStatus) string { return fmt.Sprint(get(q).Field(i).Interface()) })
 	}
+}
+
+// metricsServer serves the daemon's report in the Prometheus text
+// exposition format (version 0.0.4) on /metrics, with the standard library
+// only.
+type metricsServer struct {
+	srv  *http.Server
+	ln   net.Listener
+	done chan struct{}
+}
+
+func listenMetrics(addr string, log *slog.Logger, get func() statusReport) (*metricsServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		writeMetrics(w, get())
+	})
+	m := &metricsServer{
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		ln:   ln,
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(m.done)
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("metrics", "err", err)
+		}
+	}()
+	return m, nil
+}
+
+// Addr is the address the server listens on.
+func (m *metricsServer) Addr() net.Addr { return m.ln.Addr() }
+
+func (m *metricsServer) Close() error {
+	err := m.srv.Close()
+	<-m.done
+	return err
+}
+
+// writeMetrics writes every counter of the report, one family per field:
+// ftpalg_nfqueue_<field>_total, ftpalg_engine_<field>_total and
+// ftpalg_kernel_* with a queue label, ftpalg_flows as a gauge.
+func writeMetrics(w io.Writer, r statusReport) {
+	fmt.Fprintf(w, "# HELP ftpalg_info The running daemon.\n# TYPE ftpalg_info gauge\n")
+	fmt.Fprintf(w, "ftpalg_info{version=%q,translator=%q,leg=%q} 1\n", r.Version, r.Translator, r.Leg)
+	fmt.Fprintf(w, "# HELP ftpalg_start_time_seconds When the daemon started.\n# TYPE ftpalg_start_time_seconds gauge\n")
+	fmt.Fprintf(w, "ftpalg_start_time_seconds %d\n", r.Started.Unix())
+	family := func(name, typ, help string, value func(q queueStatus) (uint64, bool)) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+		for _, q := range r.Queues {
+			if v, ok := value(q); ok {
+				fmt.Fprintf(w, "%s{queue=\"%d\"} %d\n", name, q.Queue, v)
+			}
+		}
+	}
+	family("ftpalg_flows", "gauge", "Control connections the engine follows.",
+		func(q queueStatus) (uint64, bool) { return uint64(q.Flows), true })
+	counters := func(prefix, what string, get func(q queueStatus) reflect.Value) {
+		t := get(queueStatus{}).Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			family(prefix+snake(f.Name)+"_total", "counter", what+" counter "+f.Name+".",
+				func(q queueStatus) (uint64, bool) { return get(q).Field(i).Uint(), true })
+		}
+	}
+	counters("ftpalg_nfqueue_", "Queue loop", func(q queueStatus) reflect.Value { return reflect.ValueOf(q.NFQ) })
+	counters("ftpalg_engine_", "Engine", func(q queueStatus) reflect.Value { return reflect.ValueOf(q.Engine) })
+	kernel := func(f func(*nfq.KernelStats) uint32) func(q queueStatus) (uint64, bool) {
+		return func(q queueStatus) (uint64, bool) {
+			if q.Kernel == nil {
+				return 0, false
+			}
+			return uint64(f(q.Kernel)), true
+		}
+	}
+	family("ftpalg_kernel_waiting", "gauge", "Packets waiting in the kernel for a verdict.",
+		kernel(func(k *nfq.KernelStats) uint32 { return k.Waiting }))
+	family("ftpalg_kernel_queue_drops_total", "counter", "Packets the kernel dropped or bypassed because the queue was full.",
+		kernel(func(k *nfq.KernelStats) uint32 { return k.QueueDrops }))
+	family("ftpalg_kernel_socket_drops_total", "counter", "Packets the kernel could not hand to the daemon.",
+		kernel(func(k *nfq.KernelStats) uint32 { return k.SocketDrops }))
+}
+
+// snake turns a Go field name into a metric name part: "VerdictErrors" ->
+// "verdict_errors", "ENOBUFS" -> "enobufs", "NotTCP" -> "not_tcp".
+func snake(s string) string {
+	var b strings.Builder
+	rs := []rune(s)
+	for i, r := range rs {
+		upper := unicode.IsUpper(r)
+		if upper && i > 0 && (unicode.IsLower(rs[i-1]) || i+1 < len(rs) && unicode.IsLower(rs[i+1])) {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToLower(r))
+	}
+	return b.String()
 }

@@ -388,12 +388,14 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	started := time.Now()
 	getReport := func() statusReport { return report(cfg, started, queues, handlers) }
 	if cfg.StatusSocket != "" {
-		status, err := listenStatus(cfg.StatusSocket, log)
-		if err != nil {
-			return err
+		// Only a window on the daemon: translating matters more. Daemons
+		// in several namespaces of one host share /run, for one.
+		if status, err := listenStatus(cfg.StatusSocket, log); err != nil {
+			log.Warn("no status socket: 'ftpalg status' cannot reach this daemon (see --status-socket)", "err", err)
+		} else {
+			defer status.Close()
+			status.serve(getReport)
 		}
-		defer status.Close()
-		status.serve(getReport)
 	}
 	if cfg.MetricsAddr != "" {
 		ms, err := listenMetrics(cfg.MetricsAddr, log, getReport)

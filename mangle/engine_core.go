@@ -124,7 +124,10 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 			return
 		}
 		if f != nil {
-			// A new connection reusing the key of an old one.
+			// A new connection reusing the key of an old one: what the
+			// old one held goes out as it is.
+			e.forceRelease(f, ToServer)
+			e.forceRelease(f, ToClient)
 			e.dropFlow(f)
 		}
 		f = e.newFlow(key, now)
@@ -284,17 +287,18 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 	e.afterAck(f, d)
 }
 
-// afterAck forgets the other direction's rewrites that the packet just
-// processed acknowledged, unless this direction holds packets whose
-// acknowledgement numbers still need the old history.
+// afterAck records how far the packet just processed acknowledged the
+// other direction (in that direction's original numbering), for the
+// history to know which rewrites no retransmission can need any more.
 func (e *Engine) afterAck(f *flow, d Dir) {
 	p := &e.pkt
-	if p.flags&tcpACK == 0 || f.s[d].nheld > 0 {
+	if p.flags&tcpACK == 0 {
 		return
 	}
 	ot := &f.s[1-d]
-	if ot.hist.n > 0 {
-		ot.hist.forget(ot.hist.toOrig(p.ack, false))
+	a := ot.hist.toOrig(p.ack, false)
+	if !ot.ackSeen || seqLT(ot.acked, a) {
+		ot.acked, ot.ackSeen = a, true
 	}
 }
 

@@ -62,6 +62,8 @@ type heldPkt struct {
 type stream struct {
 	hist    history
 	next    uint32 // next original sequence number the assembler expects
+	acked   uint32 // highest original number the receiver acknowledged
+	ackSeen bool
 	synced  bool
 	fin     bool
 	line    lineState

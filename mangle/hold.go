@@ -93,10 +93,19 @@ func (e *Engine) release(f *flow, d Dir, r uint32, force bool, before *uint32) {
 		return
 	}
 	st.nheld = k
-	// Compact the byte store: released packets were copied out.
+	// Compact the byte store (released packets were copied out). The list
+	// is in sequence order, which need not be the order of the bytes in the
+	// store, so move them in the store's order: each only ever moves down.
 	w := 0
-	for i := 0; i < k; i++ {
-		h := &st.held[i]
+	for moved := 0; moved < k; moved++ {
+		next := -1
+		for i := 0; i < k; i++ {
+			h := &st.held[i]
+			if h.off >= w && (next < 0 || h.off < st.held[next].off) {
+				next = i
+			}
+		}
+		h := &st.held[next]
 		copy(st.heldBuf[w:], st.heldBuf[h.off:h.off+h.n])
 		h.off = w
 		w += h.n

@@ -143,8 +143,20 @@ func (h *history) appendSent(dst []byte, s uint32, payload []byte) []byte {
 // Regions are added in stream order and never overlap. It reports false
 // when the history is full or b too long: the caller then leaves the
 // line as it was.
-func (h *history) add(start, olen uint32, b []byte) bool {
-	if h.n == maxRegions || len(b) > maxRegionBytes {
+//
+// Regions are kept after the receiver acknowledged them, so that a
+// spurious retransmission, a keep-alive or a D-SACK block still maps
+// exactly; only when the history is full are the oldest regions that end
+// at or before acked (original numbering, valid with canForget) folded
+// into base.
+func (h *history) add(start, olen uint32, b []byte, acked uint32, canForget bool) bool {
+	if len(b) > maxRegionBytes {
+		return false
+	}
+	if h.n == maxRegions && canForget {
+		h.forget(acked)
+	}
+	if h.n == maxRegions {
 		return false
 	}
 	r := &h.regions[h.n]

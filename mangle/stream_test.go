@@ -339,3 +339,29 @@ func TestUntranslatedPassesUntouched(t *testing.T) {
 	}
 	s.done()
 }
+
+// Held segments that arrive out of order sit in the store in arrival
+// order but in the list in sequence order; releasing some of them must
+// not damage the others.
+func TestHeldOutOfOrderPartialRelease(t *testing.T) {
+	s := newSim(t, sess46, false)
+	s.e.cfg.MaxHeld = 8
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	c := s.ends[ToServer]
+	base := c.sndNxt
+	seg := func(off int, text string) {
+		s.inject(ToServer, s.build(ToServer, base+uint32(off), tcpACK|0x08, []byte(text)))
+	}
+	c.sndNxt += 18
+	seg(0, "PA")        // held: inside PASV
+	seg(12, "NOOP\r\n") // beyond a hole
+	seg(7, "OOP\r\n")   // beyond a hole, earlier than the one before
+	seg(2, "SV\r\n")    // completes PASV: the first two go, the rest wait
+	seg(6, "N")         // fills the hole
+	s.send(ToClient, "229 Entering Extended Passive Mode (|||2000|)\r\n200 ok\r\n200 ok\r\n")
+	if diff := cmp.Diff(lines("EPSV 2", "NOOP", "NOOP"), s.got(ToServer)); diff != "" {
+		t.Errorf("server got (-want +got):\n%s", diff)
+	}
+	s.done()
+}

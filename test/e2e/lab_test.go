@@ -5,8 +5,8 @@
 //
 // The tests need root and the packages that test/deps.sh installs. They run
 // only when FTPALG_E2E=1 (test/e2e.sh sets it), so that a plain
-// `go test ./...` does not build the lab; as root without CI they then skip
-// when not root, and fail when CI is set.
+// `go test ./...` does not build the lab. When not root they skip, or fail
+// when CI is set.
 package e2e
 
 import (
@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,14 +89,14 @@ func runCleanup() {
 // needRoot skips or fails a test that cannot run here.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Getenv("FTPALG_E2E") != "1" {
-		t.Skip("end-to-end test: run test/e2e.sh (or set FTPALG_E2E=1, as root)")
-	}
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
 			t.Fatal("needs root")
 		}
 		t.Skip("needs root")
+	}
+	if os.Getenv("FTPALG_E2E") != "1" {
+		t.Skip("end-to-end test: run test/e2e.sh (or set FTPALG_E2E=1)")
 	}
 }
 
@@ -120,6 +121,7 @@ func newLab() (*lab, error) {
 			return nil, fmt.Errorf("%s not found: run test/deps.sh", tool)
 		}
 	}
+	removeStaleLabs(repo)
 	dir, err := os.MkdirTemp("", "ftpalg-e2e-")
 	if err != nil {
 		return nil, err
@@ -156,6 +158,30 @@ func newLab() (*lab, error) {
 	}
 	fmt.Fprintf(os.Stderr, "e2e: lab %s up in %v (files in %s)\n", l.prefix, time.Since(start).Round(time.Millisecond), dir)
 	return l, nil
+}
+
+// removeStaleLabs removes the namespaces of earlier runs whose test process
+// is gone (killed before it could clean up): fae<pid>-* with no such pid.
+func removeStaleLabs(repo string) {
+	entries, _ := os.ReadDir("/run/netns")
+	done := map[string]bool{}
+	for _, e := range entries {
+		name, _, ok := strings.Cut(e.Name(), "-")
+		pid, err := strconv.Atoi(strings.TrimPrefix(name, "fae"))
+		if !ok || !strings.HasPrefix(name, "fae") || err != nil || done[name] {
+			continue
+		}
+		done[name] = true
+		if syscall.Kill(pid, 0) == nil || pid == os.Getpid() {
+			continue // still running (or a pid reused by a live process)
+		}
+		cmd := exec.Command(filepath.Join(repo, "test", "lab", "lab.sh"), "down", name)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: removing stale lab %s: %v\n%s", name, err, out)
+		} else {
+			fmt.Fprintf(os.Stderr, "e2e: removed stale lab %s\n", name)
+		}
+	}
 }
 
 // findBinary returns $FTPALG_BIN, or builds ./cmd/ftpalg into dir.

@@ -202,6 +202,9 @@ func logMatrix(t *testing.T, title string, rows []matrixRow) {
 		with := "-"
 		if r.ranWith {
 			with = r.withALG.String()
+			if !r.withALG.ok && r.c.pinhole && !pinholesRequired() {
+				with = "xfail"
+			}
 		}
 		detail := r.withALG.detail
 		if !r.ranWith || r.withALG.ok {

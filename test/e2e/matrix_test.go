@@ -276,7 +276,7 @@ func (l *lab) runCell(t *testing.T, server string, c cell, phase string) result 
 		}
 		args = append(args, "ftp://"+urlHost+"/data.bin")
 	case "lftp":
-		set := []string{"set net:max-retries 1", "set net:timeout 3",
+		set := []string{"debug 5", "set net:max-retries 1", "set net:timeout 3",
 			"set net:reconnect-interval-base 1", "set net:reconnect-interval-max 1",
 			"set ftp:ssl-allow no", "set xfer:clobber yes", "set cmd:fail-exit yes"}
 		switch c.mode {
@@ -349,11 +349,19 @@ func errText(err error) string {
 // firstLine picks the most telling line of a client's output: on success
 // the first line (ftpclient.py prints the data-channel reply there), on
 // failure the last line, preceded by the last server reply when the client
-// printed one elsewhere (curl -v, lftp's debug lines).
+// printed one elsewhere (curl -v, lftp's debug lines). On success with curl
+// and lftp, the reply to the data-channel command.
 func firstLine(text string, err error) string {
 	lines := strings.Split(strings.TrimSpace(text), "\n")
+	for i, l := range lines { // lftp's debug lines as curl -v's
+		if r, ok := strings.CutPrefix(l, "---> "); ok {
+			lines[i] = "> " + r
+		} else if r, ok := strings.CutPrefix(l, "<--- "); ok {
+			lines[i] = "< " + r
+		}
+	}
 	if err == nil {
-		// curl -v: the reply to the data-channel command.
+		// curl -v, lftp: the reply to the data-channel command.
 		for i, l := range lines {
 			if cmd, ok := strings.CutPrefix(l, "> "); ok && isDataCommand(cmd) {
 				for _, r := range lines[i+1:] {

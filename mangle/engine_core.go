@@ -16,6 +16,7 @@ type Engine struct {
 	heldF []*flow // flows holding packets
 
 	pkt       packet
+	last      *flow // the flow of the previous packet: consecutive packets often share one
 	res       *Result
 	bufs      [][]byte // output packets of the current call
 	nbuf      int
@@ -116,7 +117,10 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 		e.emitOrig(tag, b)
 		return
 	}
-	f := e.flows[key]
+	f := e.last
+	if f == nil || f.key != key {
+		f = e.flows[key]
+	}
 	if f == nil || (p.flags&(tcpSYN|tcpACK) == tcpSYN && d == ToServer && f.s[ToServer].synced && p.seq+1 != f.s[ToServer].next) {
 		if p.flags&tcpRST != 0 {
 			e.stats.Untranslated++
@@ -133,6 +137,7 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 		f = e.newFlow(key, now)
 	}
 	f.last = now
+	e.last = f
 	if !f.translate {
 		e.stats.Untranslated++
 		e.emitOrig(tag, b)
@@ -181,6 +186,9 @@ func (e *Engine) dropFlow(f *flow) {
 		f.inHeldList = false
 	}
 	delete(e.flows, f.key)
+	if e.last == f {
+		e.last = nil
+	}
 	if len(e.free) < 1024 {
 		e.free = append(e.free, f)
 	}

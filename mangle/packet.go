@@ -94,10 +94,10 @@ func (p *packet) decode4(b []byte) decodeStatus {
 	}
 	p.b = b[:total]
 	p.v6 = false
-	p.src = [16]byte{10: 0xff, 11: 0xff}
-	p.dst = p.src
-	copy(p.src[12:], b[12:16])
-	copy(p.dst[12:], b[16:20])
+	// IPv4-mapped form (RFC 4291 section 2.5.5.2), written field by field:
+	// copying one fresh array into the other stalls store forwarding.
+	p.src = [16]byte{10: 0xff, 11: 0xff, 12: b[12], 13: b[13], 14: b[14], 15: b[15]}
+	p.dst = [16]byte{10: 0xff, 11: 0xff, 12: b[16], 13: b[17], 14: b[18], 15: b[19]}
 	return p.decodeTCP(ihl)
 }
 

@@ -217,6 +217,38 @@ func TestEngineHandler(t *testing.T) {
 	}
 }
 
+// The daemon's glue around the engine allocates nothing per packet (the
+// engine's own steady state is tested in package mangle).
+func TestEngineHandlerAllocs(t *testing.T) {
+	tc, err := mangle.ParseTaygaConf(strings.NewReader(ftpcap.TaygaConf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newEngineHandler(0, &mangle.Config{Mapper: mangle.NewTaygaMapper(tc, nil)}, 200*time.Millisecond,
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c := ftpcap.New(ftpcap.Config{})
+	c.Handshake()
+	c.Reply("220 ready\r\n", "")
+	c.Command("NOOP\r\n", "")
+	c.Reply("200 ok\r\n", "")
+	pkts := ftpcap.Raw(c.Packets(ftpcap.Session46(40000).V4))
+	v := nfq.NewVerdicts(0, func([]byte) {})
+	for i, p := range pkts {
+		h.Packet(uint32(i), p, v)
+	}
+	v.Flush()
+	last := pkts[len(pkts)-1]
+	id := uint32(100)
+	allocs := testing.AllocsPerRun(200, func() {
+		id++
+		h.Packet(id, last, v)
+		v.Flush()
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per packet, want 0", allocs)
+	}
+}
+
 // tcpPayload4 is the TCP payload of an IPv4 packet.
 func tcpPayload4(p []byte) []byte {
 	ihl := int(p[0]&0xf) * 4

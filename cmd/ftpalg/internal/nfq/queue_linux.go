@@ -491,10 +491,6 @@ func (q *Queue) loop(ctx context.Context, h Handler) error {
 			for i := range n {
 				q.dispatch(rd.msg(i), &p, h, v)
 			}
-			if rd.truncated > 0 {
-				q.st.truncated.Add(uint64(rd.truncated))
-				rd.truncated = 0
-			}
 		}
 		if now := time.Now(); err != nil || now.Sub(lastTick) >= tick {
 			lastTick = now
@@ -515,8 +511,6 @@ type reader struct {
 	bufs [readBatch][]byte
 	iovs [readBatch]unix.Iovec
 	hdrs [readBatch]unix.Mmsghdr
-	// truncated counts messages cut by a full buffer (MSG_TRUNC).
-	truncated int
 }
 
 func newReader() *reader {
@@ -550,13 +544,10 @@ func (r *reader) read(fd int) (int, error) {
 	return int(n), nil
 }
 
-// msg returns the bytes of message i of the last read.
+// msg returns the bytes of message i of the last read. A message cut by a
+// full buffer shows as a netlink length past its end (see dispatch).
 func (r *reader) msg(i int) []byte {
-	h := &r.hdrs[i]
-	if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
-		r.truncated++
-	}
-	return r.bufs[i][:min(int(h.Len), readBuf)]
+	return r.bufs[i][:min(int(r.hdrs[i].Len), readBuf)]
 }
 
 // acceptAll is the handler of the shutdown drain.

@@ -30,7 +30,8 @@ func TestDraftVector(t *testing.T) {
 			if diff := cmp.Diff(lines("220 ready", "227 Entering Passive Mode (100,1,1,10,7,208)"), s.got(ToClient)); diff != "" {
 				t.Errorf("client got (-want +got):\n%s", diff)
 			}
-			want := []DataRequest{{Session: sess46, Mode: Passive46, Target: netip.AddrPortFrom(sess46.Server6, 3000)}}
+			want := []DataRequest{{Session: sess46, Mode: Passive46, Target: netip.AddrPortFrom(sess46.Server6, 3000),
+				Client: s.ends[ToServer].addr, Server: s.ends[ToClient].addr}}
 			if diff := cmp.Diff(want, s.m.calls, cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{})); diff != "" {
 				t.Errorf("mapper calls (-want +got):\n%s", diff)
 			}

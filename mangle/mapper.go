@@ -98,9 +98,14 @@ func (m DataMode) String() string {
 type DataRequest struct {
 	Session Session
 	Mode    DataMode
-	// Target is the endpoint the message named, in its own family (already
-	// checked by the engine to belong to the control connection's own peer).
+	// Target is the endpoint the message named, in its own family. The
+	// engine checked it belongs to the control connection's own peer,
+	// except for Active64 when Session.Client6 is unknown: a Mapper that
+	// creates state toward the target must then check it itself.
 	Target netip.AddrPort
+	// Client and Server are the control connection's endpoints on the leg
+	// the engine sees (for a pinhole or expectation keyed on it).
+	Client, Server netip.AddrPort
 }
 
 // Mapper translates addresses between the two sides of a NAT64 and sets up

@@ -275,7 +275,7 @@ func (e *Engine) active46(f *flow, lineEnd uint32, ap netip.AddrPort) {
 		e.stats.Bounce++ // never translate a bounce (RFC 2577)
 		return
 	}
-	to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Mode: Active46, Target: ap})
+	to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: Active46, Target: ap})
 	if err != nil || !to.Addr().Is6() || to.Port() == 0 {
 		e.stats.MapFailed++
 		return
@@ -368,7 +368,7 @@ func (e *Engine) active64(f *flow, lineEnd uint32, ap netip.AddrPort) {
 		e.stats.Bounce++
 		return
 	}
-	to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Mode: Active64, Target: ap})
+	to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: Active64, Target: ap})
 	if err != nil || !to.Addr().Is4() || to.Port() == 0 || to.Addr() != f.sess.Client4 {
 		e.stats.MapFailed++
 		return
@@ -454,7 +454,7 @@ func (e *Engine) translateReply(f *flow, c pendingCmd, lineEnd uint32) {
 		if !r.addrDone {
 			if p6, _, _, ok := parse229(t); ok {
 				r.addrDone = true
-				to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Mode: Passive46,
+				to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: Passive46,
 					Target: netip.AddrPortFrom(f.sess.Server6, p6)})
 				if err != nil || !to.Addr().Is4() || to.Port() == 0 {
 					e.stats.MapFailed++
@@ -481,7 +481,7 @@ func (e *Engine) translateReply(f *flow, c pendingCmd, lineEnd uint32) {
 			return
 		}
 		r.addrDone = true
-		to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Mode: Passive46,
+		to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: Passive46,
 			Target: netip.AddrPortFrom(f.sess.Server6, p6)})
 		if err != nil || to.Port() == 0 {
 			e.stats.MapFailed++
@@ -515,7 +515,7 @@ func (e *Engine) translateReply(f *flow, c pendingCmd, lineEnd uint32) {
 						return
 					}
 				}
-				to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Mode: Passive64,
+				to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: Passive64,
 					Target: netip.AddrPortFrom(f.sess.Server4, p)})
 				if err != nil || to.Port() == 0 {
 					e.stats.MapFailed++

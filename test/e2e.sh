@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 export FTPALG_E2E=1
-export FTPALG_BIN=${FTPALG_BIN:-bin/ftpalg}
-[[ -x $FTPALG_BIN ]] || { echo "e2e: $FTPALG_BIN missing: run make build" >&2; exit 1; }
+bin=${FTPALG_BIN:-bin/ftpalg}
+[[ -x $bin ]] || { echo "e2e: $bin missing: run make build" >&2; exit 1; }
+# go test runs in the package's folder: pass an absolute path.
+export FTPALG_BIN=$(realpath "$bin")
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 rc=0

@@ -184,12 +184,12 @@ func removeStaleLabs(repo string) {
 	}
 }
 
-// findBinary returns $FTPALG_BIN, or builds ./cmd/ftpalg into dir.
+// findBinary returns $FTPALG_BIN (relative to the repository's root), or
+// builds ./cmd/ftpalg into dir.
 func findBinary(repo, dir string) (string, error) {
 	if b := os.Getenv("FTPALG_BIN"); b != "" {
-		b, err := filepath.Abs(b)
-		if err != nil {
-			return "", err
+		if !filepath.IsAbs(b) { // relative to the repository, not to test/e2e
+			b = filepath.Join(repo, b)
 		}
 		if _, err := os.Stat(b); err != nil {
 			return "", fmt.Errorf("FTPALG_BIN: %w", err)

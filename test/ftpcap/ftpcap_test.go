@@ -218,7 +218,10 @@ func TestMapOffset(t *testing.T) {
 		{"PASV\r\nNOOP\r\n", "EPSV 2\r\nNOOP\r\n", 0, 0, true},
 		{"PASV\r\nNOOP\r\n", "EPSV 2\r\nNOOP\r\n", 12, 14, true},
 		{"PASV\r\nNOOP\r\n", "EPSV 2\r\nNOOP\r\n", 2, 0, false},
+		{"PASV\r\nNOOP\r\n", "EPSV 2\r\nNOOP\r\n", 8, 10, true}, // inside an unchanged line
+		{"EPSV\r\n", "PASV\r\n", 2, 0, false},                   // same length, still a rewritten line
 		{"USER a\r\nPASV\r\n", "USER a\r\nEPSV 2\r\n", 8, 8, true},
+		{"PASV\r\nNOOP\r\n", "NOOP\r\n", 6, 0, false}, // different line counts
 	} {
 		got, ok := mapOffset(tc.data, tc.want, tc.o)
 		if got != tc.got || ok != tc.ok {

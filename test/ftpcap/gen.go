@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -27,7 +28,8 @@ func (s Side) String() string {
 	return "server"
 }
 
-func (s Side) peer() Side { return 1 - s }
+// Peer is the other side.
+func (s Side) Peer() Side { return 1 - s }
 
 // Config sets the constants of a conversation. The zero value of a field
 // means its default.
@@ -89,8 +91,8 @@ type Write struct {
 	// first hole, with SACK blocks for what it did get when Config.SACK is
 	// set; the sender retransmits the lost segments verbatim and the peer
 	// acknowledges everything. A segment boundary inside a rewritten part
-	// of Data cannot be located in the peer's numbering: such a script
-	// panics.
+	// of Data (inside a line that the ALG rewrites) cannot be located in
+	// the peer's numbering: such a script panics.
 	Lost []int
 	// NoAck leaves the write unacknowledged for now: the peer's next
 	// segment carries the acknowledgement.
@@ -181,7 +183,7 @@ func (c *Conv) add(s segment) {
 	if c.cfg.Timestamps {
 		s.tsval = c.tsval()
 		s.tsecr = st.lastTS
-		c.sides[s.from.peer()].lastTS = s.tsval
+		c.sides[s.from.Peer()].lastTS = s.tsval
 	}
 	c.segs = append(c.segs, s)
 }
@@ -227,7 +229,7 @@ func (c *Conv) Send(w Write) {
 	if want == "" {
 		want = w.Data
 	}
-	snd, rcv := &c.sides[w.From], &c.sides[w.From.peer()]
+	snd, rcv := &c.sides[w.From], &c.sides[w.From.Peer()]
 	if snd.fin {
 		panic("ftpcap: write after FIN")
 	}
@@ -306,7 +308,7 @@ func (c *Conv) Send(w Write) {
 		for i, j := 0, len(blocks)-1; i < j; i, j = i+1, j-1 {
 			blocks[i], blocks[j] = blocks[j], blocks[i]
 		}
-		c.add(segment{from: w.From.peer(), seq: rcv.snd, ack: ack, ackFlag: true, sack: blocks})
+		c.add(segment{from: w.From.Peer(), seq: rcv.snd, ack: ack, ackFlag: true, sack: blocks})
 		for i := range segs {
 			if lost[i] {
 				s := segs[i].seg
@@ -316,14 +318,17 @@ func (c *Conv) Send(w Write) {
 		}
 	}
 	rcv.rcv += uint32(len(want))
-	c.want[w.From.peer()] = append(c.want[w.From.peer()], want...)
+	c.want[w.From.Peer()] = append(c.want[w.From.Peer()], want...)
 	if !w.NoAck {
-		c.ack(w.From.peer())
+		c.ack(w.From.Peer())
 	}
 }
 
-// mapOffset locates offset o of data in want, assuming the rewrite kept a
-// common prefix and a common suffix.
+// mapOffset locates offset o of data in want, the way an ALG that
+// rewrites whole lines can: data and want must have the same number of
+// lines (each ending after its LF; a last line may have none); an offset
+// at a line boundary, or inside a line the rewrite left alone, has an
+// exact counterpart; an offset inside a rewritten line has none.
 func mapOffset(data, want string, o int) (int, bool) {
 	if data == want {
 		return o, true
@@ -334,21 +339,39 @@ func mapOffset(data, want string, o int) (int, bool) {
 	if o == len(data) {
 		return len(want), true
 	}
-	p := 0
-	for p < len(data) && p < len(want) && data[p] == want[p] {
-		p++
+	dl, wl := lines(data), lines(want)
+	if len(dl) != len(wl) {
+		return 0, false
 	}
-	s := 0
-	for s < len(data)-p && s < len(want)-p && data[len(data)-1-s] == want[len(want)-1-s] {
-		s++
-	}
-	switch {
-	case o <= p:
-		return o, true
-	case len(data)-o <= s:
-		return len(want) - (len(data) - o), true
+	pos, wpos := 0, 0
+	for i := range dl {
+		switch {
+		case o == pos:
+			return wpos, true
+		case o < pos+len(dl[i]):
+			if dl[i] == wl[i] {
+				return wpos + o - pos, true
+			}
+			return 0, false
+		}
+		pos += len(dl[i])
+		wpos += len(wl[i])
 	}
 	return 0, false
+}
+
+// lines splits s after every LF.
+func lines(s string) []string {
+	var out []string
+	for len(s) > 0 {
+		i := strings.IndexByte(s, '\n') + 1
+		if i == 0 {
+			i = len(s)
+		}
+		out = append(out, s[:i])
+		s = s[i:]
+	}
+	return out
 }
 
 // ack adds a pure acknowledgement from side.
@@ -376,8 +399,8 @@ func (c *Conv) Retransmit(from Side, n int) {
 	s := ds.seg
 	s.ack = st.rcv
 	c.add(s)
-	peer := &c.sides[from.peer()]
-	a := segment{from: from.peer(), seq: peer.snd, ack: peer.rcv, ackFlag: true}
+	peer := &c.sides[from.Peer()]
+	a := segment{from: from.Peer(), seq: peer.snd, ack: peer.rcv, ackFlag: true}
 	if c.cfg.SACK && ds.ok {
 		a.sack = [][2]uint32{{ds.peerLeft, ds.peerRight}}
 	}
@@ -402,8 +425,8 @@ func (c *Conv) Resend(from Side, start, end int) {
 	}
 	base := st.isn + 1
 	c.add(segment{from: from, seq: base + uint32(start), ack: st.rcv, ackFlag: true, payload: stream[start:end]})
-	peer := &c.sides[from.peer()]
-	a := segment{from: from.peer(), seq: peer.snd, ack: peer.rcv, ackFlag: true}
+	peer := &c.sides[from.Peer()]
+	a := segment{from: from.Peer(), seq: peer.snd, ack: peer.rcv, ackFlag: true}
 	var left, right uint32
 	var okl, okr bool
 	for _, ds := range st.sent {
@@ -426,17 +449,17 @@ func (c *Conv) Resend(from Side, start, end int) {
 func (c *Conv) KeepAlive(from Side) {
 	st := &c.sides[from]
 	c.add(segment{from: from, seq: st.snd - 1, ack: st.rcv, ackFlag: true})
-	c.ack(from.peer())
+	c.ack(from.Peer())
 }
 
 // Close adds a FIN from side from, the peer's FIN+ACK and the final ACK.
 func (c *Conv) Close(from Side) {
-	a, b := &c.sides[from], &c.sides[from.peer()]
+	a, b := &c.sides[from], &c.sides[from.Peer()]
 	c.add(segment{from: from, seq: a.snd, ack: a.rcv, ackFlag: true, fin: true})
 	a.snd++
 	a.fin = true
 	b.rcv++
-	c.add(segment{from: from.peer(), seq: b.snd, ack: b.rcv, ackFlag: true, fin: true})
+	c.add(segment{from: from.Peer(), seq: b.snd, ack: b.rcv, ackFlag: true, fin: true})
 	b.snd++
 	b.fin = true
 	a.rcv++
@@ -447,7 +470,7 @@ func (c *Conv) Close(from Side) {
 func (c *Conv) Reset(from Side) {
 	a := &c.sides[from]
 	c.add(segment{from: from, seq: a.snd, ack: a.rcv, ackFlag: true, rst: true})
-	a.fin, c.sides[from.peer()].fin = true, true
+	a.fin, c.sides[from.Peer()].fin = true, true
 }
 
 // Sent returns the byte streams the client and the server sent, each in

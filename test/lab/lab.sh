@@ -98,28 +98,41 @@ up() {
 	sha256sum "$dir/ftproot/data.bin" | cut -d' ' -f1 >"$dir/data.sha256"
 }
 
-# killns NS: ends every process inside namespace NS (all started by the lab).
-killns() {
-	local ns=$1 pids
-	pids=$(ip netns pids "$ns" 2>/dev/null || true)
-	[[ -n $pids ]] || return 0
-	kill $pids 2>/dev/null || true
+# killpids PID...: SIGTERM, then SIGKILL after 2 s for those still alive.
+killpids() {
+	(($#)) || return 0
+	kill "$@" 2>/dev/null || true
+	local pid alive
 	for _ in $(seq 20); do
-		pids=$(ip netns pids "$ns" 2>/dev/null || true)
-		[[ -n $pids ]] || return 0
+		alive=()
+		for pid in "$@"; do
+			kill -0 "$pid" 2>/dev/null && alive+=("$pid")
+		done
+		((${#alive[@]})) || return 0
 		sleep 0.1
 	done
-	kill -9 $pids 2>/dev/null || true
+	kill -9 "${alive[@]}" 2>/dev/null || true
 }
 
+# killns NS: ends every process inside namespace NS (all started by the lab).
+killns() {
+	# shellcheck disable=SC2046
+	killpids $(ip netns pids "$1" 2>/dev/null || true)
+}
+
+# down: the processes of all namespaces are listed first, the namespaces'
+# names removed, then the processes ended, so that the names are gone even
+# if ending a process takes long.
 down() {
-	local p=$1 n
+	local p=$1 n pids=()
 	for n in c4 c6 nat s4 s6; do
-		killns "$p-$n"
+		# shellcheck disable=SC2207
+		pids+=($(ip netns pids "$p-$n" 2>/dev/null || true))
 	done
 	for n in c4 c6 nat s4 s6; do
 		ip netns del "$p-$n" 2>/dev/null || true
 	done
+	killpids "${pids[@]}"
 }
 
 # waitport NS ADDR: waits up to 5 s for a listener on ADDR port 21.

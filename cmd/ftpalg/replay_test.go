@@ -1474,6 +1474,12 @@ func randomSession(seed uint64) (s replayScenario, notes *[]string) {
 				for range cuts {
 					at[1+rng.IntN(len(data)-1)] = true
 				}
+				if rng.IntN(2) == 0 {
+					// Also cut after a line, where losses can be numbered.
+					if i := strings.IndexByte(data, '\n') + 1; i < len(data) {
+						at[i] = true
+					}
+				}
 				for i := 1; i < len(data); i++ {
 					if at[i] && (splitCRLF || data[i-1] != '\r') {
 						w.Split = append(w.Split, i)
@@ -1484,8 +1490,15 @@ func randomSession(seed uint64) (s replayScenario, notes *[]string) {
 			if nseg == 2 && rng.IntN(3) == 0 {
 				w.Order = []int{1, 0}
 			}
-			if data == want && nseg > 1 && rng.IntN(3) == 0 {
-				w.Lost = []int{rng.IntN(nseg)}
+			if nseg > 1 && rng.IntN(3) == 0 {
+				// Lose a segment whose edges the peer can number.
+				edges := append(append([]int{0}, w.Split...), len(data))
+				i := rng.IntN(nseg)
+				_, okl := ftpcap.MapOffset(data, want, edges[i])
+				_, okr := ftpcap.MapOffset(data, want, edges[i+1])
+				if okl && okr {
+					w.Lost = []int{i}
+				}
 			}
 			resend := rng.IntN(4) == 0
 			w.NoAck = resend && rng.IntN(2) == 0

@@ -223,9 +223,9 @@ func TestMapOffset(t *testing.T) {
 		{"USER a\r\nPASV\r\n", "USER a\r\nEPSV 2\r\n", 8, 8, true},
 		{"PASV\r\nNOOP\r\n", "NOOP\r\n", 6, 0, false}, // different line counts
 	} {
-		got, ok := mapOffset(tc.data, tc.want, tc.o)
+		got, ok := MapOffset(tc.data, tc.want, tc.o)
 		if got != tc.got || ok != tc.ok {
-			t.Errorf("mapOffset(%q, %q, %d) = %d, %v; want %d, %v", tc.data, tc.want, tc.o, got, ok, tc.got, tc.ok)
+			t.Errorf("MapOffset(%q, %q, %d) = %d, %v; want %d, %v", tc.data, tc.want, tc.o, got, ok, tc.got, tc.ok)
 		}
 	}
 }

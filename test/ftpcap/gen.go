@@ -250,8 +250,8 @@ func (c *Conv) Send(w Write) {
 	var segs []dataSeg
 	for i := 0; i+1 < len(bounds); i++ {
 		a, b := bounds[i], bounds[i+1]
-		pa, oka := mapOffset(w.Data, want, a)
-		pb, okb := mapOffset(w.Data, want, b)
+		pa, oka := MapOffset(w.Data, want, a)
+		pb, okb := MapOffset(w.Data, want, b)
 		s := segment{from: w.From, seq: snd.snd + uint32(a), ack: snd.rcv, ackFlag: true, payload: []byte(w.Data[a:b])}
 		ds := dataSeg{seg: s, peerLeft: peerBase + uint32(pa), peerRight: peerBase + uint32(pb), ok: oka && okb}
 		if lost[i] && !ds.ok {
@@ -324,12 +324,12 @@ func (c *Conv) Send(w Write) {
 	}
 }
 
-// mapOffset locates offset o of data in want, the way an ALG that
+// MapOffset locates offset o of data in want, the way an ALG that
 // rewrites whole lines can: data and want must have the same number of
 // lines (each ending after its LF; a last line may have none); an offset
 // at a line boundary, or inside a line the rewrite left alone, has an
 // exact counterpart; an offset inside a rewritten line has none.
-func mapOffset(data, want string, o int) (int, bool) {
+func MapOffset(data, want string, o int) (int, bool) {
 	if data == want {
 		return o, true
 	}

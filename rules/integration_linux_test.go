@@ -93,6 +93,17 @@ func (ns netns) ruleset(t *testing.T) string {
 	return ns.run(t, "nft", "list", "ruleset")
 }
 
+// tables lists the tables of plan p, in the order Render prints them,
+// separated by a blank line as Render separates them.
+func (ns netns) tables(t *testing.T, p *plan) string {
+	t.Helper()
+	var s []string
+	for _, f := range p.families() {
+		s = append(s, ns.run(t, "nft", "list", "table", f.String(), p.table))
+	}
+	return strings.Join(s, "\n")
+}
+
 // do runs f on a fresh OS thread inside ns. The thread is never unlocked,
 // so it exits with the goroutine instead of going back to the scheduler
 // inside the test's namespace. Sockets f opens stay in ns and can be used
@@ -149,7 +160,7 @@ func TestIntegrationRulesInstallRemove(t *testing.T) {
 				t.Fatal(err)
 			}
 			p, _ := newPlan(&cfg)
-			table := ns.run(t, "nft", "list", "table", p.family.String(), p.table)
+			table := ns.tables(t, p)
 			if diff := cmp.Diff(listing(rendered), listing(table)); diff != "" {
 				t.Errorf("installed table differs from Render (-render +nft list):\n%s", diff)
 			}
@@ -232,7 +243,7 @@ func TestIntegrationRulesNftFile(t *testing.T) {
 				cmdIn(t, ns, file, "nft", "-f", "-")
 			}
 			p, _ := newPlan(&g.cfg)
-			got := ns.run(t, "nft", "list", "table", p.family.String(), p.table)
+			got := ns.tables(t, p)
 			if diff := cmp.Diff(listing(file), listing(got)); diff != "" {
 				t.Errorf("nft list after nft -f %s (-file +nft list):\n%s", g.file, diff)
 			}

@@ -120,56 +120,102 @@ func deleteTables(conn *nftables.Conn, name string) {
 	}
 }
 
-// add queues the table, chains and rules of p.
+// add queues the tables, objects, chains and rules of p.
 func (p *plan) add(conn *nftables.Conn, native bool) {
-	fam := nftables.TableFamilyIPv4
-	if p.family == familyIP6 {
-		fam = nftables.TableFamilyIPv6
-	}
-	t := conn.AddTable(&nftables.Table{Family: fam, Name: p.table})
 	accept := nftables.ChainPolicyAccept
-	for _, cp := range p.chains {
-		hk := nftables.ChainHookPrerouting
-		if cp.hook == hookPostrouting {
-			hk = nftables.ChainHookPostrouting
+	for _, f := range p.families() {
+		fam := nftables.TableFamilyIPv4
+		if f == familyIP6 {
+			fam = nftables.TableFamilyIPv6
 		}
-		c := conn.AddChain(&nftables.Chain{
-			Name:     cp.name,
-			Table:    t,
-			Type:     nftables.ChainTypeFilter,
-			Hooknum:  hk,
-			Priority: nftables.ChainPriorityRef(nftables.ChainPriority(cp.priority)),
-			Policy:   &accept,
-		})
-		// TCP header offsets of the destination and source ports, in
-		// the order Render prints the rules.
-		for _, off := range []uint32{2, 0} {
-			conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: p.ruleExprs(conn, t, off, native)})
+		t := conn.AddTable(&nftables.Table{Family: fam, Name: p.table})
+		if p.helper {
+			l3 := uint16(unix.NFPROTO_IPV4)
+			if f == familyIP6 {
+				l3 = unix.NFPROTO_IPV6
+			}
+			conn.AddObj(&nftables.NamedObj{
+				Table: t, Name: helperObj, Type: nftables.ObjTypeCtHelper,
+				Obj: &expr.CtHelper{Name: "ftp", L3Proto: l3, L4Proto: unix.IPPROTO_TCP},
+			})
+		}
+		if f == p.family {
+			for _, cp := range p.chains {
+				hk := nftables.ChainHookPrerouting
+				if cp.hook == hookPostrouting {
+					hk = nftables.ChainHookPostrouting
+				}
+				c := conn.AddChain(&nftables.Chain{
+					Name:     cp.name,
+					Table:    t,
+					Type:     nftables.ChainTypeFilter,
+					Hooknum:  hk,
+					Priority: nftables.ChainPriorityRef(nftables.ChainPriority(cp.priority)),
+					Policy:   &accept,
+				})
+				// TCP header offsets of the destination and source ports, in
+				// the order Render prints the rules.
+				for _, off := range []uint32{2, 0} {
+					conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: p.ruleExprs(conn, t, off, native)})
+				}
+			}
+		}
+		if p.helper {
+			c := conn.AddChain(&nftables.Chain{
+				Name:     helperChain,
+				Table:    t,
+				Type:     nftables.ChainTypeFilter,
+				Hooknum:  nftables.ChainHookPrerouting,
+				Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prioMangle)),
+				Policy:   &accept,
+			})
+			conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: p.helperExprs(conn, t)})
 		}
 	}
 }
 
-// ruleExprs builds "tcp dport|sport <ports> counter queue ...": off is
-// the offset of the port in the TCP header.
-func (p *plan) ruleExprs(conn *nftables.Conn, t *nftables.Table, off uint32, native bool) []expr.Any {
+// portMatch builds "tcp dport|sport <ports>": off is the offset of the port
+// in the TCP header.
+func (p *plan) portMatch(conn *nftables.Conn, t *nftables.Table, off uint32) []expr.Any {
 	e := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
 	}
 	if len(p.ports) == 1 {
-		e = append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p.ports[0])})
-	} else {
-		// An anonymous constant set, as nft makes for "{ 21, 2121 }".
-		// AddSet only fails for anonymous sets that are not constant.
-		set := &nftables.Set{Table: t, Anonymous: true, Constant: true, KeyType: nftables.TypeInetService}
-		elems := make([]nftables.SetElement, len(p.ports))
-		for i, port := range p.ports {
-			elems[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(port)}
-		}
-		_ = conn.AddSet(set, elems)
-		e = append(e, &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID})
+		return append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p.ports[0])})
 	}
+	// An anonymous constant set, as nft makes for "{ 21, 2121 }".
+	// AddSet only fails for anonymous sets that are not constant.
+	set := &nftables.Set{Table: t, Anonymous: true, Constant: true, KeyType: nftables.TypeInetService}
+	elems := make([]nftables.SetElement, len(p.ports))
+	for i, port := range p.ports {
+		elems[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(port)}
+	}
+	_ = conn.AddSet(set, elems)
+	return append(e, &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID})
+}
+
+// helperExprs builds `tcp dport <ports> ct state new counter ct helper set "ftp"`.
+func (p *plan) helperExprs(conn *nftables.Conn, t *nftables.Table) []expr.Any {
+	e := p.portMatch(conn, t, 2)
+	return append(e,
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{
+			SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW),
+			Xor:  binaryutil.NativeEndian.PutUint32(0),
+		},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Counter{},
+		&expr.Objref{Type: int(nftables.ObjTypeCtHelper), Name: helperObj},
+	)
+}
+
+// ruleExprs builds "tcp dport|sport <ports> counter queue ...": off is
+// the offset of the port in the TCP header.
+func (p *plan) ruleExprs(conn *nftables.Conn, t *nftables.Table, off uint32, native bool) []expr.Any {
+	e := p.portMatch(conn, t, off)
 	e = append(e, &expr.Counter{})
 	if native {
 		q := &expr.Queue{Num: p.queueNum, Total: p.queues}

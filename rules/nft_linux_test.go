@@ -64,6 +64,7 @@ func summary(batch []netlink.Message) []string {
 		unix.NFT_MSG_NEWTABLE: "newtable", unix.NFT_MSG_DELTABLE: "deltable",
 		unix.NFT_MSG_NEWCHAIN: "newchain", unix.NFT_MSG_NEWRULE: "newrule",
 		unix.NFT_MSG_NEWSET: "newset", unix.NFT_MSG_NEWSETELEM: "newsetelem",
+		unix.NFT_MSG_NEWOBJ: "newobj",
 	}
 	var s []string
 	for _, m := range batch {
@@ -83,6 +84,8 @@ func summary(batch []netlink.Message) []string {
 				line += " queue"
 			case bytes.Contains(m.Data, []byte("target\x00")) && bytes.Contains(m.Data, []byte("NFQUEUE\x00")):
 				line += " target NFQUEUE"
+			case bytes.Contains(m.Data, []byte("objref\x00")):
+				line += " objref"
 			}
 		}
 		s = append(s, line)
@@ -147,5 +150,61 @@ func TestRemoveBatch(t *testing.T) {
 	want := []string{"newtable ip ftpalg", "deltable ip ftpalg", "newtable ip6 ftpalg", "deltable ip6 ftpalg"}
 	if diff := cmp.Diff(want, summary(k.batches[0])); diff != "" {
 		t.Errorf("remove batch (-want +got):\n%s", diff)
+	}
+}
+
+func TestInstallHelperBothFamilies(t *testing.T) {
+	p, err := newPlan(&Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Table: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &fakeKernel{hasQueue: true}
+	if err := p.install(k.conn(t)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"newtable ip t", "deltable ip t", "newtable ip6 t", "deltable ip6 t",
+		"newtable ip6 t", "newobj", "newchain", "newrule queue", "newrule queue", "newchain", "newrule objref",
+		"newtable ip t", "newobj", "newchain", "newrule objref",
+	}
+	if diff := cmp.Diff(want, summary(k.batches[1])); diff != "" {
+		t.Errorf("ruleset batch (-want +got):\n%s", diff)
+	}
+	// The ct helper objects: "ftp" of protocol TCP, one per family.
+	var l3 []uint16
+	for _, m := range k.batches[1] {
+		if msgType(m) != unix.NFT_MSG_NEWOBJ {
+			continue
+		}
+		if !bytes.Contains(m.Data, []byte("ftp")) {
+			t.Errorf("ct helper object without the name ftp: % x", m.Data)
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ad.Next() {
+			if ad.Type() != unix.NFTA_OBJ_DATA {
+				continue
+			}
+			inner, err := netlink.NewAttributeDecoder(ad.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			inner.ByteOrder = binary.BigEndian
+			for inner.Next() {
+				switch inner.Type() {
+				case unix.NFTA_CT_HELPER_L3PROTO:
+					l3 = append(l3, inner.Uint16())
+				case unix.NFTA_CT_HELPER_L4PROTO:
+					if inner.Uint8() != unix.IPPROTO_TCP {
+						t.Errorf("helper l4proto %d, want TCP", inner.Uint8())
+					}
+				}
+			}
+		}
+	}
+	if diff := cmp.Diff([]uint16{unix.NFPROTO_IPV6, unix.NFPROTO_IPV4}, l3); diff != "" {
+		t.Errorf("helper l3proto per object (-want +got):\n%s", diff)
 	}
 }

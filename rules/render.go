@@ -39,6 +39,11 @@ func (p *plan) render() string {
 	w("#\n")
 	w("# Leg %s (table family %s), TCP port %s, %s,\n", p.leg, p.family, strings.Trim(p.portsText(), "{ }"), queues)
 	w("# %s.\n", failMode)
+	if p.helper {
+		w("# The kernel's FTP conntrack helper is attached to new control\n")
+		w("# connections in both families (ip and ip6): a firewall that admits\n")
+		w("# \"ct state established,related\" then admits their data connections.\n")
+	}
 	w("# Both directions of a control connection are queued; data connections\n")
 	w("# stay in the kernel. \"queue num a-b\" balances with a hash of the two\n")
 	w("# addresses that is the same in both directions, so a connection stays\n")
@@ -53,30 +58,58 @@ func (p *plan) render() string {
 		w("delete table %s %s\n", f, p.table)
 	}
 	w("\n")
-	w("table %s %s {\n", p.family, p.table)
-	for i, c := range p.chains {
+	for i, f := range p.families() {
 		if i > 0 {
 			w("\n")
 		}
-		for _, line := range c.why {
-			w("\t# %s\n", line)
+		w("table %s %s {\n", f, p.table)
+		if p.helper {
+			w("\tct helper %s {\n", helperObj)
+			w("\t\ttype \"ftp\" protocol tcp\n")
+			w("\t\tl3proto %s\n", f)
+			w("\t}\n\n")
 		}
-		w("\tchain %s {\n", c.name)
-		w("\t\ttype filter hook %s priority %s; policy accept;\n", c.hook, priorityText(c.priority))
-		for _, dir := range []string{"dport", "sport"} {
-			w("\t\ttcp %s %s counter %s\n", dir, p.portsText(), p.queueText())
+		if f == p.family {
+			for i, c := range p.chains {
+				if i > 0 {
+					w("\n")
+				}
+				for _, line := range c.why {
+					w("\t# %s\n", line)
+				}
+				w("\tchain %s {\n", c.name)
+				w("\t\ttype filter hook %s priority %s; policy accept;\n", c.hook, priorityText(c.priority))
+				for _, dir := range []string{"dport", "sport"} {
+					w("\t\ttcp %s %s counter %s\n", dir, p.portsText(), p.queueText())
+				}
+				w("\t}\n")
+			}
+			if p.helper {
+				w("\n")
+			}
 		}
-		w("\t}\n")
+		if p.helper {
+			for _, line := range helperWhy {
+				w("\t# %s\n", line)
+			}
+			w("\tchain %s {\n", helperChain)
+			w("\t\ttype filter hook prerouting priority %s; policy accept;\n", priorityText(prioMangle))
+			w("\t\ttcp dport %s ct state new counter ct helper set \"%s\"\n", p.portsText(), helperObj)
+			w("\t}\n")
+		}
+		w("}\n")
 	}
-	w("}\n")
 	return b.String()
 }
 
 // priorityText writes a priority the way "nft list" does for the ip and
 // ip6 families.
 func priorityText(prio int32) string {
-	if prio == prioRaw {
+	switch prio {
+	case prioRaw:
 		return "raw"
+	case prioMangle:
+		return "mangle"
 	}
 	return fmt.Sprint(prio)
 }
@@ -99,6 +132,9 @@ func (p *plan) flags() []string {
 	}
 	if p.bypass {
 		f = append(f, "--bypass")
+	}
+	if p.helper {
+		f = append(f, "--helper")
 	}
 	if p.table != DefaultTable {
 		f = append(f, "--table "+p.table)

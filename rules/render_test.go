@@ -27,6 +27,8 @@ var goldens = []struct {
 	{"testdata/jool-ipv6.nft", Config{Translator: Jool, Leg: LegIPv6}},
 	{"testdata/tayga-ports-queues-bypass.nft", Config{Translator: Tayga, Ports: []uint16{2121, 21}, QueueNum: 4, Queues: 2, Bypass: true}},
 	{"testdata/jool-ports-table.nft", Config{Translator: Jool, Ports: []uint16{21, 990, 2121}, QueueNum: 7, Table: "nat64_ftp"}},
+	{"testdata/tayga-helper.nft", Config{Translator: Tayga, Helper: true}},
+	{"testdata/tayga-ipv6-helper-ports.nft", Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Ports: []uint16{2121, 21}, Bypass: true}},
 }
 
 func TestRenderGolden(t *testing.T) {
@@ -87,6 +89,74 @@ func TestRenderShape(t *testing.T) {
 		type filter hook postrouting priority 300; policy accept;
 		tcp dport 21 counter queue num 10-13 bypass
 		tcp sport 21 counter queue num 10-13 bypass
+	}
+}
+`,
+		},
+		{
+			name: "tayga helper",
+			cfg:  Config{Translator: Tayga, Helper: true},
+			want: `table ip ftpalg {
+	ct helper ftp {
+		type "ftp" protocol tcp
+		l3proto ip
+	}
+
+	chain prerouting {
+		type filter hook prerouting priority raw; policy accept;
+		tcp dport 21 counter queue num 0
+		tcp sport 21 counter queue num 0
+	}
+
+	chain helper {
+		type filter hook prerouting priority mangle; policy accept;
+		tcp dport 21 ct state new counter ct helper set "ftp"
+	}
+}
+
+table ip6 ftpalg {
+	ct helper ftp {
+		type "ftp" protocol tcp
+		l3proto ip6
+	}
+
+	chain helper {
+		type filter hook prerouting priority mangle; policy accept;
+		tcp dport 21 ct state new counter ct helper set "ftp"
+	}
+}
+`,
+		},
+		{
+			name: "tayga ipv6 helper ports",
+			cfg:  Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Ports: []uint16{2121, 21}},
+			want: `table ip6 ftpalg {
+	ct helper ftp {
+		type "ftp" protocol tcp
+		l3proto ip6
+	}
+
+	chain prerouting {
+		type filter hook prerouting priority raw; policy accept;
+		tcp dport { 21, 2121 } counter queue num 0
+		tcp sport { 21, 2121 } counter queue num 0
+	}
+
+	chain helper {
+		type filter hook prerouting priority mangle; policy accept;
+		tcp dport { 21, 2121 } ct state new counter ct helper set "ftp"
+	}
+}
+
+table ip ftpalg {
+	ct helper ftp {
+		type "ftp" protocol tcp
+		l3proto ip
+	}
+
+	chain helper {
+		type filter hook prerouting priority mangle; policy accept;
+		tcp dport { 21, 2121 } ct state new counter ct helper set "ftp"
 	}
 }
 `,
@@ -157,6 +227,7 @@ func TestRenderErrors(t *testing.T) {
 		{"table with space", &Config{Translator: Tayga, Table: "my table"}, `table name "my table"`},
 		{"table starting with digit", &Config{Translator: Tayga, Table: "1t"}, `table name "1t"`},
 		{"table too long", &Config{Translator: Tayga, Table: strings.Repeat("t", 65)}, "table name"},
+		{"helper with jool", &Config{Translator: Jool, Helper: true}, "conntrack helper is for tayga only"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -188,6 +259,8 @@ func TestRenderFlags(t *testing.T) {
 		"testdata/jool-ipv6.nft":                 "--translator jool --leg ipv6",
 		"testdata/tayga-ports-queues-bypass.nft": "--translator tayga --ports 21,2121 --queue-num 4 --queues 2 --bypass",
 		"testdata/jool-ports-table.nft":          "--translator jool --ports 21,990,2121 --queue-num 7 --table nat64_ftp",
+		"testdata/tayga-helper.nft":              "--translator tayga --helper",
+		"testdata/tayga-ipv6-helper-ports.nft":   "--translator tayga --leg ipv6 --ports 21,2121 --bypass --helper",
 	}
 	for _, g := range goldens {
 		got, err := Render(&g.cfg)

@@ -49,6 +49,14 @@ type Config struct {
 	Bypass     bool     // fail-open: accept packets while no daemon listens
 	Table      string   // default "ftpalg"
 
+	// Helper attaches the kernel's FTP conntrack helper (nf_conntrack_ftp)
+	// to new control connections in both families, ip and ip6, so that a
+	// stateful firewall admits the data connections as "related" (see
+	// README.md, "Pinholes"). Tayga only: Jool-translated packets never
+	// reach conntrack confirmation or the forward hook, so a helper has
+	// nothing to do there, and a Config asking for it is an error.
+	Helper bool
+
 	// NetNS, if not zero, is an open file descriptor of the network
 	// namespace that Install and Remove work in; zero means the
 	// namespace of the calling thread. Render ignores it.
@@ -64,6 +72,10 @@ const (
 	// prioRaw (NF_IP_PRI_RAW) is after defragmentation (-400) and
 	// before conntrack (-200).
 	prioRaw = -300
+	// prioMangle (NF_IP_PRI_MANGLE) is after conntrack (-200), so a
+	// new connection has its conntrack entry and it is not yet confirmed:
+	// the only time a helper can be attached to it.
+	prioMangle = -150
 	// prioAfterNAT orders a postrouting chain after source NAT (100)
 	// and after ordinary filter chains (0), so it sees the addresses
 	// that go on the wire and never queues a packet a firewall drops.
@@ -121,7 +133,25 @@ type plan struct {
 	queueNum   uint16
 	queues     uint16
 	bypass     bool
+	helper     bool // attach the FTP conntrack helper, in both families
 	chains     []chainPlan
+}
+
+// Names of the helper's nft objects.
+const (
+	// helperObj is the "ct helper" object of each table.
+	helperObj = "ftp"
+	// helperChain is the chain that attaches it.
+	helperChain = "helper"
+)
+
+// helperWhy is the comment above the helper chain.
+var helperWhy = []string{
+	"Attach the kernel's FTP conntrack helper to new control connections, so",
+	"that data connections are \"related\" for a firewall that admits",
+	"\"ct state established,related\". In both families: each leg of the",
+	"translator has its own conntrack entry. Priority mangle (-150) is after",
+	"conntrack (-200) and before the entry is confirmed.",
 }
 
 // tableNameOK reports whether s is a table name that needs no quoting in nft
@@ -165,6 +195,7 @@ func newPlan(cfg *Config) (*plan, error) {
 		queueNum:   cfg.QueueNum,
 		queues:     cfg.Queues,
 		bypass:     cfg.Bypass,
+		helper:     cfg.Helper,
 	}
 	switch p.translator {
 	case Tayga, Jool:
@@ -180,6 +211,9 @@ func newPlan(cfg *Config) (*plan, error) {
 		p.family = familyIP6
 	default:
 		return nil, fmt.Errorf("%w: unknown leg %q (want ipv4 or ipv6)", ErrConfig, p.leg)
+	}
+	if p.helper && p.translator != Tayga {
+		return nil, fmt.Errorf("%w: the conntrack helper is for tayga only (Jool-translated packets bypass conntrack confirmation and the forward hook)", ErrConfig)
 	}
 	var err error
 	if p.table, err = tableOf(cfg); err != nil {
@@ -274,6 +308,15 @@ func (p *plan) portsText() string {
 		s[i] = fmt.Sprint(port)
 	}
 	return "{ " + strings.Join(s, ", ") + " }"
+}
+
+// families are the families of the plan's tables: the leg's, and with the
+// helper also the other one.
+func (p *plan) families() []family {
+	if p.helper {
+		return []family{p.family, p.family.other()}
+	}
+	return []family{p.family}
 }
 
 // other is the family whose same-named table Install and Remove also

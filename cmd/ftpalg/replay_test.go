@@ -1427,6 +1427,9 @@ var exchanges46 = []exchange{
 	{"NOOP\r\n", "", "200 NOOP ok.\r\n", ""},
 	{"TYPE I\r\n", "", "200 Switching to Binary mode.\r\n", ""},
 	{"LIST\r\n", "", "150 Here comes the directory listing.\r\n226 Directory send OK.\r\n", ""},
+	{"PASV\r\n", "EPSV 2\r\n", "229 Entering Extended Passive Mode (|||99999|)\r\n", ""},
+	{"PASV\r\n", "EPSV 2\r\n", "229-Extended Passive Mode\r\n229 Entering Extended Passive Mode (|||2000|)\r\n",
+		"227-Extended Passive Mode\r\n227 Entering Passive Mode (203,0,113,10,7,208)\r\n"},
 }
 
 var exchanges64 = []exchange{
@@ -1439,6 +1442,9 @@ var exchanges64 = []exchange{
 	{"PASV\r\n", "", "227 Entering Passive Mode (198,51,100,10,7,211)\r\n", ""},
 	{"NOOP\r\n", "", "200 NOOP ok.\r\n", ""},
 	{"LIST\r\n", "", "150 Here comes the directory listing.\r\n226 Directory send OK.\r\n", ""},
+	{"EPSV\r\n", "PASV\r\n", "227 Entering Passive Mode (300,51,100,10,7,208)\r\n", ""},
+	{"EPSV\r\n", "PASV\r\n", "227-Entering Passive Mode\r\n227 (198,51,100,10,7,208)\r\n",
+		"229-Entering Passive Mode\r\n229 Entering Extended Passive Mode (|||2000|)\r\n"},
 }
 
 // randomSession builds a session from seed: pipelined exchanges, writes

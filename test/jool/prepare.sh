@@ -150,9 +150,8 @@ build_entry() {
 	local out="$entry/modules/lib/modules/$kabi"
 	mkdir -p "$out"
 	local list
-	list=$(for m in "${seeds[@]}"; do
-		modprobe -d "$root" -S "$kabi" --show-depends --ignore-install "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }'
-	done | sort -u)
+	list=$(modprobe -d "$root" -S "$kabi" --show-depends --ignore-install -a "${seeds[@]}" |
+		awk '$1 == "insmod" { print $2 }' | sort -u)
 	local n=0
 	for f in $list; do
 		f=${f#"$root/lib/modules/$kabi/"}
@@ -170,7 +169,7 @@ build_entry() {
 	mkdir -p "$entry/tools"
 	cp "$root/usr/bin/jool" "$entry/tools/jool"
 	local lib
-	lib=$(find "$root" -name 'libnl-genl-3.so.200' | head -n1)
+	lib=$(find "$root/lib" "$root/usr/lib" -name 'libnl-genl-3.so.200' 2>/dev/null | head -n1)
 	[ -n "$lib" ] || { jool_log "libnl-genl-3.so.200 not found in the unpacked packages"; return 1; }
 	cp -L "$lib" "$entry/tools/"
 	echo "$kabi $kpkg jool $jver" >"$entry/versions"

@@ -29,6 +29,7 @@ FTPCHECK="/usr/bin/python3 $HERE/ftpcheck.py"
 INSTANCE=lab
 POOL6=2001:db8:64::/96
 POOL4=192.0.2.1
+ALG_PORTS=61000-61999
 S6=2001:db8:6::10
 S4=203.0.113.10
 S4_VIA_NAT64=2001:db8:64::cb00:710a # 2001:db8:64::203.0.113.10
@@ -89,7 +90,11 @@ jool_setup() {
 		jool_nat pool4 add "$POOL4" 2000-3000 --tcp &&
 		# A static BIB entry's IPv4 address and port must belong to pool4.
 		jool_nat pool4 add "$POOL4" 21 --tcp &&
-		jool_nat bib add "$S6#21" "$POOL4#21" --tcp
+		jool_nat bib add "$S6#21" "$POOL4#21" --tcp &&
+		# The ALG's range for the static BIB entries of data channels
+		# (ftpalg run --jool-ports): in pool4, as Jool requires, under a
+		# mark no packet carries, so Jool's own NAPT never hands it out.
+		jool_nat pool4 add "$POOL4" "$ALG_PORTS" --tcp --mark 4242
 }
 jool_setup || { log "jool setup failed"; exit 1; }
 log "topology and jool ready in $(since "$t0") s"
@@ -145,10 +150,11 @@ declare -A EXPECT_WITHOUT=(
 	[46-lftp-pasv]=fail [64-lftp-epsv]=pass
 )
 printf 'pass\tcell\tns\tclient\texpected_without_alg\tresult\tseconds\tdetail\n' >"$OUT/matrix.tsv"
+declare -A CELL_RESULT=() CELL_DETAIL=()
 failures=0
 deviations=0
 
-cell() { # cell PASS NAME NS CLIENT command...
+cell() { # cell PASS NAME NS CLIENT command...; appends to $cells, prints to stdout
 	local pass=$1 name=$2 ns=$3 client=$4
 	shift 4
 	local t0 out rc res
@@ -157,69 +163,86 @@ cell() { # cell PASS NAME NS CLIENT command...
 	out=$(nx "$ns" timeout 30 bash -c '"$@"' _ "$@" 2>&1)
 	rc=$?
 	if [ $rc = 0 ]; then res=pass; else res=fail; fi
-	out=$(printf '%s' "$out" | tr '\t\n' '  ' | cut -c1-400)
-	local exp=${EXPECT_WITHOUT[$name]:-?}
+	out=$(printf '%s' "$out" | tr '\t\n' '  ' | cut -c1-600)
+	local exp=${EXPECT_WITHOUT[$name]:-?} note=""
 	[ "$pass" = with-alg ] && exp=pass
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pass" "$name" "$ns" "$client" "$exp" "$res" "$(since "$t0")" "$out" >>"$OUT/matrix.tsv"
-	local note=""
-	if [ "$res" != "$exp" ]; then
-		note="  (expected $exp)"
-		deviations=$((deviations + 1))
-	fi
-	[ "$res" = pass ] || failures=$((failures + 1))
+	[ "$res" = "$exp" ] || note="  (expected $exp)"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pass" "$name" "$ns" "$client" "$exp" "$res" "$(since "$t0")" "$out" >>"$cells"
 	printf '  %-8s %-16s %-4s %-8s %s %4ss%s\n      %s\n' "$pass" "$name" "$ns" "$client" "$res" "$(since "$t0")" "$note" "$out"
-	CELL_RESULT[$name]=$res
-	CELL_DETAIL[$name]=$out
 }
 
 curl_get() { # curl_get URL [curl options]; prints curl's FTP commands and replies
-	local url=$1 got rc
+	local url=$1 got rc tmp
 	shift
-	got=$(curl -sS -v --connect-timeout 4 -m 15 "$@" "$url" -o "$WORK/curl.out" 2>&1)
+	tmp=$(mktemp)
+	got=$(curl -sS -v --connect-timeout 4 -m 12 "$@" "$url" -o "$tmp" 2>&1)
 	rc=$?
 	printf '%s\n' "$got" | grep -E '^[<>] |^curl:' | tr '\r\n' '  '
+	got=$(cat "$tmp")
+	rm -f "$tmp"
 	[ $rc = 0 ] || return 1
-	[ "$(cat "$WORK/curl.out")" = "$CONTENT" ] || { echo "unexpected content"; return 1; }
+	[ "$got" = "$CONTENT" ] || { echo "unexpected content"; return 1; }
 }
 lftp_get() { # lftp_get URL SETTINGS
 	lftp -e "set net:max-retries 1; set net:timeout 4; set net:reconnect-interval-base 1; set xfer:clobber on; $2; cat hello.txt; bye" "$1"
 }
 
-run_matrix() { # run_matrix PASS
-	local p=$1 t0
-	t0=$(now)
-	declare -gA CELL_RESULT=() CELL_DETAIL=()
-	failures=0
-	deviations=0
-	log "pass $p: 46 (IPv4 client c4 -> $POOL4 -> IPv6 server $S6)"
+cells_46() { # cells_46 PASS: IPv4 client c4 -> pool4 address -> IPv6 server
+	local p=$1
 	cell "$p" 46-pasv c4 ftplib $FTPCHECK "$POOL4" pasv --expect "$CONTENT"
 	cell "$p" 46-epsv c4 ftplib $FTPCHECK "$POOL4" epsv --expect "$CONTENT"
 	cell "$p" 46-port c4 ftplib $FTPCHECK "$POOL4" port --expect "$CONTENT"
 	cell "$p" 46-eprt1 c4 ftplib $FTPCHECK "$POOL4" eprt1 --expect "$CONTENT"
-	log "pass $p: 64 (IPv6 client c6 -> $S4_VIA_NAT64 -> IPv4 server $S4)"
+	cell "$p" 46-curl-passive c4 curl curl_get "ftp://$POOL4/hello.txt"
+	cell "$p" 46-curl-active c4 curl curl_get "ftp://$POOL4/hello.txt" --ftp-port "$C4"
+	cell "$p" 46-lftp-pasv c4 lftp lftp_get "ftp://$POOL4" "set ftp:passive-mode on; set ftp:prefer-epsv no"
+}
+
+cells_64() { # cells_64 PASS: IPv6 client c6 -> pool6 address -> IPv4 server
+	local p=$1
 	cell "$p" 64-epsv c6 ftplib $FTPCHECK "$S4_VIA_NAT64" epsv --expect "$CONTENT"
 	cell "$p" 64-pasv c6 ftplib $FTPCHECK "$S4_VIA_NAT64" pasv --expect "$CONTENT"
 	cell "$p" 64-eprt2 c6 ftplib $FTPCHECK "$S4_VIA_NAT64" eprt2 --expect "$CONTENT"
 	# An IPv6-only client has no IPv4 address; it advertises the pool4
 	# address, which is how the server sees it.
 	cell "$p" 64-port c6 ftplib $FTPCHECK "$S4_VIA_NAT64" port --advertise "$POOL4" --expect "$CONTENT"
-	log "pass $p: real clients"
-	cell "$p" 46-curl-passive c4 curl curl_get "ftp://$POOL4/hello.txt"
-	cell "$p" 46-curl-active c4 curl curl_get "ftp://$POOL4/hello.txt" --ftp-port "$C4"
 	cell "$p" 64-curl-passive c6 curl curl_get "ftp://[$S4_VIA_NAT64]/hello.txt"
 	cell "$p" 64-curl-active c6 curl curl_get "ftp://[$S4_VIA_NAT64]/hello.txt" --ftp-port "$C6"
-	cell "$p" 46-lftp-pasv c4 lftp lftp_get "ftp://$POOL4" "set ftp:passive-mode on; set ftp:prefer-epsv no"
 	cell "$p" 64-lftp-epsv c6 lftp lftp_get "ftp://[$S4_VIA_NAT64]" "set ftp:passive-mode on; set ftp:prefer-epsv yes"
+}
+
+run_matrix() { # run_matrix PASS: both directions at once (they share nothing but the router)
+	local p=$1 t0 d pid46 pid64 name res exp detail
+	t0=$(now)
+	log "pass $p: 46 (c4 -> $POOL4 -> $S6) and 64 (c6 -> $S4_VIA_NAT64 -> $S4), concurrently"
+	cells="$WORK/$p-46.tsv" cells_46 "$p" >"$WORK/$p-46.log" 2>&1 &
+	pid46=$!
+	cells="$WORK/$p-64.tsv" cells_64 "$p" >"$WORK/$p-64.log" 2>&1 &
+	pid64=$!
+	wait "$pid46" "$pid64"
+	cat "$WORK/$p-46.log" "$WORK/$p-64.log"
+	cat "$WORK/$p-46.tsv" "$WORK/$p-64.tsv" >"$WORK/$p.tsv"
+	cat "$WORK/$p.tsv" >>"$OUT/matrix.tsv"
+	CELL_RESULT=()
+	CELL_DETAIL=()
+	failures=0
+	deviations=0
+	while IFS=$'\t' read -r _ name _ _ exp res _ detail; do
+		CELL_RESULT[$name]=$res
+		CELL_DETAIL[$name]=$detail
+		[ "$res" = pass ] || failures=$((failures + 1))
+		[ "$res" = "$exp" ] || deviations=$((deviations + 1))
+	done <"$WORK/$p.tsv"
 	log "pass $p: $failures failing cells, $deviations differ from expectation, $(since "$t0") s"
 }
 
 export -f curl_get lftp_get
-export CONTENT WORK
+export CONTENT
 
 jool_state() { # jool_state PASS
 	jool_nat bib display --tcp --numeric >"$OUT/jool-bib-$1.txt" 2>&1
 	jool_nat session display --tcp --numeric >"$OUT/jool-session-$1.txt" 2>&1
-	jool_nat pool4 display --tcp --numeric >"$OUT/jool-pool4-$1.txt" 2>&1
+	jool_nat pool4 display --tcp >"$OUT/jool-pool4-$1.txt" 2>&1
 	log "jool bib (tcp) after pass $1:"
 	sed 's/^/    /' "$OUT/jool-bib-$1.txt"
 	log "jool sessions (tcp) after pass $1:"
@@ -256,9 +279,8 @@ fi
 # ============================================================================
 # HOOK: the ALG. Start ftpalg's daemon in the router namespace, attached to
 # this Jool instance, then run the same matrix; every cell must pass.
-# Enabled with FTPALG_WITH_ALG=1 (run.sh passes it through); the daemon's
-# extra flags come from FTPALG_RUN_ARGS. Not exercised yet: the daemon is
-# still being written, so its flags here are the design's, not yet checked.
+# Enabled with FTPALG_WITH_ALG=1 (run.sh passes it through). Flags:
+# FTPALG_RUN_ARGS, default "--jool-ports $ALG_PORTS --log-level debug".
 # ============================================================================
 if [ "${FTPALG_WITH_ALG:-0}" = 1 ]; then
 	bin="$FTPALG_REPO/bin/ftpalg"
@@ -266,23 +288,33 @@ if [ "${FTPALG_WITH_ALG:-0}" = 1 ]; then
 		log "FTPALG_WITH_ALG=1 but $bin is missing (make build)"
 		status=1
 	else
+		args=${FTPALG_RUN_ARGS:-"--jool-ports $ALG_PORTS --log-level debug"}
+		log "starting: ftpalg run --jool-instance $INSTANCE $args"
 		# shellcheck disable=SC2086
-		nx nat "$bin" run --jool-instance "$INSTANCE" ${FTPALG_RUN_ARGS:-} >"$OUT/ftpalg.log" 2>&1 &
+		nx nat "$bin" run --jool-instance "$INSTANCE" $args >"$OUT/ftpalg.log" 2>&1 &
 		alg_pid=$!
 		pids+=("$alg_pid")
-		sleep 2 # TODO: replace with the daemon's readiness signal once it has one
-		if ! kill -0 "$alg_pid" 2>/dev/null; then
-			log "ftpalg exited early:"
+		for _ in $(seq 100); do
+			grep -q 'ftpalg running' "$OUT/ftpalg.log" 2>/dev/null && break
+			kill -0 "$alg_pid" 2>/dev/null || break
+			sleep 0.2
+		done
+		if ! grep -q 'ftpalg running' "$OUT/ftpalg.log" 2>/dev/null; then
+			log "ftpalg did not start:"
 			sed 's/^/    /' "$OUT/ftpalg.log"
 			status=1
 		else
+			nx nat nft list ruleset >"$OUT/nft-with-alg.txt" 2>&1
 			capture_start with-alg
 			run_matrix with-alg
 			capture_stop
 			jool_state with-alg
+			nx nat "$bin" status >"$OUT/ftpalg-status.txt" 2>&1
 			[ "$failures" = 0 ] || status=1
-			kill "$alg_pid" 2>/dev/null
+			kill -INT "$alg_pid" 2>/dev/null
 			wait "$alg_pid" 2>/dev/null
+			log "ftpalg log (last 40 lines of $OUT/ftpalg.log):"
+			tail -n 40 "$OUT/ftpalg.log" | sed 's/^/    /'
 		fi
 	fi
 fi
@@ -302,6 +334,6 @@ log "well-known prefix 64:ff9b::/96 to a documentation IPv4 server: $wkp"
 nx nat jool instance remove wkp >/dev/null 2>&1
 
 log "matrix.tsv:"
-column -t -s $'\t' <(cut -f1-7 "$OUT/matrix.tsv") 2>/dev/null | sed 's/^/    /' || cut -f1-7 "$OUT/matrix.tsv"
+cut -f1-7 "$OUT/matrix.tsv" | sed 's/^/    /' | expand -t 18
 log "done in $(since "$t_all") s, status $status"
 exit $status

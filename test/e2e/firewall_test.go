@@ -102,12 +102,7 @@ func TestIntegrationFirewall(t *testing.T) {
 				}
 			})
 		}
-		if err := d.stop(); err != nil {
-			t.Errorf("ftpalg run: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("ftpalg log (last lines):\n%s", tail(d.log, 30))
-		}
+		l.stopDaemon(t, d)
 	})
 	title := "firewall matrix (pinhole: works only once the daemon opens pinholes; not required yet)"
 	if pinholesRequired() {

@@ -336,6 +336,25 @@ func (d *daemon) stop() error {
 	}
 }
 
+// stopDaemon stops the daemon, checks that it exited cleanly and removed
+// its rules from nat, and logs its last line (its counters).
+func (l *lab) stopDaemon(t *testing.T, d *daemon) {
+	t.Helper()
+	if err := d.stop(); err != nil {
+		t.Errorf("ftpalg run: %v", err)
+	}
+	t.Logf("ftpalg: %s", tail(d.log, 1))
+	out, err := l.exec(context.Background(), "nat", "nft", "list", "ruleset")
+	if err != nil {
+		t.Errorf("nft list ruleset: %v\n%s", err, out)
+	} else if strings.Contains(out, "queue") {
+		t.Errorf("ftpalg's queue rules are still in nat after it stopped:\n%s", out)
+	}
+	if t.Failed() {
+		t.Logf("ftpalg log (last lines):\n%s", tail(d.log, 30))
+	}
+}
+
 // tail returns the last n lines of a file.
 func tail(path string, n int) string {
 	b, _ := os.ReadFile(path)

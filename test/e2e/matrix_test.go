@@ -167,12 +167,7 @@ func TestIntegrationMatrix(t *testing.T) {
 						}
 					})
 				}
-				if err := d.stop(); err != nil {
-					t.Errorf("ftpalg run: %v", err)
-				}
-				if t.Failed() {
-					t.Logf("ftpalg log (last lines):\n%s", tail(d.log, 30))
-				}
+				l.stopDaemon(t, d)
 			})
 		})
 	}

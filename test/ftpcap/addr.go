@@ -30,7 +30,8 @@ func (s Session) Leg(v6 bool) Leg {
 // 2001:db8:64::/96, ipv4-addr 192.168.255.1, dynamic-pool
 // 192.168.255.0/24, map 203.0.113.10 2001:db8:1::10) with one more static
 // map for an IPv6 client, 192.168.254.20 2001:db8:2::20, outside the
-// dynamic pool (Tayga refuses maps that overlap the pool).
+// dynamic pool: Tayga 0.9.2 accepts a map inside its pool (the longer
+// prefix wins), but ftpalg's tayga.conf parser refuses one.
 var (
 	// Prefix is the translator's NAT64 prefix.
 	Prefix = netip.MustParsePrefix("2001:db8:64::/96")

@@ -1590,3 +1590,33 @@ func TestReplayRandomSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayBadDynamicMap: a malformed dynamic.map line is a warning, as
+// Tayga skips such lines too; the good lines still count.
+func TestReplayBadDynamicMap(t *testing.T) {
+	dir := t.TempDir()
+	writeTaygaConfs(t, dir)
+	dm := filepath.Join(dir, "dyn", "dynamic.map")
+	if err := os.WriteFile(dm, []byte("192.168.255.9 nonsense 1\n"+ftpcap.TaygaDynamicMap), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var s replayScenario
+	for _, sc := range replayScenarios {
+		if sc.name == "64-v4-dynamic-client" {
+			s = sc
+		}
+	}
+	in, out := filepath.Join(dir, "in.pcap"), filepath.Join(dir, "out.pcap")
+	if err := os.WriteFile(in, s.input(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runReplay("--tayga-conf", filepath.Join(dir, "dyn", "tayga.conf"), "--out", out, in)
+	if code != 0 || !strings.HasPrefix(stderr, "ftpalg replay: warning: dynamic.map:1:") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReplayOutput(t, s, b)
+}

@@ -8,6 +8,10 @@
 #     installed system-wide);
 #   - the Go modules (go mod download).
 # Idempotent and quiet; with everything present it only checks and exits.
+#
+#   test/deps.sh         what `make test` and `make demo` need
+#   test/deps.sh bench   also what test/bench/nfqueue.sh needs (a C compiler
+#                        and libnetfilter_queue's headers for its C floor)
 # Package maintainer scripts are not allowed to start services (a temporary
 # policy-rc.d), so installing vsftpd leaves no daemon on port 21.
 set -euo pipefail
@@ -23,6 +27,12 @@ packages=(
 	libmemcachedutil2 libncursesw6 libpam0g libpcre2-8-0 libpcre2-posix3
 	libssl3 libtinfo6 zlib1g libsodium23 libwrap0
 )
+for group in "$@"; do
+	case $group in
+	bench) packages+=(gcc libc6-dev libnetfilter-queue-dev) ;;
+	*) echo "deps: unknown group $group (known: bench)" >&2; exit 2 ;;
+	esac
+done
 # Downloaded and unpacked into test/.cache/pkg/<name>/.
 unpacked=(proftpd-core pure-ftpd)
 

@@ -1620,3 +1620,33 @@ func TestReplayBadDynamicMap(t *testing.T) {
 	}
 	checkReplayOutput(t, s, b)
 }
+
+// TestReplayNanosecondPcap: a capture with nanosecond timestamps comes out
+// with nanosecond timestamps.
+func TestReplayNanosecondPcap(t *testing.T) {
+	dir := t.TempDir()
+	writeTaygaConfs(t, dir)
+	s := replayScenarios[0]
+	pkts := s.conv().Packets(s.leg())
+	for i := range pkts {
+		pkts[i].Time = pkts[i].Time.Add(time.Duration(i*7) * time.Nanosecond)
+	}
+	var in bytes.Buffer
+	w := pcapgo.NewWriterNanos(&in)
+	_ = w.WriteFileHeader(65536, layers.LinkTypeEthernet)
+	for _, p := range pkts {
+		f, _ := s.link.Frame(p)
+		_ = w.WritePacket(gopacket.CaptureInfo{Timestamp: p.Time, CaptureLength: len(f), Length: len(f)}, f)
+	}
+	out, _ := replayFile(t, filepath.Join(dir, "tayga.conf"), in.Bytes())
+	if !bytes.HasPrefix(out, []byte{0x4d, 0x3c, 0xb2, 0xa1}) {
+		t.Errorf("output magic % x, want nanosecond pcap", out[:4])
+	}
+	got, _ := readIPPackets(t, out)
+	for i := range got {
+		if !got[i].Time.Equal(pkts[i].Time) {
+			t.Fatalf("frame %d at %v, want %v", i, got[i].Time, pkts[i].Time)
+		}
+	}
+	checkReplayOutput(t, s, out)
+}

@@ -1507,8 +1507,9 @@ func randomSession(seed uint64) (s replayScenario, notes *[]string) {
 				}
 			}
 			resend := rng.IntN(4) == 0
-			w.NoAck = resend && rng.IntN(2) == 0
-			note("%v %q -> %q split %v order %v lost %v noack %v", from, data, want, w.Split, w.Order, w.Lost, w.NoAck)
+			w.NoAck = rng.IntN(3) == 0 // the peer's next segment carries the ack (or Ack below)
+			piggyback := w.NoAck && !resend && rng.IntN(2) == 0
+			note("%v %q -> %q split %v order %v lost %v noack %v piggyback %v", from, data, want, w.Split, w.Order, w.Lost, w.NoAck, piggyback)
 			fromClient, fromServer := c.Sent()
 			before := fromClient
 			if from == ftpcap.Server {
@@ -1521,10 +1522,10 @@ func randomSession(seed uint64) (s replayScenario, notes *[]string) {
 				note("resend %v [%d, %d)", from, a, b)
 				c.Resend(from, a, b)
 			}
-			if w.NoAck {
+			if w.NoAck && !piggyback {
 				c.Ack(from.Peer())
 			}
-			if rng.IntN(8) == 0 {
+			if rng.IntN(8) == 0 && !piggyback {
 				note("keep-alive %v", from)
 				c.KeepAlive(from)
 			}

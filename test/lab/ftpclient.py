@@ -6,9 +6,12 @@ clients that fall back to the control connection's address.
 
   ftpclient.py HOST MODE [--user U] [--password P] [--get NAME --out FILE]
                [--put FILE --as NAME] [--port-host ADDR] [--pasv-control]
-               [--timeout S]
+               [--pre CMD] [--cmd CMD --expect CODE] [--timeout S]
 
-MODE is one of: NONE (log in, PWD, no data channel), PASV, EPSV, "EPSV 1", "EPSV 2", LPSV (passive) or PORT,
+--pre sends a command after logging in (e.g. "EPSV ALL") and requires a 2xx.
+
+MODE is one of: NONE (log in, PWD, no data channel), REPLY (send --cmd,
+exit 0 when the reply's code starts with --expect), PASV, EPSV, "EPSV 1", "EPSV 2", LPSV (passive) or PORT,
 "EPRT 1", "EPRT 2", LPRT (active; the client listens on its own control
 address unless --port-host names the address to announce).
 Prints the data-channel reply and exits 0 when every transfer completed;
@@ -174,22 +177,38 @@ def main():
     ap.add_argument("--port-host")
     ap.add_argument("--pasv-control", action="store_true",
                     help="PASV: connect to the control connection's peer, not the 227 address")
+    ap.add_argument("--pre")
+    ap.add_argument("--cmd")
+    ap.add_argument("--expect")
     ap.add_argument("--timeout", type=float, default=5)
     a = ap.parse_args()
     mode = a.mode.upper()
-    if mode not in ("NONE", "PASV", "EPSV", "EPSV 1", "EPSV 2", "LPSV", "PORT", "EPRT 1", "EPRT 2", "LPRT"):
+    if mode not in ("NONE", "REPLY", "PASV", "EPSV", "EPSV 1", "EPSV 2", "LPSV", "PORT", "EPRT 1", "EPRT 2", "LPRT"):
         fail("unknown mode " + a.mode)
     try:
         ftp = ftplib.FTP(timeout=a.timeout)
         ftp.connect(a.host, 21)
         ftp.login(a.user, a.password)
         ftp.voidcmd("TYPE I")
+        if a.pre:
+            resp = ftp.sendcmd(a.pre)
+            print(resp)
+            if not resp.startswith("2"):
+                fail(a.pre + " refused: " + resp)
         if mode == "NONE":
             print(ftp.sendcmd("PWD"))
+        elif mode == "REPLY":
+            try:
+                resp = ftp.sendcmd(a.cmd)
+            except ftplib.Error as e:
+                resp = str(e)
+            print(resp)
+            if not resp.startswith(a.expect):
+                fail("%s: want a %s reply, got %s" % (a.cmd, a.expect, resp))
         elif a.get:
             with open(a.out, "wb") as f:
                 transfer(ftp, mode, "RETR " + a.get, a.timeout, a.port_host, a.pasv_control, sink=f)
-        if a.put and mode != "NONE":
+        if a.put and mode not in ("NONE", "REPLY"):
             with open(a.put, "rb") as f:
                 transfer(ftp, mode, "STOR " + a.as_name, a.timeout, a.port_host, a.pasv_control, source=f)
         try:

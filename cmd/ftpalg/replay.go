@@ -464,9 +464,11 @@ func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) 
 	var res mangle.Result
 	pending := map[uint64]pendingFrame{}
 	var (
-		now      time.Time
-		frame    []byte
-		writeErr error
+		now       time.Time // the latest capture time so far: held frames leave then
+		curTag    = ^uint64(0)
+		frameTime time.Time // the time of the frame being processed
+		frame     []byte
+		writeErr  error
 	)
 	write := func(ts time.Time, data []byte) {
 		if writeErr != nil {
@@ -489,9 +491,9 @@ func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) 
 			if em.Modified {
 				sum.Modified++
 			}
-			// A held frame leaves when the engine releases it.
+			// A frame keeps its time; a held one leaves when it is released.
 			ts := pf.ts
-			if now.After(ts) {
+			if em.Tag != curTag && now.After(ts) {
 				ts = now
 			}
 			write(ts, frame)
@@ -499,7 +501,7 @@ func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) 
 		for _, rw := range res.Rewrites {
 			sum.Rewrites++
 			fmt.Fprintf(transcript, "%s %v %v %v: %q -> %q\n",
-				now.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), rw.Flow, rw.Kind, rw.Dir, rw.Before, rw.After)
+				frameTime.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), rw.Flow, rw.Kind, rw.Dir, rw.Before, rw.After)
 		}
 		return writeErr
 	}
@@ -525,6 +527,7 @@ func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) 
 		if ci.Timestamp.After(now) {
 			now = ci.Timestamp
 		}
+		curTag, frameTime = tag, ci.Timestamp
 		eng.Expire(now, opts.HoldTimeout, &res)
 		if err := drain(); err != nil {
 			return sum, err
@@ -559,6 +562,7 @@ func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) 
 			return sum, err
 		}
 	}
+	curTag = ^uint64(0)
 	eng.Flush(&res)
 	if err := drain(); err != nil {
 		return sum, err

@@ -1651,3 +1651,27 @@ func TestReplayNanosecondPcap(t *testing.T) {
 	}
 	checkReplayOutput(t, s, out)
 }
+
+// TestReplayTimesOutOfOrder: frames keep their own times even when the
+// capture's times go backwards (merged captures do that).
+func TestReplayTimesOutOfOrder(t *testing.T) {
+	dir := t.TempDir()
+	writeTaygaConfs(t, dir)
+	s := replayScenarios[0]
+	pkts := s.conv().Packets(s.leg())
+	pkts[5].Time, pkts[6].Time = pkts[6].Time.Add(time.Second), pkts[5].Time
+	var in bytes.Buffer
+	if err := ftpcap.WritePcap(&in, s.link, pkts); err != nil {
+		t.Fatal(err)
+	}
+	out, transcript := replayFile(t, filepath.Join(dir, "tayga.conf"), in.Bytes())
+	got, _ := readIPPackets(t, out)
+	for i := range got {
+		if !got[i].Time.Equal(pkts[i].Time) {
+			t.Errorf("frame %d at %v, want %v", i, got[i].Time, pkts[i].Time)
+		}
+	}
+	if !strings.HasPrefix(transcript, pkts[13].Time.UTC().Format("2006-01-02T15:04:05.000000Z")+" ") {
+		t.Errorf("transcript does not start with the time of the PASV frame: %s", transcript)
+	}
+}

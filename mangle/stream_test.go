@@ -365,3 +365,21 @@ func TestHeldOutOfOrderPartialRelease(t *testing.T) {
 	}
 	s.done()
 }
+
+func TestSplitBetweenCRAndLF(t *testing.T) {
+	for _, kind := range []Session{sess46, sess64} {
+		s := newSim(t, kind, false)
+		s.handshake()
+		s.send(ToClient, "220 ready\r\n")
+		s.send(ToServer, "EPSV\r")
+		s.send(ToServer, "\n")
+		want := "EPSV\r\n"
+		if kind.Kind == Kind64 {
+			want = "PASV\r\n"
+		}
+		if got := s.got(ToServer); got != want {
+			t.Errorf("%v: server got %q, want %q", kind.Kind, got, want)
+		}
+		s.done()
+	}
+}

@@ -127,7 +127,8 @@ func (f *flow) wantsHold(d Dir) bool {
 				break
 			}
 		}
-		if match && (len(t) <= 4 || t[4] == ' ') {
+		// A verb alone may still be waiting for its LF after the CR.
+		if match && (len(t) <= 4 || t[4] == ' ' || len(t) == 5 && t[4] == '\r') {
 			return true
 		}
 	}

@@ -19,9 +19,10 @@ import (
 // leg of the translator (address family) the expectation is made in.
 //
 // All addresses are of one family. The control connection must be in
-// conntrack with a helper attached (the "ftp" helper of ftpalg's rules,
-// rules.Config.Helper); the kernel refuses expectations for a connection
-// without one.
+// conntrack with a helper attached (on the leg the daemon rewrites, the
+// carrier helper of ftpalg's rules, rules.Config.Helper); the kernel
+// refuses expectations, EOPNOTSUPP, for a connection without one, and for
+// one whose helper was detached through ctnetlink (tested on 6.18).
 type Expectation struct {
 	// Client and Server are the control connection in its original
 	// direction: the FTP client's end and the FTP server's end (port 21).
@@ -97,45 +98,29 @@ const (
 // CTA_EXPECT_TUPLE with the source part of CTA_EXPECT_MASK (the
 // destination always matches exactly; the mask's destination is parsed
 // but not used), and requires every tuple to carry both addresses, the
-// protocol and both ports. No CTA_EXPECT_HELP_NAME: the kernel would
-// attach that helper to the data connection itself, which the FTP
-// helper's own expectations never do.
+// protocol and both ports. No CTA_EXPECT_HELP_NAME: it is optional, and
+// recent kernels ignore it and use the master's helper.
 //
 // With create, the request makes the expectation (NLM_F_CREATE; without
 // NLM_F_EXCL, an identical expectation that already exists is updated
 // instead, which is not an error). The kernel ignores CTA_EXPECT_TIMEOUT
 // when it creates an expectation (the master's helper policy sets it: 300
-// s for "ftp"); a request without create and with timeout > 0 changes
-// the timeout of an existing one.
+// s for "ftp" and "sane"); a request without create and with timeout > 0
+// changes the timeout of an existing one. The master's helper policy also
+// caps its pending expectations ("ftp" and "sane": one); a new one
+// replaces the oldest.
 func expectMessage(e Expectation, create bool, timeout time.Duration) (netlink.Message, error) {
 	fam, err := e.family()
 	if err != nil {
 		return netlink.Message{}, fmt.Errorf("expectation %v: %w", e, err)
 	}
-	src, dst := uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
 	ones := netip.AddrFrom4([4]byte{0xff, 0xff, 0xff, 0xff})
 	if fam == unix.AF_INET6 {
-		src, dst = ctaIPv6Src, ctaIPv6Dst
 		ones = netip.AddrFrom16([16]byte{0: 0xff, 1: 0xff, 2: 0xff, 3: 0xff, 4: 0xff, 5: 0xff, 6: 0xff, 7: 0xff,
 			8: 0xff, 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff})
 	}
 	tuple := func(typ uint16, from, to netip.Addr, sport, dport uint16) func(*netlink.AttributeEncoder) {
-		return func(ae *netlink.AttributeEncoder) {
-			ae.Nested(typ, func(ae *netlink.AttributeEncoder) error {
-				ae.Nested(ctaTupleIP, func(ae *netlink.AttributeEncoder) error {
-					ae.Bytes(src, from.Unmap().AsSlice())
-					ae.Bytes(dst, to.Unmap().AsSlice())
-					return nil
-				})
-				ae.Nested(ctaTupleProto, func(ae *netlink.AttributeEncoder) error {
-					ae.Uint8(ctaProtoNum, unix.IPPROTO_TCP)
-					ae.Uint16(ctaProtoSrcPort, sport)
-					ae.Uint16(ctaProtoDstPort, dport)
-					return nil
-				})
-				return nil
-			})
-		}
+		return func(ae *netlink.AttributeEncoder) { encodeTuple(ae, typ, fam, from, to, sport, dport) }
 	}
 	ae := netlink.NewAttributeEncoder()
 	ae.ByteOrder = binary.BigEndian
@@ -154,15 +139,39 @@ func expectMessage(e Expectation, create bool, timeout time.Duration) (netlink.M
 	if create {
 		flags |= netlink.Create
 	}
-	// struct nfgenmsg: family, version (NFNETLINK_V0), resource id (0).
-	data := append([]byte{fam, unix.NFNETLINK_V0, 0, 0}, attrs...)
+	return nfMessage(unix.NFNL_SUBSYS_CTNETLINK_EXP, ipctnlMsgExpNew, flags, fam, attrs), nil
+}
+
+// nfMessage is a netfilter netlink message: struct nfgenmsg (family,
+// version NFNETLINK_V0, resource id 0), then the attributes.
+func nfMessage(subsys, msg uint16, flags netlink.HeaderFlags, fam uint8, attrs []byte) netlink.Message {
 	return netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK_EXP<<8 | ipctnlMsgExpNew),
-			Flags: flags,
-		},
-		Data: data,
-	}, nil
+		Header: netlink.Header{Type: netlink.HeaderType(subsys<<8 | msg), Flags: flags},
+		Data:   append([]byte{fam, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	}
+}
+
+// encodeTuple writes a nested conntrack tuple of TCP (CTA_TUPLE_IP with
+// both addresses, CTA_TUPLE_PROTO with the protocol and both ports).
+func encodeTuple(ae *netlink.AttributeEncoder, typ uint16, fam uint8, from, to netip.Addr, sport, dport uint16) {
+	src, dst := uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
+	if fam == unix.AF_INET6 {
+		src, dst = ctaIPv6Src, ctaIPv6Dst
+	}
+	ae.Nested(typ, func(ae *netlink.AttributeEncoder) error {
+		ae.Nested(ctaTupleIP, func(ae *netlink.AttributeEncoder) error {
+			ae.Bytes(src, from.Unmap().AsSlice())
+			ae.Bytes(dst, to.Unmap().AsSlice())
+			return nil
+		})
+		ae.Nested(ctaTupleProto, func(ae *netlink.AttributeEncoder) error {
+			ae.Uint8(ctaProtoNum, unix.IPPROTO_TCP)
+			ae.Uint16(ctaProtoSrcPort, sport)
+			ae.Uint16(ctaProtoDstPort, dport)
+			return nil
+		})
+		return nil
+	})
 }
 
 // ExpecterConfig configures an Expecter. A nil *ExpecterConfig means
@@ -170,7 +179,7 @@ func expectMessage(e Expectation, create bool, timeout time.Duration) (netlink.M
 type ExpecterConfig struct {
 	// Timeout is how long an expectation waits for its data connection.
 	// Zero keeps the kernel's: the master's helper policy, 300 s for the
-	// "ftp" helper. Any other value costs a second request per
+	// "ftp" and "sane" helpers. Any other value costs a second request per
 	// expectation (the kernel sets the timeout only on an update).
 	Timeout time.Duration
 	// NetNS is a network namespace file descriptor (the namespace the
@@ -231,7 +240,7 @@ func (x *Expecter) Create(e Expectation) error {
 	if x.timeout > 0 {
 		if _, err := x.conn.Execute(upd); err != nil {
 			// The expectation exists, with the helper's timeout.
-			return fmt.Errorf("set timeout of expectation %v: %w", e, err)
+			return fmt.Errorf("set the timeout of expectation %v: %w", e, err)
 		}
 	}
 	return nil

@@ -129,14 +129,15 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 			fam = nftables.TableFamilyIPv6
 		}
 		t := conn.AddTable(&nftables.Table{Family: fam, Name: p.table})
+		h := p.helperOf(f)
 		if p.helper {
 			l3 := uint16(unix.NFPROTO_IPV4)
 			if f == familyIP6 {
 				l3 = unix.NFPROTO_IPV6
 			}
 			conn.AddObj(&nftables.NamedObj{
-				Table: t, Name: helperObj, Type: nftables.ObjTypeCtHelper,
-				Obj: &expr.CtHelper{Name: "ftp", L3Proto: l3, L4Proto: unix.IPPROTO_TCP},
+				Table: t, Name: h.obj, Type: nftables.ObjTypeCtHelper,
+				Obj: &expr.CtHelper{Name: h.typ, L3Proto: l3, L4Proto: unix.IPPROTO_TCP},
 			})
 		}
 		if f == p.family {
@@ -169,7 +170,7 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 				Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prioMangle)),
 				Policy:   &accept,
 			})
-			conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: p.helperExprs(conn, t)})
+			conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: p.helperExprs(conn, t, h.obj)})
 		}
 	}
 }
@@ -196,8 +197,8 @@ func (p *plan) portMatch(conn *nftables.Conn, t *nftables.Table, off uint32) []e
 	return append(e, &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID})
 }
 
-// helperExprs builds `tcp dport <ports> ct state new counter ct helper set "ftp"`.
-func (p *plan) helperExprs(conn *nftables.Conn, t *nftables.Table) []expr.Any {
+// helperExprs builds `tcp dport <ports> ct state new counter ct helper set "<obj>"`.
+func (p *plan) helperExprs(conn *nftables.Conn, t *nftables.Table, obj string) []expr.Any {
 	e := p.portMatch(conn, t, 2)
 	return append(e,
 		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
@@ -208,7 +209,7 @@ func (p *plan) helperExprs(conn *nftables.Conn, t *nftables.Table) []expr.Any {
 		},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
 		&expr.Counter{},
-		&expr.Objref{Type: int(nftables.ObjTypeCtHelper), Name: helperObj},
+		&expr.Objref{Type: int(nftables.ObjTypeCtHelper), Name: obj},
 	)
 }
 

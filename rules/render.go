@@ -40,9 +40,9 @@ func (p *plan) render() string {
 	w("# Leg %s (table family %s), TCP port %s, %s,\n", p.leg, p.family, strings.Trim(p.portsText(), "{ }"), queues)
 	w("# %s.\n", failMode)
 	if p.helper {
-		w("# The kernel's FTP conntrack helper is attached to new control\n")
-		w("# connections in both families (ip and ip6): a firewall that admits\n")
-		w("# \"ct state established,related\" then admits their data connections.\n")
+		w("# Conntrack helpers are attached to new control connections in both\n")
+		w("# families (ip and ip6), so their data connections are expected: a\n")
+		w("# firewall that admits \"ct state established,related\" admits them.\n")
 	}
 	w("# Both directions of a control connection are queued; data connections\n")
 	w("# stay in the kernel. \"queue num a-b\" balances with a hash of the two\n")
@@ -63,9 +63,10 @@ func (p *plan) render() string {
 			w("\n")
 		}
 		w("table %s %s {\n", f, p.table)
+		h := p.helperOf(f)
 		if p.helper {
-			w("\tct helper %s {\n", helperObj)
-			w("\t\ttype \"ftp\" protocol tcp\n")
+			w("\tct helper %s {\n", h.obj)
+			w("\t\ttype \"%s\" protocol tcp\n", h.typ)
 			w("\t\tl3proto %s\n", f)
 			w("\t}\n\n")
 		}
@@ -89,12 +90,12 @@ func (p *plan) render() string {
 			}
 		}
 		if p.helper {
-			for _, line := range helperWhy {
+			for _, line := range h.why {
 				w("\t# %s\n", line)
 			}
 			w("\tchain %s {\n", helperChain)
 			w("\t\ttype filter hook prerouting priority %s; policy accept;\n", priorityText(prioMangle))
-			w("\t\ttcp dport %s ct state new counter ct helper set \"%s\"\n", p.portsText(), helperObj)
+			w("\t\ttcp dport %s ct state new counter ct helper set \"%s\"\n", p.portsText(), h.obj)
 			w("\t}\n")
 		}
 		w("}\n")

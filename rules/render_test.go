@@ -97,8 +97,8 @@ func TestRenderShape(t *testing.T) {
 			name: "tayga helper",
 			cfg:  Config{Translator: Tayga, Helper: true},
 			want: `table ip ftpalg {
-	ct helper ftp {
-		type "ftp" protocol tcp
+	ct helper ftpalg {
+		type "sane" protocol tcp
 		l3proto ip
 	}
 
@@ -110,7 +110,7 @@ func TestRenderShape(t *testing.T) {
 
 	chain helper {
 		type filter hook prerouting priority mangle; policy accept;
-		tcp dport 21 ct state new counter ct helper set "ftp"
+		tcp dport 21 ct state new counter ct helper set "ftpalg"
 	}
 }
 
@@ -131,8 +131,8 @@ table ip6 ftpalg {
 			name: "tayga ipv6 helper ports",
 			cfg:  Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Ports: []uint16{2121, 21}},
 			want: `table ip6 ftpalg {
-	ct helper ftp {
-		type "ftp" protocol tcp
+	ct helper ftpalg {
+		type "sane" protocol tcp
 		l3proto ip6
 	}
 
@@ -144,7 +144,7 @@ table ip6 ftpalg {
 
 	chain helper {
 		type filter hook prerouting priority mangle; policy accept;
-		tcp dport { 21, 2121 } ct state new counter ct helper set "ftp"
+		tcp dport { 21, 2121 } ct state new counter ct helper set "ftpalg"
 	}
 }
 

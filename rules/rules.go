@@ -49,12 +49,15 @@ type Config struct {
 	Bypass     bool     // fail-open: accept packets while no daemon listens
 	Table      string   // default "ftpalg"
 
-	// Helper attaches the kernel's FTP conntrack helper (nf_conntrack_ftp)
-	// to new control connections in both families, ip and ip6, so that a
-	// stateful firewall admits the data connections as "related" (see
-	// README.md, "Pinholes"). Tayga only: Jool-translated packets never
-	// reach conntrack confirmation or the forward hook, so a helper has
-	// nothing to do there, and a Config asking for it is an error.
+	// Helper attaches conntrack helpers to new control connections in
+	// both families, ip and ip6, so that the data connections can be
+	// expected and a stateful firewall admits them as "related" (see
+	// README.md, "Pinholes"): the kernel's FTP helper on the leg the
+	// daemon does not rewrite, an inert carrier (the SANE helper) on the
+	// leg it rewrites, where the daemon creates the expectations. Tayga
+	// only: Jool-translated packets never reach conntrack confirmation or
+	// the forward hook, so helpers have nothing to do there, and a Config
+	// asking for them is an error.
 	Helper bool
 
 	// NetNS, if not zero, is an open file descriptor of the network
@@ -137,21 +140,56 @@ type plan struct {
 	chains     []chainPlan
 }
 
-// Names of the helper's nft objects.
-const (
-	// helperObj is the "ct helper" object of each table.
-	helperObj = "ftp"
-	// helperChain is the chain that attaches it.
-	helperChain = "helper"
-)
+// helperChain is the chain that attaches a conntrack helper to new
+// control connections.
+const helperChain = "helper"
 
-// helperWhy is the comment above the helper chain.
-var helperWhy = []string{
-	"Attach the kernel's FTP conntrack helper to new control connections, so",
-	"that data connections are \"related\" for a firewall that admits",
-	"\"ct state established,related\". In both families: each leg of the",
-	"translator has its own conntrack entry. Priority mangle (-150) is after",
-	"conntrack (-200) and before the entry is confirmed.",
+// helperPlan is the conntrack helper of one family's table.
+type helperPlan struct {
+	obj string // name of the "ct helper" object
+	typ string // kernel helper type
+	why []string
+}
+
+// helperOf returns the helper attached in family f: on the leg the
+// daemon rewrites, a carrier that never parses FTP; on the other leg the
+// kernel's FTP helper.
+//
+// The kernel's FTP helper cannot run on the rewritten leg. The daemon
+// rewrites there before conntrack, so conntrack sees each peer's commands
+// in the other family's words: on the IPv4 leg, a 46 client's PORT
+// becomes "EPRT |2|Pref::C4|p|", which nf_conntrack_ftp matches as EPRT,
+// fails to parse on an IPv4 connection and drops ("partial matching"),
+// again on every retransmission: active transfers would hang. An
+// expectation, though, needs a master with a helper (ctnetlink refuses
+// expectations, EOPNOTSUPP, for a connection without one, or whose helper
+// was detached). The SANE helper (nf_conntrack_sane) is the carrier: it
+// looks only at TCP segments of exactly 8 bytes that open with the binary
+// code 7, which FTP's text never sends, so it never acts on an FTP control
+// connection; the daemon makes every expectation of this leg itself
+// (conntrackx.Expecter).
+func (p *plan) helperOf(f family) helperPlan {
+	if f == p.family {
+		return helperPlan{
+			obj: "ftpalg", typ: "sane",
+			why: []string{
+				"The leg the daemon rewrites: the kernel's FTP helper would read commands",
+				"already rewritten for the other family here (and drop an \"EPRT |2|\" on",
+				"IPv4), so it must not run. A data connection's expectation still needs a",
+				"control connection with a helper: the SANE helper carries it and never",
+				"acts on FTP's text; the daemon creates this leg's expectations itself.",
+				"Priority mangle (-150): after conntrack (-200), before confirmation.",
+			},
+		}
+	}
+	return helperPlan{
+		obj: "ftp", typ: "ftp",
+		why: []string{
+			"The other leg carries each side's commands and replies in its own family:",
+			"the kernel's FTP helper reads them and expects the data connections.",
+			"Priority mangle (-150): after conntrack (-200), before confirmation.",
+		},
+	}
 }
 
 // tableNameOK reports whether s is a table name that needs no quoting in nft

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ftpalg/ftpalg/conntrackx"
+	"github.com/ftpalg/ftpalg/mangle"
+)
+
+// expectationCreator is what pinholeMapper needs of a conntrackx.Expecter.
+type expectationCreator interface {
+	Create(conntrackx.Expectation) error
+}
+
+// pinholeMapper is the translator's Mapper with firewall pinholes: after
+// the inner Mapper has set up a data channel, it creates the conntrack
+// expectation of the data connection on the leg the engine rewrites, so
+// that a firewall admitting "ct state established,related" admits it.
+//
+// Why that leg and only that leg (rules.Config.Helper, rules/README.md
+// "Pinholes"): the engine rewrites there before conntrack, so conntrack on
+// that leg sees each side's messages in the other family's words and the
+// kernel's FTP helper cannot run there (it would even drop a rewritten
+// "EPRT |2|" on IPv4); the rules attach an inert carrier helper instead,
+// and every expectation of that leg is made here, for all four modes. The
+// other leg carries consistent text, and the kernel's FTP helper makes
+// its expectations.
+//
+// A failure to create an expectation never fails MapData: the rewrite
+// goes ahead (the data connection may still pass a firewall that needs no
+// pinhole), the failure is counted and logged once per control connection,
+// with a global rate limit.
+//
+// It is safe for concurrent use if the inner Mapper is.
+type pinholeMapper struct {
+	inner mangle.Mapper
+	exp   expectationCreator
+	log   *slog.Logger
+
+	created, failed, refused atomic.Uint64
+
+	mu     sync.Mutex
+	logged map[[2]netip.AddrPort]struct{} // control connections whose failure was logged
+	tokens float64                        // log lines the rate limit allows now
+	last   time.Time                      // when tokens was last refilled
+	now    func() time.Time
+}
+
+var _ mangle.Mapper = (*pinholeMapper)(nil)
+
+// Limits of the failure log.
+const (
+	pinholeLogFlows = 4096 // control connections remembered as logged
+	pinholeLogBurst = 10   // log lines at once
+	pinholeLogRate  = 1.0  // log lines per second after that
+)
+
+// newPinholeMapper wraps inner so that data channels get firewall
+// pinholes created by exp.
+func newPinholeMapper(inner mangle.Mapper, exp *conntrackx.Expecter, log *slog.Logger) *pinholeMapper {
+	return newPinholeMapperWith(inner, exp, log)
+}
+
+func newPinholeMapperWith(inner mangle.Mapper, exp expectationCreator, log *slog.Logger) *pinholeMapper {
+	return &pinholeMapper{
+		inner:  inner,
+		exp:    exp,
+		log:    log,
+		logged: make(map[[2]netip.AddrPort]struct{}),
+		tokens: pinholeLogBurst,
+		now:    time.Now,
+	}
+}
+
+// Classify is the inner Mapper's.
+func (m *pinholeMapper) Classify(client, server netip.AddrPort) (mangle.Session, bool) {
+	return m.inner.Classify(client, server)
+}
+
+// MapData asks the inner Mapper for the endpoint, then creates the
+// expectation of the data connection on the engine's leg.
+func (m *pinholeMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
+	ep, err := m.inner.MapData(req)
+	if err != nil {
+		return ep, err
+	}
+	e, ok := pinholeFor(req, ep)
+	if !ok {
+		m.refused.Add(1)
+		return ep, nil
+	}
+	if err := m.exp.Create(e); err != nil {
+		m.failed.Add(1)
+		m.logFailure(req, err)
+		return ep, nil
+	}
+	m.created.Add(1)
+	return ep, nil
+}
+
+// pinholeFor returns the expectation of the data connection req asks
+// for, on the leg of req.Client and req.Server (the control connection as
+// the engine sees it), given the inner Mapper's answer ep. One of
+// req.Target and ep is in that leg's family: its port is where the data
+// connection goes on this leg. The addresses are always the control
+// connection's own ends: the client connects to the server in passive
+// modes, the server to the client in active modes. ok is false if the
+// request does not fit (no control connection, no endpoint of this leg's
+// family, or a target that is not an end of the control connection).
+func pinholeFor(req mangle.DataRequest, ep netip.AddrPort) (e conntrackx.Expectation, ok bool) {
+	client, server := req.Client, req.Server
+	if !client.IsValid() || !server.IsValid() {
+		return e, false
+	}
+	is4 := client.Addr().Unmap().Is4()
+	if server.Addr().Unmap().Is4() != is4 {
+		return e, false
+	}
+	var port uint16
+	var named netip.Addr // the address the message named, in this leg's family
+	switch {
+	case req.Target.IsValid() && req.Target.Addr().Unmap().Is4() == is4:
+		port, named = req.Target.Port(), req.Target.Addr().Unmap()
+	case ep.IsValid() && ep.Addr().Unmap().Is4() == is4:
+		port = ep.Port()
+	default:
+		return e, false
+	}
+	if port == 0 {
+		return e, false
+	}
+	e = conntrackx.Expectation{Client: client, Server: server}
+	switch req.Mode {
+	case mangle.Passive46, mangle.Passive64:
+		e.From, e.To = client.Addr(), netip.AddrPortFrom(server.Addr(), port)
+	case mangle.Active46, mangle.Active64:
+		e.From, e.To = server.Addr(), netip.AddrPortFrom(client.Addr(), port)
+	default:
+		return e, false
+	}
+	// In active modes the target is the client itself; in passive 64 a
+	// 227 may name another address, but the data connection still goes
+	// to the server (PROTOCOL.md), so only active modes are checked.
+	if named.IsValid() && (req.Mode == mangle.Active46 || req.Mode == mangle.Active64) && named != client.Addr().Unmap() {
+		return e, false
+	}
+	return e, true
+}
+
+// logFailure logs a failed expectation once per control connection, at
+// most pinholeLogBurst lines at once and pinholeLogRate per second.
+func (m *pinholeMapper) logFailure(req mangle.DataRequest, err error) {
+	key := [2]netip.AddrPort{req.Client, req.Server}
+	m.mu.Lock()
+	if _, done := m.logged[key]; done {
+		m.mu.Unlock()
+		return
+	}
+	now := m.now()
+	m.tokens += now.Sub(m.last).Seconds() * pinholeLogRate
+	m.tokens = min(m.tokens, pinholeLogBurst)
+	m.last = now
+	if m.tokens < 1 {
+		m.mu.Unlock()
+		return
+	}
+	m.tokens--
+	if len(m.logged) >= pinholeLogFlows {
+		clear(m.logged)
+	}
+	m.logged[key] = struct{}{}
+	m.mu.Unlock()
+	m.log.Warn("pinhole: no expectation for a data connection; a stateful firewall may drop it",
+		"mode", req.Mode, "client", req.Client, "server", req.Server, "target", req.Target,
+		"failed", m.failed.Load(), "err", err)
+}
+
+// pinholeStats are the decorator's counters.
+type pinholeStats struct {
+	Created uint64 `json:"created"` // expectations created
+	Failed  uint64 `json:"failed"`  // expectations the kernel refused
+	Refused uint64 `json:"refused"` // requests that named no end of their control connection
+}
+
+func (m *pinholeMapper) stats() pinholeStats {
+	return pinholeStats{Created: m.created.Load(), Failed: m.failed.Load(), Refused: m.refused.Load()}
+}

@@ -19,9 +19,9 @@ client=$repo/test/lab/ftpclient.py
 [[ -x $bin ]] || { echo "demo: $bin missing: run make build" >&2; exit 1; }
 
 if [[ -t 1 ]]; then
-	bold=$'\e[1m' red=$'\e[31m' green=$'\e[32m' dim=$'\e[2m' off=$'\e[0m'
+	bold=$'\e[1m' red=$'\e[31m' green=$'\e[32m' off=$'\e[0m'
 else
-	bold= red= green= dim= off=
+	bold='' red='' green='' off=
 fi
 
 prefix=demo$$

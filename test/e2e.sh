@@ -9,7 +9,8 @@ export FTPALG_E2E=1
 bin=${FTPALG_BIN:-bin/ftpalg}
 [[ -x $bin ]] || { echo "e2e: $bin missing: run make build" >&2; exit 1; }
 # go test runs in the package's folder: pass an absolute path.
-export FTPALG_BIN=$(realpath "$bin")
+FTPALG_BIN=$(realpath "$bin")
+export FTPALG_BIN
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 rc=0

@@ -189,6 +189,7 @@ server_pure_ftpd() {
 	# The hash is SHA-512 crypt of "ftptest": pure-pw's own default (argon2id,
 	# deliberately slow) takes seconds per login on a busy machine.
 	if [[ ! -f $dir/pureftpd.pdb ]]; then
+		# shellcheck disable=SC2016 # the $ of the hash are literal
 		printf '%s\n' 'ftptest:$6$ftpalglab$RRes8Bh3jfCCNRzWfFZrUz0aXn.A78Zvc0qT24oqPvNUSOEI8Jn1TtgCrKkbweuV/SBC2eDbgl/EvAtICHebp1:65534:65534::'"$dir/ftproot"'/./::::::::::::' >"$dir/pureftpd.passwd"
 		"$pkgdir/pure-ftpd/usr/bin/pure-pw" mkdb "$dir/pureftpd.pdb" -f "$dir/pureftpd.passwd" >/dev/null
 	fi

@@ -558,9 +558,8 @@ func (p *taygaParser) validate() error {
 		if m.V6.Overlaps(c.Prefix) {
 			return at("%v overlaps the prefix %v", m.V6, c.Prefix)
 		}
-		if c.DynamicPool.IsValid() && m.V4.Overlaps(c.DynamicPool) {
-			return at("%v overlaps the dynamic pool %v%s", m.V4, c.DynamicPool, taygaOrigin{"", c.poolLine}.from(o.file))
-		}
+		// A map may overlap the dynamic pool: Tayga accepts it, and the
+		// more specific of the two wins (see class4).
 		if m.V4 == netip.PrefixFrom(c.IPv4Addr, 32) {
 			return at("%v is the ipv4-addr", m.V4.Addr())
 		}
@@ -872,6 +871,16 @@ func (m *TaygaMapper) static4(a netip.Addr) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// staticBits4 reports whether a static map covers a, and its length.
+func (m *TaygaMapper) staticBits4(a netip.Addr) (int, bool) {
+	for i := range m.maps {
+		if m.maps[i].V4.Contains(a) {
+			return m.maps[i].V4.Bits(), true
+		}
+	}
+	return 0, false
+}
+
 // static6 maps an IPv6 address through the static maps.
 func (m *TaygaMapper) static6(a netip.Addr) (netip.Addr, bool) {
 	for i := range m.maps {
@@ -912,13 +921,17 @@ const (
 )
 
 func (m *TaygaMapper) class4(a netip.Addr) class4 {
-	switch {
-	case a == m.own4:
+	if a == m.own4 {
 		return c4Own
-	case m.pool.Contains(a):
+	}
+	// Tayga keeps static maps and the dynamic pool in one table and
+	// takes the longest match: a map inside the pool wins over it, a
+	// map around the pool loses to it.
+	bits, static := m.staticBits4(a)
+	if m.pool.Contains(a) && (!static || bits <= m.pool.Bits()) {
 		return c4Pool
 	}
-	if _, ok := m.static4(a); ok {
+	if static {
 		return c4Static
 	}
 	if !taygaPrefixable4(a, m.wkStrict) {

@@ -161,8 +161,6 @@ func TestParseTaygaConfErrors(t *testing.T) {
 		{"map overlap IPv4", base + "map 192.0.2.0/24 2001:db8:1::/120\nmap 192.0.2.1 2001:db8:2::1\n", `tayga.conf:4: map: 192.0.2.1/32 overlaps 192.0.2.0/24 from line 3`},
 		{"map overlap IPv6", base + "map 192.0.2.1 2001:db8:1::1\nmap 198.51.100.0/24 2001:db8:1::/120\n", `tayga.conf:4: map: 2001:db8:1::/120 overlaps 2001:db8:1::1/128 from line 3`},
 		{"map in prefix", base + "map 192.0.2.1 2001:db8:64::1\n", `tayga.conf:3: map: 2001:db8:64::1/128 overlaps the prefix 2001:db8:64::/96`},
-		{"map in pool", base + "dynamic-pool 203.0.113.0/24\nmap 203.0.113.9 2001:db8:1::9\n", `tayga.conf:4: map: 203.0.113.9/32 overlaps the dynamic pool 203.0.113.0/24 from line 3`},
-		{"map around pool", base + "map 203.0.0.0/16 2001:db8:1::/112\ndynamic-pool 203.0.113.0/24\n", `tayga.conf:3: map: 203.0.0.0/16 overlaps the dynamic pool 203.0.113.0/24 from line 4`},
 		{"map is ipv4-addr", base + "map 203.0.113.1 2001:db8:1::1\n", `tayga.conf:3: map: 203.0.113.1 is the ipv4-addr`},
 		{"pool length", base + "dynamic-pool 203.0.113.1/32\n", `tayga.conf:3: dynamic-pool: length /32 not allowed (1 to 31)`},
 		{"pool not a prefix", base + "dynamic-pool 203.0.113.1\n", `tayga.conf:3: dynamic-pool: invalid IPv4 prefix "203.0.113.1"`},
@@ -214,7 +212,6 @@ func TestParseTaygaMapFile(t *testing.T) {
 		{"bad map", "map 192.0.2.2 x\n", `map-file:1: map: invalid IPv6 address "x"`},
 		{"overlaps tayga.conf", "map 192.0.2.0/24 2001:db8:3::/120\n", `map-file:1: map: 192.0.2.0/24 overlaps 192.0.2.1/32 from tayga.conf line 4`},
 		{"overlaps itself", "map 192.0.2.2 2001:db8:1::2\nmap 192.0.2.3 2001:db8:1::2\n", `map-file:2: map: 2001:db8:1::2/128 overlaps 2001:db8:1::2/128 from line 1`},
-		{"in pool", "map 203.0.113.9 2001:db8:1::9\n", `map-file:1: map: 203.0.113.9/32 overlaps the dynamic pool 203.0.113.0/24 from tayga.conf line 3`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -733,5 +730,32 @@ func BenchmarkTaygaClassify(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		f := flows[i%len(flows)]
 		m.Classify(f[0], f[1])
+	}
+}
+
+// Tayga accepts a static map inside the dynamic pool; the map, being more
+// specific, wins for its address, and the pool keeps the rest.
+func TestTaygaMapInsidePool(t *testing.T) {
+	conf := "ipv4-addr 192.168.254.1\nprefix 2001:db8:64::/96\ndynamic-pool 192.168.255.0/24\nmap 192.168.255.20 2001:db8:2::20\n"
+	cfg, err := ParseTaygaConf(strings.NewReader(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewTaygaMapper(cfg, nil)
+	srv := netip.MustParseAddrPort("198.51.100.10:21")
+	s, ok := m.Classify(netip.MustParseAddrPort("192.168.255.20:40000"), srv)
+	if !ok || s.Kind != Kind64 || s.Client6 != netip.MustParseAddr("2001:db8:2::20") {
+		t.Errorf("static client inside the pool: %+v %v", s, ok)
+	}
+	s, ok = m.Classify(netip.MustParseAddrPort("[2001:db8:2::20]:40000"), netip.MustParseAddrPort("[2001:db8:64::c633:640a]:21"))
+	if !ok || s.Client4 != netip.MustParseAddr("192.168.255.20") {
+		t.Errorf("IPv6 leg: %+v %v", s, ok)
+	}
+	s, ok = m.Classify(netip.MustParseAddrPort("192.168.255.21:40000"), srv)
+	if !ok || s.Kind != Kind64 || s.Client6.IsValid() {
+		t.Errorf("dynamic client next to it: %+v %v", s, ok)
+	}
+	if p := m.PredictDynamic(netip.MustParseAddr("2001:db8:2::99")); p == netip.MustParseAddr("192.168.255.20") {
+		t.Errorf("prediction picked the statically mapped address")
 	}
 }

@@ -415,8 +415,9 @@ func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable 
 
 // mapSACK maps every SACK block (RFC 2018) back to the sender's numbering:
 // left edges round up and right edges down, so a block never claims bytes
-// the receiver may not have; a block that becomes empty is left as an empty
-// block, which receivers ignore.
+// the receiver may not have. A block that becomes empty (a D-SACK inside
+// a rewritten line, say) is dropped: the option shrinks and NOPs fill the
+// bytes it freed, so the header keeps its length.
 func mapSACK(b []byte, tcp, payload int, h *history) {
 	for i := tcp + tcpMinLen; i < payload; {
 		switch b[i] {
@@ -434,14 +435,24 @@ func mapSACK(b []byte, tcp, payload int, h *history) {
 			return
 		}
 		if b[i] == tcpOptSACK {
+			w := i + 2
 			for j := i + 2; j+8 <= i+n; j += 8 {
 				l := h.toOrig(binary.BigEndian.Uint32(b[j:]), true)
 				r := h.toOrig(binary.BigEndian.Uint32(b[j+4:]), false)
-				if seqLT(r, l) {
-					r = l
+				if !seqLT(l, r) {
+					continue
 				}
-				binary.BigEndian.PutUint32(b[j:], l)
-				binary.BigEndian.PutUint32(b[j+4:], r)
+				binary.BigEndian.PutUint32(b[w:], l)
+				binary.BigEndian.PutUint32(b[w+4:], r)
+				w += 8
+			}
+			if w == i+2 {
+				w = i // no block left: the whole option goes
+			} else {
+				b[i+1] = byte(w - i)
+			}
+			for k := w; k < i+n; k++ {
+				b[k] = tcpOptNOP
 			}
 		}
 		i += n

@@ -1,6 +1,7 @@
 package mangle
 
 import (
+	"encoding/binary"
 	"strings"
 	"testing"
 	"time"
@@ -381,5 +382,37 @@ func TestSplitBetweenCRAndLF(t *testing.T) {
 			t.Errorf("%v: server got %q, want %q", kind.Kind, got, want)
 		}
 		s.done()
+	}
+}
+
+// A SACK block that maps to nothing (it lies inside a rewritten line) is
+// removed from the option rather than sent empty.
+func TestSACKBlockInsideRewrite(t *testing.T) {
+	s := newSim(t, sess46, false)
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	c := s.ends[ToServer]
+	base := c.sndNxt
+	s.send(ToServer, "PORT 192,0,2,10,7,208\r\n")
+	s.send(ToServer, "NOOP\r\n")
+	// The server SACKs 3 bytes in the middle of the rewritten EPRT line
+	// (a D-SACK, say) and the NOOP after it.
+	sent := uint32(len("EPRT |2|2001:db8:64::c000:20a|2000|\r\n"))
+	s.sack = [][2]uint32{{base + 5, base + 8}, {base + sent, base + sent + 6}}
+	s.ack(ToClient)
+	s.sack = nil
+	var p packet
+	out := s.res.Emits[0].Packet
+	if p.decode(out) != decodedTCP || !checksumOK(out) {
+		t.Fatal("bad packet")
+	}
+	opts := out[p.tcp+tcpMinLen : p.payload]
+	want := []byte{tcpOptNOP, tcpOptNOP, tcpOptSACK, 10}
+	orig := uint32(len("PORT 192,0,2,10,7,208\r\n"))
+	want = binary.BigEndian.AppendUint32(want, base+orig)
+	want = binary.BigEndian.AppendUint32(want, base+orig+6)
+	want = append(want, tcpOptNOP, tcpOptNOP, tcpOptNOP, tcpOptNOP, tcpOptNOP, tcpOptNOP, tcpOptNOP, tcpOptNOP)
+	if diff := cmp.Diff(want, opts); diff != "" {
+		t.Errorf("options (-want +got):\n%s", diff)
 	}
 }

@@ -539,7 +539,7 @@ func (e *Engine) translateReply(f *flow, c pendingCmd, lineEnd uint32) {
 	}
 	// Any other line of a reply whose code changes gets the new code.
 	if r.recode && isCodeLine {
-		e.replaceSpan(f, ToClient, 0, 3, r.newCode[:], false)
+		e.replaceSpan(f, ToClient, 0, 3, r.newCode[:], true)
 	}
 }
 

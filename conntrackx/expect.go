@@ -71,7 +71,19 @@ func (e Expectation) family() (uint8, error) {
 // linux/netfilter/nfnetlink.h. golang.org/x/sys/unix has the subsystem
 // but not the expectation attributes.
 const (
+	ipctnlMsgCtNew  = 0 // IPCTNL_MSG_CT_NEW
 	ipctnlMsgExpNew = 0 // IPCTNL_MSG_EXP_NEW
+
+	ctaTupleOrig = 1 // CTA_TUPLE_ORIG
+	ctaProtoinfo = 4 // CTA_PROTOINFO
+
+	ctaProtoinfoTCP           = 1 // CTA_PROTOINFO_TCP
+	ctaProtoinfoTCPFlagsOrig  = 4 // CTA_PROTOINFO_TCP_FLAGS_ORIGINAL
+	ctaProtoinfoTCPFlagsReply = 5 // CTA_PROTOINFO_TCP_FLAGS_REPLY
+
+	// tcpFlagBeLiberal is IP_CT_TCP_FLAG_BE_LIBERAL of
+	// linux/netfilter/nf_conntrack_tcp.h.
+	tcpFlagBeLiberal = 0x08
 
 	ctaExpectMaster  = 1 // CTA_EXPECT_MASTER
 	ctaExpectTuple   = 2 // CTA_EXPECT_TUPLE
@@ -174,6 +186,35 @@ func encodeTuple(ae *netlink.AttributeEncoder, typ uint16, fam uint8, from, to n
 	})
 }
 
+// liberalMessage encodes an IPCTNL_MSG_CT_NEW update of the connection
+// client -> server (its original direction) that sets
+// IP_CT_TCP_FLAG_BE_LIBERAL in both directions: conntrack then stops
+// marking its packets INVALID for sequence or acknowledgement numbers
+// outside the window it tracked (struct nf_ct_tcp_flags: flags, mask).
+func liberalMessage(client, server netip.AddrPort) (netlink.Message, error) {
+	e := Expectation{Client: client, Server: server, From: server.Addr(), To: client}
+	fam, err := e.family()
+	if err != nil {
+		return netlink.Message{}, fmt.Errorf("connection %v -> %v: %w", client, server, err)
+	}
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	encodeTuple(ae, ctaTupleOrig, fam, client.Addr(), server.Addr(), client.Port(), server.Port())
+	ae.Nested(ctaProtoinfo, func(ae *netlink.AttributeEncoder) error {
+		ae.Nested(ctaProtoinfoTCP, func(ae *netlink.AttributeEncoder) error {
+			ae.Bytes(ctaProtoinfoTCPFlagsOrig, []byte{tcpFlagBeLiberal, tcpFlagBeLiberal})
+			ae.Bytes(ctaProtoinfoTCPFlagsReply, []byte{tcpFlagBeLiberal, tcpFlagBeLiberal})
+			return nil
+		})
+		return nil
+	})
+	attrs, err := ae.Encode()
+	if err != nil {
+		return netlink.Message{}, fmt.Errorf("connection %v -> %v: %w", client, server, err)
+	}
+	return nfMessage(unix.NFNL_SUBSYS_CTNETLINK, ipctnlMsgCtNew, netlink.Request|netlink.Acknowledge, fam, attrs), nil
+}
+
 // ExpecterConfig configures an Expecter. A nil *ExpecterConfig means
 // defaults.
 type ExpecterConfig struct {
@@ -242,6 +283,32 @@ func (x *Expecter) Create(e Expectation) error {
 			// The expectation exists, with the helper's timeout.
 			return fmt.Errorf("set the timeout of expectation %v: %w", e, err)
 		}
+	}
+	return nil
+}
+
+// Liberal makes conntrack's TCP window tracking liberal for the control
+// connection client -> server (its original direction, on the leg the
+// daemon rewrites).
+//
+// The daemon rewrites both directions of that leg before conntrack: a
+// reply in the client's sequence space, but the client's acknowledgements
+// of it mapped back into the server's space. When a rewrite shortens a
+// reply (227 -> 229), conntrack then sees the client acknowledge bytes it
+// never saw sent and marks those packets INVALID; a firewall that admits
+// only "established,related" drops them and the control connection stalls
+// (measured through Tayga on Linux 6.18). Liberal tracking, per
+// connection, is what net.netfilter.nf_conntrack_tcp_be_liberal=1 does for
+// all connections.
+func (x *Expecter) Liberal(client, server netip.AddrPort) error {
+	msg, err := liberalMessage(client, server)
+	if err != nil {
+		return err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if _, err := x.conn.Execute(msg); err != nil {
+		return fmt.Errorf("liberal tracking of %v -> %v: %w", client, server, err)
 	}
 	return nil
 }

@@ -443,6 +443,34 @@ func TestIntegrationExpectTayga(t *testing.T) {
 		}
 	})
 
+	t.Run("liberal", func(t *testing.T) {
+		if err := x.Liberal(ctl, netip.AddrPortFrom(labS4, 21)); err != nil {
+			t.Fatal(err)
+		}
+		flows, err := ct.Dump(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, f := range flows {
+			if f.TupleOrig.IP.SourceAddress == labC4 && f.TupleOrig.Proto.SourcePort == ctl.Port() && f.TupleOrig.Proto.DestinationPort == 21 {
+				found = true
+				// IP_CT_TCP_FLAG_BE_LIBERAL; ti-mo/conntrack reads struct
+				// nf_ct_tcp_flags (flags, mask) as one big-endian uint16.
+				const liberal = 0x08
+				if tcp := f.ProtoInfo.TCP; tcp == nil || tcp.OriginalFlags>>8&liberal == 0 || tcp.ReplyFlags>>8&liberal == 0 {
+					t.Errorf("control connection %v not liberal: %+v", f.TupleOrig, f.ProtoInfo.TCP)
+				}
+			}
+		}
+		if !found {
+			t.Error("control connection not in conntrack")
+		}
+		if err := x.Liberal(netip.AddrPortFrom(labC4, 1), netip.AddrPortFrom(labS4, 21)); !errors.Is(err, unix.ENOENT) {
+			t.Errorf("Liberal for a connection not in conntrack: %v, want ENOENT", err)
+		}
+	})
+
 	t.Run("the kernel's FTP helper drops EPRT |2| on IPv4", func(t *testing.T) {
 		// Why the rewritten leg gets a carrier helper: the ALG turns a
 		// 46 client's PORT into EPRT |2|Pref::C4|p| on the IPv4 leg.

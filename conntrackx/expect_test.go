@@ -149,6 +149,39 @@ func TestExpectMessageIPv6(t *testing.T) {
 	}
 }
 
+func TestLiberalMessage(t *testing.T) {
+	m, err := liberalMessage(active46.Client, active46.Server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// NFNL_SUBSYS_CTNETLINK (1) << 8 | IPCTNL_MSG_CT_NEW (0), an update:
+	// no NLM_F_CREATE.
+	if m.Header.Type != 0x0100 || m.Header.Flags != netlink.Request|netlink.Acknowledge {
+		t.Errorf("type %#x flags %v", m.Header.Type, m.Header.Flags)
+	}
+	want := unhex(t, `
+02 00 00 00                 // nfgenmsg: AF_INET
+34 00 01 80                 // CTA_TUPLE_ORIG
+  14 00 01 80
+    08 00 01 00 c0 00 02 02 //     192.0.2.2
+    08 00 02 00 cb 00 71 0a //     203.0.113.10
+  1c 00 02 80
+    05 00 01 00 06 00 00 00
+    06 00 02 00 9c 40 00 00 //     40000
+    06 00 03 00 00 15 00 00 //     21
+18 00 04 80                 // CTA_PROTOINFO
+  14 00 01 80               //   CTA_PROTOINFO_TCP
+    06 00 04 00 08 08 00 00 //     FLAGS_ORIGINAL: BE_LIBERAL, mask BE_LIBERAL
+    06 00 05 00 08 08 00 00 //     FLAGS_REPLY: the same
+`)
+	if diff := cmp.Diff(hex.Dump(want), hex.Dump(m.Data)); diff != "" {
+		t.Errorf("message (-want +got):\n%s", diff)
+	}
+	if _, err := liberalMessage(active46.Client, netip.MustParseAddrPort("[2001:db8::1]:21")); err == nil {
+		t.Error("mixed families accepted")
+	}
+}
+
 func TestExpectMessageErrors(t *testing.T) {
 	mixed := active46
 	mixed.From = netip.MustParseAddr("2001:db8::1")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -14,6 +15,7 @@ import (
 // expectationCreator is what pinholeMapper needs of a conntrackx.Expecter.
 type expectationCreator interface {
 	Create(conntrackx.Expectation) error
+	Liberal(client, server netip.AddrPort) error
 }
 
 // pinholeMapper is the translator's Mapper with firewall pinholes: after
@@ -29,6 +31,12 @@ type expectationCreator interface {
 // and every expectation of that leg is made here, for all four modes. The
 // other leg carries consistent text, and the kernel's FTP helper makes
 // its expectations.
+//
+// Before each expectation it makes the control connection's window
+// tracking liberal (conntrackx.Expecter.Liberal): the engine's rewrites
+// that shorten a line otherwise make conntrack mark the connection's later
+// packets INVALID, which the same firewall drops. Rewrites before the
+// first data channel of a connection (ALGS, EPSV ALL) are not covered.
 //
 // A failure to create an expectation never fails MapData: the rewrite
 // goes ahead (the data connection may still pass a firewall that needs no
@@ -93,12 +101,18 @@ func (m *pinholeMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) 
 		m.refused.Add(1)
 		return ep, nil
 	}
-	if err := m.exp.Create(e); err != nil {
+	// Liberal window tracking first: the rewrite this request is for
+	// may shorten a line, which the firewall would otherwise punish
+	// (conntrackx.Expecter.Liberal).
+	lerr := m.exp.Liberal(e.Client, e.Server)
+	cerr := m.exp.Create(e)
+	if cerr == nil {
+		m.created.Add(1)
+	}
+	if err := errors.Join(lerr, cerr); err != nil {
 		m.failed.Add(1)
 		m.logFailure(req, err)
-		return ep, nil
 	}
-	m.created.Add(1)
 	return ep, nil
 }
 
@@ -182,7 +196,7 @@ func (m *pinholeMapper) logFailure(req mangle.DataRequest, err error) {
 // pinholeStats are the decorator's counters.
 type pinholeStats struct {
 	Created uint64 `json:"created"` // expectations created
-	Failed  uint64 `json:"failed"`  // expectations the kernel refused
+	Failed  uint64 `json:"failed"`  // requests the kernel refused (expectation or liberal tracking)
 	Refused uint64 `json:"refused"` // requests that named no end of their control connection
 }
 

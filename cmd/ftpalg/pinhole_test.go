@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,11 +29,20 @@ func (f fixedMapper) Classify(client, server netip.AddrPort) (mangle.Session, bo
 
 func (f fixedMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) { return f.ep, f.err }
 
-// fakeExpecter records expectations and fails with err.
+// fakeExpecter records expectations and liberal requests, and fails
+// with err.
 type fakeExpecter struct {
-	mu  sync.Mutex
-	got []conntrackx.Expectation
-	err error
+	mu      sync.Mutex
+	got     []conntrackx.Expectation
+	liberal [][2]netip.AddrPort
+	err     error
+}
+
+func (f *fakeExpecter) Liberal(client, server netip.AddrPort) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.liberal = append(f.liberal, [2]netip.AddrPort{client, server})
+	return f.err
 }
 
 func (f *fakeExpecter) Create(e conntrackx.Expectation) error {
@@ -177,6 +187,9 @@ func TestPinholeMapperCreates(t *testing.T) {
 	}
 	if s := m.stats(); s != (pinholeStats{Created: 1}) {
 		t.Errorf("stats %+v", s)
+	}
+	if want := [][2]netip.AddrPort{{ap("192.0.2.2:40000"), ap("203.0.113.10:21")}}; !slices.Equal(want, x.liberal) {
+		t.Errorf("liberal tracking asked for %v, want %v", x.liberal, want)
 	}
 	if s, ok := m.Classify(ap("192.0.2.2:40000"), ap("203.0.113.10:21")); !ok || s.Kind != mangle.Kind46 {
 		t.Errorf("Classify is not the inner mapper's: %+v, %v", s, ok)

@@ -24,7 +24,7 @@
 # nat-*.pcap (all TCP on the router), vsftpd logs, wkp.txt.
 set -uo pipefail
 
-OUT=${FTPALG_OUT:-/tmp/ftpalg-jool-out}
+OUT=${FTPALG_OUT:-$(mktemp -d)}
 HERE=$(cd "$(dirname "$0")" && pwd)
 FTPCHECK="/usr/bin/python3 $HERE/ftpcheck.py"
 INSTANCE=lab

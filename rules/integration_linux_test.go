@@ -606,3 +606,34 @@ func TestIntegrationRulesBypass(t *testing.T) {
 		})
 	}
 }
+
+// TestIntegrationReadmeFirewall loads the firewall example of README.md
+// ("Pinholes") with nft -f, beside the ruleset with helpers, so the
+// example an operator copies stays valid.
+func TestIntegrationReadmeFirewall(t *testing.T) {
+	needRoot(t)
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var example string
+	for _, block := range strings.Split(string(b), "```")[1:] {
+		if strings.HasPrefix(strings.TrimSpace(block), "table inet filter {") {
+			example = block
+		}
+	}
+	if example == "" {
+		t.Fatal(`README.md has no example starting "table inet filter {"`)
+	}
+	ns := newNetNS(t)
+	cmdIn(t, ns, example, "nft", "-f", "-")
+	if err := Install(&Config{Translator: Tayga, Helper: true, NetNS: ns.fd}); err != nil {
+		t.Fatal(err)
+	}
+	got := ns.ruleset(t)
+	for _, want := range []string{"ct state established,related accept", `ct helper set "ftpalg"`, `ct helper set "ftp"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, got)
+		}
+	}
+}

@@ -6,7 +6,9 @@
 // Config.Ports, on one leg (address family) of the translator, in both
 // directions. Data connections stay in the kernel. All rules live in the
 // daemon's own table (Config.Table, "ftpalg" by default), so removing them
-// never touches anything else.
+// never touches anything else. With Config.Helper (Tayga), the same-named
+// table of both families also attaches conntrack helpers to new control
+// connections, for firewall pinholes (README.md, "Pinholes").
 //
 // Render prints the ruleset as nft text; Install loads the same ruleset in
 // one atomic batch, with the native nft "queue" statement where the kernel

@@ -45,7 +45,11 @@ Flags:
                            addresses that is the same in both directions
                            (default 1)
   --bypass                 fail-open: the kernel accepts the packets while
-                           no daemon listens (default: it drops them)
+                           no daemon listens (default: it drops them;
+                           'ftpalg run' defaults to fail-open)
+  --helper                 Tayga: attach conntrack helpers so the daemon can
+                           open firewall pinholes for data connections
+                           (rules/README.md, Pinholes; 'ftpalg run' does)
   --table NAME             the daemon's table (default ftpalg)
 
 Exit status: 0 on success, 1 if loading or removing failed, 2 for a usage
@@ -72,6 +76,7 @@ func parseRulesArgs(args []string) (rulesArgs, error) {
 	r.cfg.Queues = 1
 	fs.Var((*queuesFlag)(&r.cfg.Queues), "queues", "")
 	fs.BoolVar(&r.cfg.Bypass, "bypass", false, "")
+	fs.BoolVar(&r.cfg.Helper, "helper", false, "")
 	fs.StringVar(&r.cfg.Table, "table", rules.DefaultTable, "")
 
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {

@@ -42,6 +42,7 @@ type runConfig struct {
 	Ports        []uint16
 	Leg          string
 	NoRules      bool
+	NoPinholes   bool
 	FailOpen     bool
 	HoldTimeout  time.Duration
 	Strict       bool
@@ -109,6 +110,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	})
 	fl.StringVar(&cfg.Leg, "leg", rules.LegIPv4, "`leg` of the translator whose packets are queued: ipv4 or ipv6")
 	fl.BoolVar(&cfg.NoRules, "no-rules", false, "install no nftables rules (the operator installs them, see 'ftpalg rules')")
+	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
 	fl.BoolVar(&cfg.FailOpen, "fail-open", true, "let FTP control packets pass unchanged while the queue is full or no daemon runs,\ninstead of dropping them (--fail-open=false)")
 	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held, then it is sent unchanged")
 	fl.BoolVar(&cfg.Strict, "strict", false, "answer 425 to an IPv6 client when the IPv4 server's 227 names another address")
@@ -193,6 +195,7 @@ func (c *runConfig) rules() *rules.Config {
 		QueueNum:   c.QueueNum,
 		Queues:     c.Queues,
 		Bypass:     c.FailOpen,
+		Helper:     c.translator() == rules.Tayga && !c.NoPinholes,
 	}
 }
 
@@ -276,7 +279,27 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 			log.Warn("tayga dynamic map", "err", err)
 		}
 	}
-	return &daemonMapper{Mapper: m, close: closeRes}, nil
+	dm := &daemonMapper{Mapper: m, close: closeRes}
+	if !cfg.NoPinholes {
+		// Firewall pinholes: the conntrack expectations of data
+		// connections on the rewritten leg (rules/README.md, Pinholes).
+		x, err := conntrackx.DialExpecter(&conntrackx.ExpecterConfig{Timeout: time.Minute})
+		if err != nil {
+			if closeRes != nil {
+				closeRes()
+			}
+			return nil, err
+		}
+		dm.Mapper = newPinholeMapper(m, x, log)
+		dm.close = func() error {
+			var err error
+			if closeRes != nil {
+				err = closeRes()
+			}
+			return errors.Join(err, x.Close())
+		}
+	}
+	return dm, nil
 }
 
 // loadJoolMapper connects to the Jool instance and removes the static BIB

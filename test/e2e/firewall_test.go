@@ -37,11 +37,10 @@ var firewallCells = []cell{
 }
 
 // pinholesRequired says whether the pinhole cells must work with the ALG.
-// The daemon does not open pinholes yet, so by default their failure with
-// the ALG is logged as XFAIL (and shown in the table) instead of failing
-// the test; FTPALG_E2E_PINHOLES=1 makes them required. Once the daemon opens
-// pinholes, make this return true.
-func pinholesRequired() bool { return os.Getenv("FTPALG_E2E_PINHOLES") == "1" }
+// The daemon opens pinholes (conntrack expectations, rules/README.md), so
+// they must; FTPALG_E2E_PINHOLES=0 turns their failure back into an XFAIL
+// (for a kernel without the FTP and SANE conntrack helpers).
+func pinholesRequired() bool { return os.Getenv("FTPALG_E2E_PINHOLES") != "0" }
 
 // TestIntegrationFirewall runs passive and active transfers through a
 // default-drop forward chain in nat, with vsftpd, without and with the ALG.

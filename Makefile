@@ -3,7 +3,8 @@
 #   make build   build ./bin/ftpalg
 #   make test    the whole test suite: installs what it needs (Debian
 #                packages, Go modules), then unit tests, then the end-to-end
-#                tests in network namespaces (root)
+#                tests in network namespaces with Tayga, then the ones with a
+#                real Jool in a QEMU guest (root)
 #   make demo    a demo network with Tayga: FTP failing without ftpalg and
 #                working with it (root)
 #   make bench   the engine's benchmarks
@@ -13,7 +14,7 @@ BIN     := bin/ftpalg
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build deps test unit e2e demo bench fuzz vet clean
+.PHONY: all build deps test unit e2e e2e-jool demo bench bench-nfqueue fuzz vet clean
 
 all: build
 
@@ -32,13 +33,24 @@ unit: vet
 e2e: build
 	test/e2e.sh
 
-test: deps unit e2e
+# Jool runs in a QEMU guest (the host cannot load modules): the FTP matrix
+# without and with ftpalg, then the Jool client's integration tests.
+e2e-jool: build
+	FTPALG_WITH_ALG=1 test/jool/run.sh test/jool/guest/ftp-matrix.sh
+	test/jool/gotest.sh --run 'TestIntegration.*Jool' ./conntrackx
+
+test: deps unit e2e e2e-jool
 
 demo: deps build
 	test/demo.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./mangle/
+
+# The daemon's queue loop against a minimal C libnetfilter_queue consumer.
+bench-nfqueue: build
+	test/deps.sh bench
+	test/bench/nfqueue.sh
 
 fuzz:
 	test/fuzz.sh

@@ -38,23 +38,17 @@ var firewallCells = []cell{
 
 // pinholesRequired says whether the pinhole cells must work with the ALG.
 // The daemon opens pinholes (conntrack expectations, rules/README.md), so
-// they must; FTPALG_E2E_PINHOLES=0 turns their failure back into an XFAIL
-// (for a kernel without the FTP and SANE conntrack helpers).
+// they must; FTPALG_E2E_PINHOLES=0 turns their failure into an XFAIL (for a
+// daemon run with --no-pinholes, or a kernel without the FTP and SANE
+// conntrack helpers).
 func pinholesRequired() bool { return os.Getenv("FTPALG_E2E_PINHOLES") != "0" }
 
 // TestIntegrationFirewall runs passive and active transfers through a
-// default-drop forward chain in nat, with vsftpd, without and with the ALG.
-// The cells marked pinhole work only once the daemon opens pinholes for
-// data connections.
+// default-drop forward chain in nat, with each server, without and with the
+// ALG. The cells marked pinhole work only because the daemon opens
+// pinholes for data connections.
 func TestIntegrationFirewall(t *testing.T) {
 	l := getLab(t)
-	const srv = "vsftpd"
-	if err := l.startServer(srv); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.findClient4Seen(); err != nil {
-		t.Fatal(err)
-	}
 	rules := filepath.Join(l.dir, "firewall.nft")
 	if err := os.WriteFile(rules, []byte(firewallRuleset), 0o644); err != nil {
 		t.Fatal(err)
@@ -74,38 +68,52 @@ func TestIntegrationFirewall(t *testing.T) {
 	addCleanup(remove)
 	defer remove()
 
-	rows := make([]matrixRow, len(firewallCells))
-	t.Run("without", func(t *testing.T) {
-		for i, c := range firewallCells {
-			rows[i] = matrixRow{server: srv + "+fw", c: c}
-			t.Run(c.name(), func(t *testing.T) {
-				rows[i].without = l.runCell(t, srv+"-fw", c, "without")
-				checkWithout(t, srv, c, rows[i].without)
-			})
-		}
-	})
-	t.Run("with", func(t *testing.T) {
-		d := l.startDaemon(t, srv+"-fw")
-		for i, c := range firewallCells {
-			t.Run(c.name(), func(t *testing.T) {
-				rows[i].withALG = l.runCell(t, srv+"-fw", c, "with")
-				rows[i].ranWith = true
-				switch ok := rows[i].withALG.ok; {
-				case !ok && c.pinhole && !pinholesRequired():
-					t.Logf("XFAIL with ftpalg: %s (needs the daemon to open pinholes, not implemented yet; "+
-						"FTPALG_E2E_PINHOLES=1 makes this an error)", rows[i].withALG.detail)
-				case !ok:
-					t.Errorf("with ftpalg: %s", rows[i].withALG.detail)
-				case c.pinhole && !pinholesRequired():
-					t.Logf("XPASS: works with ftpalg although pinholes were not required: make them required")
+	var rows []matrixRow
+	for _, srv := range servers {
+		t.Run(srv, func(t *testing.T) {
+			if err := l.startServer(srv); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.findClient4Seen(); err != nil {
+				t.Fatal(err)
+			}
+			mine := make([]matrixRow, len(firewallCells))
+			defer func() { rows = append(rows, mine...) }()
+			t.Run("without", func(t *testing.T) {
+				for i, c := range firewallCells {
+					mine[i] = matrixRow{server: srv + "+fw", c: c}
+					t.Run(c.name(), func(t *testing.T) {
+						mine[i].without = l.runCell(t, srv, c, "fw-without")
+						checkWithout(t, srv, c, mine[i].without)
+					})
 				}
 			})
-		}
-		l.stopDaemon(t, d)
-	})
-	title := "firewall matrix (pinhole: works only once the daemon opens pinholes; not required yet)"
-	if pinholesRequired() {
-		title = "firewall matrix (pinhole: works only once the daemon opens pinholes; required)"
+			t.Run("with", func(t *testing.T) {
+				d := l.startDaemon(t, srv+"-fw")
+				for i, c := range firewallCells {
+					t.Run(c.name(), func(t *testing.T) {
+						mine[i].withALG = l.runCell(t, srv, c, "fw-with")
+						mine[i].ranWith = true
+						switch ok := mine[i].withALG.ok; {
+						case !ok && c.pinhole && !pinholesRequired():
+							t.Logf("XFAIL with ftpalg: %s (needs the daemon's pinholes; "+
+								"not required because FTPALG_E2E_PINHOLES=0)", mine[i].withALG.detail)
+						case !ok && c.pinhole:
+							t.Errorf("with ftpalg: %s (needs the daemon's pinholes)", mine[i].withALG.detail)
+						case !ok:
+							t.Errorf("with ftpalg: %s", mine[i].withALG.detail)
+						case c.pinhole && !pinholesRequired():
+							t.Logf("XPASS: works with ftpalg although FTPALG_E2E_PINHOLES=0")
+						}
+					})
+				}
+				l.stopDaemon(t, d)
+			})
+		})
+	}
+	title := "firewall matrix (pinhole: works only with the daemon's pinholes; required)"
+	if !pinholesRequired() {
+		title = "firewall matrix (pinhole: works only with the daemon's pinholes; not required: FTPALG_E2E_PINHOLES=0)"
 	}
 	logMatrix(t, title, rows)
 }

@@ -41,12 +41,11 @@ type Emit struct {
 
 // Rewrite records one line the engine changed, for logs and transcripts.
 type Rewrite struct {
-	Flow    FlowKey
-	Kind    Kind
-	Dir     Dir
-	Before  []byte // the original line without its line ending
-	After   []byte // what was sent instead, without its line ending
-	Comment string // a static note ("mapping S4:p4 -> S6:p6" is not built here)
+	Flow   FlowKey
+	Kind   Kind
+	Dir    Dir
+	Before []byte // the original line without its line ending
+	After  []byte // what was sent instead, without its line ending
 }
 
 // Result is what one call into the engine produced. Reuse one Result
@@ -87,7 +86,7 @@ type Stats struct {
 	Retransmits  uint64 // segments carrying data already seen
 	OutOfOrder   uint64 // segments beyond a hole
 	RegionsFull  uint64 // rewrites skipped because the per-direction history was full
-	Overlong     uint64 // lines longer than MaxLine (passed)
+	Overlong     uint64 // lines longer than 1024 bytes (passed unparsed)
 	Desync       uint64 // replies that could not be matched to commands
 	Transparent  uint64 // sessions that became transparent after AUTH
 	Flows        uint64 // flows created

@@ -342,6 +342,9 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 		s += uint32(n)
 		data = data[n:]
 		if complete {
+			if st.line.overlong {
+				e.stats.Overlong++
+			}
 			if !st.line.skip {
 				if d == ToServer {
 					e.commandLine(f, s)

@@ -266,6 +266,9 @@ func TestOverlongLine(t *testing.T) {
 	if diff := cmp.Diff(long+"EPSV 2\r\n", s.got(ToServer)); diff != "" {
 		t.Errorf("server got (-want +got):\n%s", diff)
 	}
+	if st := s.e.Stats(); st.Overlong != 1 {
+		t.Errorf("Overlong = %d, want 1", st.Overlong)
+	}
 	s.done()
 }
 

@@ -583,7 +583,7 @@ func (h *engineHandler) emit(v *nfq.Verdicts) {
 		for i := range h.res.Rewrites {
 			r := &h.res.Rewrites[i]
 			h.log.Debug("rewrite", "queue", h.queue, "flow", r.Flow.String(), "kind", r.Kind.String(),
-				"dir", r.Dir.String(), "before", string(r.Before), "after", string(r.After), "note", r.Comment)
+				"dir", r.Dir.String(), "before", string(r.Before), "after", string(r.After))
 		}
 	}
 }

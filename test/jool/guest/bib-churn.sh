@@ -2,7 +2,7 @@
 # Many data connections in a row through ftpalg and a real Jool, then no BIB
 # entry of the ALG left behind. In the QEMU guest:
 #
-#   test/jool/run.sh test/jool/guest/bib-churn.sh [N]      # N defaults to 1000
+#   test/jool/run.sh test/jool/guest/bib-churn.sh [N [WAIT]]   # N transfers (1000), WAIT s for the expiry (60)
 #
 # Same topology and Jool instance as ftp-matrix.sh (see there):
 #
@@ -28,8 +28,9 @@
 set -uo pipefail
 
 N=${1:-1000}
-case $N in
-'' | *[!0-9]*) echo "usage: $0 [N]" >&2; exit 2 ;;
+CLEANUP_WAIT=${2:-60} # seconds the running daemon gets to remove its entries
+case $N$CLEANUP_WAIT in
+'' | *[!0-9]*) echo "usage: $0 [N [WAIT]]" >&2; exit 2 ;;
 esac
 N46=$((N / 2))
 N64=$((N - N46))
@@ -44,7 +45,6 @@ POOL4=192.0.2.1
 ALG_PORTS=61000-61999
 # A static TCP entry on the pool4 address with a port in ALG_PORTS.
 ALG_ENTRY='^\[Static TCP\] 192\.0\.2\.1#61[0-9]{3} '
-CLEANUP_WAIT=${FTPALG_CHURN_WAIT:-60}
 S6=2001:db8:6::10
 S4=203.0.113.10
 S4_VIA_NAT64=2001:db8:64::cb00:710a # 2001:db8:64::203.0.113.10
@@ -222,7 +222,13 @@ jool_nat session display --tcp --numeric >"$OUT/jool-session-after-churn.txt" 2>
 at_end=$(grep -cE "$ALG_ENTRY" "$OUT/jool-bib-after-churn.txt")
 peak=$(awk 'NR > 1 && $2 > m { m = $2 } END { print m + 0 }' "$OUT/bib-count.tsv")
 [ "$at_end" -gt "$peak" ] && peak=$at_end
-log "static entries in $ALG_PORTS: peak $peak during the churn (sampled every second), $at_end when it ended"
+samples=$(($(wc -l <"$OUT/bib-count.tsv") - 1))
+log "static entries in $ALG_PORTS: peak $peak during the churn ($samples samples, one a second plus the time jool takes to list), $at_end when it ended"
+if [ "$N" -gt 0 ] && [ "$peak" = 0 ]; then
+	# Then the transfers did not go through the daemon's entries at all.
+	log "no entry of the daemon was ever seen"
+	status=1
+fi
 nx nat "$BIN" status >"$OUT/ftpalg-status.txt" 2>&1
 
 # --- expiry while the daemon runs ----------------------------------------------------

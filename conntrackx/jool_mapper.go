@@ -84,12 +84,21 @@ type JoolMapperConfig struct {
 	// MaxEntries bounds the static entries the mapper keeps at once
 	// (default 4096).
 	MaxEntries int
+	// TCPTransTimeout is the instance's tcp-trans-timeout (default 4
+	// minutes, Jool's default): how long Jool keeps a TCP session after
+	// both FINs or a reset. Expire dates finished sessions with it, so
+	// that those that finished before a mapping was requested again do
+	// not count as the new data connection. Too long a value makes an
+	// entry that is requested again in that time go early again (before
+	// its new connection came); too short only keeps entries longer.
+	TCPTransTimeout time.Duration
 }
 
 const (
 	defaultJoolIdle       = 2 * time.Minute
 	defaultJoolCacheTTL   = 10 * time.Second
 	defaultJoolMaxEntries = 4096
+	defaultJoolTransTime  = 4 * time.Minute
 	// joolMissRefresh is how old a cache may be before a miss refreshes it.
 	joolMissRefresh = time.Second
 	// joolFinishedGrace keeps a mapping whose connections all finished for
@@ -132,6 +141,7 @@ type JoolMapper struct {
 	pool6  netip.Prefix
 	lo, hi uint16
 	idle   time.Duration
+	trans  time.Duration
 	ttl    time.Duration
 	max    int
 	now    func() time.Time
@@ -167,6 +177,7 @@ func NewJoolMapper(cfg *JoolMapperConfig) (*JoolMapper, error) {
 		lo:      cfg.ReservedPorts[0],
 		hi:      cfg.ReservedPorts[1],
 		idle:    cfg.IdleTimeout,
+		trans:   cfg.TCPTransTimeout,
 		ttl:     cfg.CacheTTL,
 		max:     cfg.MaxEntries,
 		now:     time.Now,
@@ -180,6 +191,9 @@ func NewJoolMapper(cfg *JoolMapperConfig) (*JoolMapper, error) {
 	}
 	if m.idle <= 0 {
 		m.idle = defaultJoolIdle
+	}
+	if m.trans <= 0 {
+		m.trans = defaultJoolTransTime
 	}
 	if m.ttl <= 0 {
 		m.ttl = defaultJoolCacheTTL
@@ -521,7 +535,9 @@ func (m *JoolMapper) remove(e BIBEntry) error {
 // Expire removes the mappings that are done with, judged from Jool's
 // session table at now: those whose sessions have all finished (both FINs
 // or a reset) or vanished, and those that saw no session within
-// IdleTimeout of their last request. Call it periodically (every few
+// IdleTimeout of their last request. Sessions that finished before the
+// last request (dated with TCPTransTimeout) do not count: they belong to
+// earlier data connections on the same entry. Call it periodically (every few
 // seconds): when it holds mappings it asks Jool for their sessions (one
 // request per mapping, or one listing of all TCP sessions when it holds
 // more than a few dozen).
@@ -539,7 +555,7 @@ func (m *JoolMapper) Expire(now time.Time) error {
 	uses := map[netip.AddrPort]use{}
 	for _, s := range sessions {
 		om := m.owned[s.Src6]
-		if om == nil || om.entry.Addr4 != s.Src4 {
+		if om == nil || om.entry.Addr4 != s.Src4 || m.finishedBefore(s, now, om.requested) {
 			continue
 		}
 		u := uses[s.Src6]
@@ -568,6 +584,21 @@ func (m *JoolMapper) Expire(now time.Time) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// finishedBefore says whether s finished before t, judged from what is
+// left of its transitory timer at now. Jool keeps a finished session for
+// tcp-trans-timeout (4 minutes by default) and an entry requested again
+// (a server that reuses its passive ports, the same client port) still
+// carries the sessions of its earlier data connections: they are not the
+// new connection and must not make the entry look used and done, or it
+// goes joolFinishedGrace after the request, before a slow client connects.
+// A session with no time left reported (Expires 0) counts as recent.
+func (m *JoolMapper) finishedBefore(s SessionEntry, now, t time.Time) bool {
+	if !s.Finished() || s.Expires <= 0 || s.Expires > m.trans {
+		return false
+	}
+	return now.Add(s.Expires - m.trans).Before(t)
 }
 
 // sessionsOfOwned returns (at least) the sessions on the entries the

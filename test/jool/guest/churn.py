@@ -1,18 +1,22 @@
 #!/usr/bin/python3
 """Many FTP data connections in a row over one control connection.
 
-    churn.py HOST MODE COUNT --files DIR [--timeout S] [--progress K]
+    churn.py HOST MODE COUNT [--delay S] [--timeout S] [--progress K]
     churn.py --make-files DIR
 
 MODE is pasv (the client connects to the literal address of each 227 reply,
 which must be the control connection's peer: across a NAT64 only an ALG makes
 it so) or eprt2 (the client listens on a new IPv6 port for each transfer and
 sends EPRT |2|its-address|port|). Logs in anonymously once, sends TYPE I, then
-COUNT times the data-channel command and RETR of one of the files in DIR
-(chunk-K.txt, K = transfer number modulo the number of files), and checks
-that the bytes received are exactly that file's. A transfer that fails is
-counted and the next one goes on; when the control connection itself breaks,
-the client logs in again. It gives up after 20 failures in a row.
+COUNT times the data-channel command and RETR of one of the files that
+--make-files wrote into the server's root (chunk-K.txt, K = transfer number
+modulo 8), and checks that the bytes received are exactly that file's. After
+a failed transfer it logs in again on a new control connection (the old one
+may be out of step) and goes on; it gives up after 20 failures in a row.
+
+--delay S waits S seconds between the data-channel command's reply and the
+data connection (pasv: before connecting; eprt2: before RETR), as a slow
+client would.
 
 --make-files DIR writes the files (different sizes and contents) and exits.
 
@@ -53,8 +57,8 @@ class Failed(Exception):
 
 
 class Client:
-    def __init__(self, host, timeout):
-        self.host, self.timeout = host, timeout
+    def __init__(self, host, timeout, delay):
+        self.host, self.timeout, self.delay = host, timeout, delay
         self.ftp = None
 
     def connect(self):
@@ -111,6 +115,7 @@ class Client:
                 peer = ftp.sock.getpeername()[0]
                 if host != peer:
                     raise Failed(f"PASV: {one_line(resp)} names {host}, not the server {peer}")
+                time.sleep(self.delay)
                 try:
                     data = socket.create_connection((host, port), timeout=self.timeout)
                 except OSError as e:
@@ -124,6 +129,7 @@ class Client:
                 listener.settimeout(self.timeout)
                 port = listener.getsockname()[1]
                 self.cmd(f"EPRT |2|{local}|{port}|")
+                time.sleep(self.delay)
                 self.retr_reply(name)
                 try:
                     data, _ = listener.accept()
@@ -158,9 +164,9 @@ def main():
     p.add_argument("host", nargs="?")
     p.add_argument("mode", nargs="?", choices=["pasv", "eprt2"])
     p.add_argument("count", nargs="?", type=int)
-    p.add_argument("--files", default="")
     p.add_argument("--make-files", default="")
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--progress", type=int, default=100)
     a = p.parse_args()
     if a.make_files:
@@ -169,7 +175,7 @@ def main():
     if not a.host or not a.mode or a.count is None:
         p.error("HOST MODE COUNT are required")
 
-    c = Client(a.host, a.timeout)
+    c = Client(a.host, a.timeout, a.delay)
     passed = failed = in_row = 0
     t0 = time.monotonic()
     for i in range(a.count):

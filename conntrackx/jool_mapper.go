@@ -551,11 +551,15 @@ func (m *JoolMapper) Expire(now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("jool mapper expire: %w", err)
 	}
+	// The listing can take a while (a second for thousands of sessions
+	// on a slow machine): date finished sessions from its end, so that
+	// one that finished just after a request never looks older than it.
+	listed := m.now()
 	type use struct{ any, live bool }
 	uses := map[netip.AddrPort]use{}
 	for _, s := range sessions {
 		om := m.owned[s.Src6]
-		if om == nil || om.entry.Addr4 != s.Src4 || m.finishedBefore(s, now, om.requested) {
+		if om == nil || om.entry.Addr4 != s.Src4 || m.finishedBefore(s, listed, om.requested) {
 			continue
 		}
 		u := uses[s.Src6]
@@ -586,8 +590,9 @@ func (m *JoolMapper) Expire(now time.Time) error {
 	return errors.Join(errs...)
 }
 
-// finishedBefore says whether s finished before t, judged from what is
-// left of its transitory timer at now. Jool keeps a finished session for
+// finishedBefore says whether s surely finished before t, judged from
+// what is left of its transitory timer at now (no earlier than the
+// listing that reported it). Jool keeps a finished session for
 // tcp-trans-timeout (4 minutes by default) and an entry requested again
 // (a server that reuses its passive ports, the same client port) still
 // carries the sessions of its earlier data connections: they are not the

@@ -94,3 +94,46 @@ func TestJoolMapperExpireUndatedFinishedSession(t *testing.T) {
 		t.Error("entry kept 15 s after the request with its only connection finished")
 	}
 }
+
+// slowListing is a Jool whose session listing takes a second.
+type slowListing struct {
+	*fakeTables
+	clk *fakeClock
+}
+
+func (s slowListing) SessionList(proto uint8) ([]SessionEntry, error) {
+	out, err := s.fakeTables.SessionList(proto)
+	s.clk.advance(time.Second)
+	return out, err
+}
+
+// A connection that finished just after its request, listed by a slow
+// listing that started before it finished, still counts as the request's:
+// the entry goes joolFinishedGrace after the request, not IdleTimeout.
+func TestJoolMapperExpireSlowListing(t *testing.T) {
+	f := newFakeTables()
+	sl := slowListing{fakeTables: f}
+	m, clk := newTestMapper(t, f, JoolMapperConfig{Tables: sl, IdleTimeout: time.Minute})
+	sl.clk = clk
+	m.t = sl
+	target := ap("[2001:db8::10]:40052")
+	got, err := m.MapData(mangle.DataRequest{Session: session46(m), Mode: mangle.Passive46, Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := BIBEntry{Addr6: target, Addr4: got, Proto: ProtoTCP, Static: true}
+	requested := clk.t
+	for i := 0; i < 4; i++ {
+		clk.advance(5 * time.Second)
+		tick := clk.t
+		// As Jool reports it at the end of the listing (tick + 1 s): it
+		// finished 50 ms after the request.
+		left := 4*time.Minute - (tick.Add(time.Second).Sub(requested) - 50*time.Millisecond)
+		f.sessions = []SessionEntry{{Src6: e.Addr6, Src4: e.Addr4, Dst4: ap("203.0.113.5:50004"),
+			Proto: ProtoTCP, State: JoolTCPV4FinV6FinRcv, Expires: left}}
+		m.Expire(tick)
+	}
+	if f.has(e) {
+		t.Error("entry kept 20 s after the request although its connection finished")
+	}
+}

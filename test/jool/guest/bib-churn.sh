@@ -2,7 +2,10 @@
 # Many data connections in a row through ftpalg and a real Jool, then no BIB
 # entry of the ALG left behind. In the QEMU guest:
 #
-#   test/jool/run.sh test/jool/guest/bib-churn.sh [N [WAIT]]   # N transfers (1000), WAIT s for the expiry (60)
+#   test/jool/run.sh test/jool/guest/bib-churn.sh [N [WAIT [SLOW]]]
+#
+# N transfers (default 1000), WAIT seconds for the expiry (60), SLOW rounds of
+# the slow-client check (0).
 #
 # Same topology and Jool instance as ftp-matrix.sh (see there):
 #
@@ -17,7 +20,15 @@
 # Every transfer must deliver exactly its file. A poller counts the static
 # BIB entries in 61000-61999 every second (the peak is reported). Then, with
 # the daemon still running, it waits up to 60 s for its expiry to remove them
-# all, stops the daemon with SIGTERM and checks that none is left.
+# all. Then a burst of 20 more transfers, so that the daemon holds entries
+# when it stops with SIGTERM; none may be left after it exited.
+#
+# With SLOW > 0, before the expiry wait, SLOW rounds of: 100 quick 46 passive
+# transfers, then one whose client waits 16 s between the 227 reply and
+# connecting. vsftpd's 101 passive ports come back, so that slow transfer
+# most likely lands on an entry of the ALG that still carries finished
+# sessions of earlier transfers; the entry must not be removed under it
+# (the mapper once removed such entries 10 s after the request).
 #
 # Exit status 0 when every transfer passed and no entry is left. The last
 # line is "bib-churn: P passed, F failed" (transfers).
@@ -29,9 +40,11 @@ set -uo pipefail
 
 N=${1:-1000}
 CLEANUP_WAIT=${2:-60} # seconds the running daemon gets to remove its entries
-case $N$CLEANUP_WAIT in
-'' | *[!0-9]*) echo "usage: $0 [N [WAIT]]" >&2; exit 2 ;;
+SLOW=${3:-0}
+case $N$CLEANUP_WAIT$SLOW in
+'' | *[!0-9]*) echo "usage: $0 [N [WAIT [SLOW]]]" >&2; exit 2 ;;
 esac
+TOTAL=$((N + SLOW * 101 + 20)) # 20: the last burst
 N46=$((N / 2))
 N64=$((N - N46))
 
@@ -76,7 +89,7 @@ trap cleanup EXIT
 
 t_all=$(now)
 passed=0
-failed=$N
+failed=$TOTAL
 finish() { # finish STATUS
 	log "done in $(since "$t_all") s, status $1"
 	echo "bib-churn: $passed passed, $failed failed"
@@ -232,31 +245,72 @@ fi
 nx nat "$BIN" status >"$OUT/ftpalg-status.txt" 2>&1
 
 # --- expiry while the daemon runs ----------------------------------------------------
-t0=$(now)
-left=$at_end
-while [ "$left" != 0 ] && [ $(( $(now) - t0 )) -lt $((CLEANUP_WAIT * 1000)) ]; do
-	alive || break
-	sleep 1
+wait_expiry() { # wait_expiry NAME WHEN: polls until no entry is left, sets status
+	local t0 left start cleanup_s
+	t0=$(now)
 	left=$(alg_entries)
-done
-cleanup_s=$(since "$t0")
-jool_nat bib display --tcp --numeric >"$OUT/jool-bib-after-expiry.txt" 2>&1
-jool_nat session display --tcp --numeric >"$OUT/jool-session-after-expiry.txt" 2>&1
-if ! alive; then
-	log "ftpalg exited during the churn or the expiry wait:"
-	tail -n 20 "$OUT/ftpalg.log" | sed 's/^/    /'
-	status=1
-elif [ "$left" != 0 ]; then
-	log "expiry: $left of the daemon's entries still in Jool after ${CLEANUP_WAIT} s:"
-	grep -E "$ALG_ENTRY" "$OUT/jool-bib-after-expiry.txt" | head -n 20 | sed 's/^/    /'
-	log "their sessions:"
-	grep -E '192\.0\.2\.1#61[0-9]{3}' "$OUT/jool-session-after-expiry.txt" | head -n 20 | sed 's/^/    /'
-	status=1
-else
-	log "expiry: the running daemon removed all $at_end remaining entries in $cleanup_s s (peak $peak)"
+	start=$left
+	while [ "$left" != 0 ] && [ $(( $(now) - t0 )) -lt $((CLEANUP_WAIT * 1000)) ]; do
+		alive || break
+		sleep 1
+		left=$(alg_entries)
+	done
+	cleanup_s=$(since "$t0")
+	jool_nat bib display --tcp --numeric >"$OUT/jool-bib-$1.txt" 2>&1
+	jool_nat session display --tcp --numeric >"$OUT/jool-session-$1.txt" 2>&1
+	if ! alive; then
+		log "ftpalg exited before the expiry $2 was over:"
+		tail -n 20 "$OUT/ftpalg.log" | sed 's/^/    /'
+		status=1
+	elif [ "$left" != 0 ]; then
+		log "expiry $2: $left of the daemon's entries still in Jool after ${CLEANUP_WAIT} s:"
+		grep -E "$ALG_ENTRY" "$OUT/jool-bib-$1.txt" | head -n 20 | sed 's/^/    /'
+		log "their sessions:"
+		grep -E '192\.0\.2\.1#61[0-9]{3}' "$OUT/jool-session-$1.txt" | head -n 20 | sed 's/^/    /'
+		status=1
+	else
+		log "expiry $2: the running daemon removed all $start remaining entries in $cleanup_s s"
+	fi
+}
+wait_expiry after-expiry "after the churn"
+
+# --- slow clients on reused entries (SLOW rounds) --------------------------------------
+if [ "$SLOW" -gt 0 ]; then
+	slow_failed=0
+	: >"$OUT/churn-slow.log"
+	for round in $(seq "$SLOW"); do
+		quick=$(nx c4 "${CHURN[@]}" "$POOL4" pasv 100 --progress 0 2>&1)
+		printf '%s\n' "$quick" >>"$OUT/churn-slow.log"
+		slow=$(nx c4 "${CHURN[@]}" "$POOL4" pasv 1 --delay 16 --timeout 25 --progress 0 2>&1)
+		printf '%s\n' "$slow" >>"$OUT/churn-slow.log"
+		for r in "$quick" "$slow"; do
+			p=$(printf '%s\n' "$r" | sed -n 's/^churn [a-z0-9]*: \([0-9][0-9]*\) passed.*/\1/p')
+			passed=$((passed + ${p:-0}))
+		done
+		case $slow in *"1 passed, 0 failed"*) ;; *) slow_failed=$((slow_failed + 1)) ;; esac
+		log "slow round $round: $(printf '%s' "$quick" | tail -n 1); slow: $(printf '%s' "$slow" | tr '\n' ' ')"
+	done
+	failed=$((N + SLOW * 101 - passed))
+	if [ "$failed" != 0 ]; then
+		log "slow rounds: $slow_failed of $SLOW slow transfers failed, $failed transfers in all"
+		status=1
+	fi
+	wait_expiry after-slow "after the slow rounds"
 fi
 
-# --- SIGTERM ---------------------------------------------------------------------------
+# --- SIGTERM, with fresh entries --------------------------------------------------------
+# A last burst so that the daemon holds entries when it stops: Close must
+# remove them, not only the expiry.
+burst46=$(nx c4 "${CHURN[@]}" "$POOL4" pasv 10 --progress 0 2>&1)
+burst64=$(nx c6 "${CHURN[@]}" "$S4_VIA_NAT64" eprt2 10 --progress 0 2>&1)
+for r in "$burst46" "$burst64"; do
+	p=$(printf '%s\n' "$r" | sed -n 's/^churn [a-z0-9]*: \([0-9][0-9]*\) passed.*/\1/p')
+	passed=$((passed + ${p:-0}))
+done
+failed=$((TOTAL - passed))
+[ "$failed" = 0 ] || status=1
+held=$(alg_entries)
+log "last burst: $(printf '%s' "$burst46" | tail -n 1); $(printf '%s' "$burst64" | tail -n 1); $held entries when ftpalg gets SIGTERM"
 # A non-interactive shell starts background jobs with SIGINT ignored.
 kill -TERM "$alg_pid" 2>/dev/null
 for _ in $(seq 50); do alive || break; sleep 0.2; done

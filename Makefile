@@ -34,9 +34,11 @@ e2e: build
 	test/e2e.sh
 
 # Jool runs in a QEMU guest (the host cannot load modules): the FTP matrix
-# without and with ftpalg, then the Jool client's integration tests.
+# without and with ftpalg, 1000 data connections in a row that must leave no
+# BIB entry behind, then the Jool client's integration tests.
 e2e-jool: build
 	FTPALG_WITH_ALG=1 test/jool/run.sh test/jool/guest/ftp-matrix.sh
+	test/jool/run.sh test/jool/guest/bib-churn.sh 1000 60 3
 	test/jool/gotest.sh --run 'TestIntegration.*Jool' ./conntrackx
 
 test: deps unit e2e e2e-jool

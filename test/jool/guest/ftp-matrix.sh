@@ -334,7 +334,7 @@ if [ "${FTPALG_WITH_ALG:-0}" = 1 ]; then
 			wait "$alg_pid" 2>/dev/null
 			jool_nat bib display --tcp --numeric >"$OUT/jool-bib-after-alg.txt" 2>&1
 			# Every static entry the daemon added is gone once it exited.
-			left=$(grep -c -E '#6[01][0-9]{3}\b' "$OUT/jool-bib-after-alg.txt" || true)
+			left=$(grep -c -E '^\[Static TCP\] [0-9.]+#61[0-9]{3} ' "$OUT/jool-bib-after-alg.txt" || true)
 			if [ "$left" != 0 ]; then
 				log "after ftpalg exited, jool bib display still shows $left entries in its port range:"
 				sed 's/^/    /' "$OUT/jool-bib-after-alg.txt"

@@ -135,40 +135,9 @@ log "topology and jool ready in $(since "$t0") s"
 mkdir -p "$WORK/ftproot" /run/vsftpd/empty
 "${CHURN[@]}" --make-files "$WORK/ftproot" || { log "cannot write the files"; finish 1; }
 chmod 755 "$WORK" "$WORK/ftproot"
-vsftpd_conf() { # vsftpd_conf NAME listen-line
-	cat >"$WORK/vsftpd-$1.conf" <<EOF
-$2
-background=NO
-anonymous_enable=YES
-no_anon_password=YES
-anon_root=$WORK/ftproot
-local_enable=NO
-write_enable=NO
-pasv_enable=YES
-pasv_min_port=40000
-pasv_max_port=40100
-port_enable=YES
-connect_from_port_20=NO
-secure_chroot_dir=/run/vsftpd/empty
-seccomp_sandbox=NO
-isolate_network=NO
-xferlog_enable=YES
-xferlog_std_format=NO
-vsftpd_log_file=$OUT/vsftpd-$1.log
-EOF
-}
-vsftpd_conf s6 $'listen=NO\nlisten_ipv6=YES'
-vsftpd_conf s4 $'listen=YES\nlisten_ipv6=NO'
-ip netns exec s6 vsftpd "$WORK/vsftpd-s6.conf" &
-pids+=($!)
-ip netns exec s4 vsftpd "$WORK/vsftpd-s4.conf" &
-pids+=($!)
-for ns in s6 s4; do
-	for _ in $(seq 50); do
-		nx "$ns" ss -Hltn 'sport = :21' | grep -q . && break
-		sleep 0.1
-	done
-done
+# shellcheck source=test/jool/guest/vsftpd.sh
+. "$(dirname "$0")/vsftpd.sh"
+start_vsftpd_pair
 
 # --- the daemon ------------------------------------------------------------------
 args=${FTPALG_RUN_ARGS:-"--jool-ports $ALG_PORTS"}

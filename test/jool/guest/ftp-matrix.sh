@@ -107,41 +107,9 @@ mkdir -p "$WORK/ftproot" /run/vsftpd/empty
 echo "$CONTENT" >"$WORK/ftproot/hello.txt"
 chmod 755 "$WORK" "$WORK/ftproot"
 chmod 644 "$WORK/ftproot/hello.txt"
-vsftpd_conf() { # vsftpd_conf NAME listen-line
-	cat >"$WORK/vsftpd-$1.conf" <<EOF
-$2
-background=NO
-anonymous_enable=YES
-no_anon_password=YES
-anon_root=$WORK/ftproot
-local_enable=NO
-write_enable=NO
-pasv_enable=YES
-pasv_min_port=40000
-pasv_max_port=40100
-port_enable=YES
-connect_from_port_20=NO
-secure_chroot_dir=/run/vsftpd/empty
-seccomp_sandbox=NO
-isolate_network=NO
-xferlog_enable=YES
-xferlog_std_format=NO
-log_ftp_protocol=YES
-vsftpd_log_file=$OUT/vsftpd-$1.log
-EOF
-}
-vsftpd_conf s6 $'listen=NO\nlisten_ipv6=YES'
-vsftpd_conf s4 $'listen=YES\nlisten_ipv6=NO'
-ip netns exec s6 vsftpd "$WORK/vsftpd-s6.conf" &
-pids+=($!)
-ip netns exec s4 vsftpd "$WORK/vsftpd-s4.conf" &
-pids+=($!)
-for ns in s6 s4; do
-	for _ in $(seq 50); do
-		nx "$ns" ss -Hltn 'sport = :21' | grep -q . && break
-		sleep 0.1
-	done
-done
+# shellcheck source=test/jool/guest/vsftpd.sh
+. "$(dirname "$0")/vsftpd.sh"
+start_vsftpd_pair
 log "vsftpd listening in s6 and s4"
 
 # --- the matrix -------------------------------------------------------------------

@@ -24,6 +24,7 @@ type Engine struct {
 	lineOut   []byte // a replacement line being built
 	textBuf   []byte // replacement text being built
 	lastSweep time.Time
+	watcher   LengthWatcher // cfg.Mapper, if it is one
 }
 
 // New returns an engine. cfg.Mapper must be set.
@@ -42,6 +43,7 @@ func New(cfg *Config) *Engine {
 	if len(e.cfg.ServerPorts) == 0 {
 		e.cfg.ServerPorts = []uint16{21}
 	}
+	e.watcher, _ = e.cfg.Mapper.(LengthWatcher)
 	e.flows = make(map[FlowKey]*flow)
 	e.lineOut = make([]byte, 0, 2*maxRegionBytes)
 	e.textBuf = make([]byte, 0, 2*maxRegionBytes)

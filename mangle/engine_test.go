@@ -166,3 +166,33 @@ func TestProtocolTable(t *testing.T) {
 }
 
 var _ = time.Second
+
+type watchingMapper struct {
+	fakeMapper
+	changed []FlowKey
+}
+
+func (m *watchingMapper) LengthChanged(client, server netip.AddrPort) {
+	m.changed = append(m.changed, MakeFlowKey(client, server))
+}
+
+// A Mapper that watches lengths hears of a flow once, at its first
+// length-changing rewrite, local replies included.
+func TestLengthWatcher(t *testing.T) {
+	m := &watchingMapper{fakeMapper: fakeMapper{sess: sess64, ok: true, ports: map[uint16]uint16{}}}
+	s := newSimMapper(t, &m.fakeMapper, false, &Config{})
+	s.e = New(&Config{Mapper: m})
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	s.send(ToServer, "EPSV\r\n") // same length: PASV
+	s.send(ToClient, "227 Entering Passive Mode (198,51,100,10,7,208)\r\n")
+	if len(m.changed) != 1 {
+		t.Fatalf("after the 227 -> 229 rewrite: %d calls, want 1", len(m.changed))
+	}
+	s.send(ToServer, "ALGS STATUS64\r\n")
+	s.send(ToClient, "200 ok\r\n")
+	if len(m.changed) != 1 || m.changed[0] != flowKeyOf(s) {
+		t.Errorf("calls %v, want one for %v", m.changed, flowKeyOf(s))
+	}
+	s.done()
+}

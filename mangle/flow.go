@@ -90,6 +90,7 @@ type flow struct {
 	disabled    bool // ALGS DISABLE64
 	epsvAll     bool // EPSV ALL seen (64)
 	inHeldList  bool
+	lenChanged  bool // the Mapper was told of a length change
 }
 
 func (f *flow) resetSession() {

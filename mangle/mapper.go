@@ -133,3 +133,14 @@ type Mapper interface {
 	// with 425 where the command was already translated).
 	MapData(req DataRequest) (netip.AddrPort, error)
 }
+
+// LengthWatcher is an optional interface of a Mapper. The engine calls
+// LengthChanged once per control connection, when it first rewrites a line
+// into one of another length, before the packet carrying it is sent:
+// from then on the numbers the two peers use differ, which a stateful
+// firewall on the rewritten leg has to be told (conntrack's window
+// tracking made liberal, say). client and server are the connection's
+// endpoints on the engine's leg.
+type LengthWatcher interface {
+	LengthChanged(client, server netip.AddrPort)
+}

@@ -154,6 +154,7 @@ func (e *Engine) replaceLine(f *flow, d Dir, lineEnd uint32, text []byte) bool {
 		e.stats.RegionsFull++
 		return false
 	}
+	e.noteLength(f, lineEnd-l.textStart, len(nb))
 	e.record(f, d, l.bytes(), text)
 	return true
 }
@@ -169,6 +170,7 @@ func (e *Engine) replaceSpan(f *flow, d Dir, i, j int, b []byte, note bool) bool
 		e.stats.RegionsFull++
 		return false
 	}
+	e.noteLength(f, uint32(j-i), len(b))
 	if note {
 		t := l.bytes()
 		after := append(e.lineOut[:0], t[:i]...)
@@ -178,6 +180,16 @@ func (e *Engine) replaceSpan(f *flow, d Dir, i, j int, b []byte, note bool) bool
 		e.record(f, d, t, after)
 	}
 	return true
+}
+
+// noteLength tells a LengthWatcher mapper, once per flow, that a rewrite
+// changed a length.
+func (e *Engine) noteLength(f *flow, olen uint32, nlen int) {
+	if e.watcher == nil || f.lenChanged || olen == uint32(nlen) {
+		return
+	}
+	f.lenChanged = true
+	e.watcher.LengthChanged(f.key.Client(), f.key.Server())
 }
 
 func (e *Engine) record(f *flow, d Dir, before, after []byte) {

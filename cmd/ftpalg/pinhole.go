@@ -36,7 +36,9 @@ type expectationCreator interface {
 // tracking liberal (conntrackx.Expecter.Liberal): the engine's rewrites
 // that shorten a line otherwise make conntrack mark the connection's later
 // packets INVALID, which the same firewall drops. Rewrites before the
-// first data channel of a connection (ALGS, EPSV ALL) are not covered.
+// first data channel of a connection (ALGS, EPSV ALL) are covered by
+// LengthChanged, which the engine calls at a connection's first length
+// change.
 //
 // A failure to create an expectation never fails MapData: the rewrite
 // goes ahead (the data connection may still pass a firewall that needs no
@@ -81,6 +83,18 @@ func newPinholeMapperWith(inner mangle.Mapper, exp expectationCreator, log *slog
 		logged: make(map[[2]netip.AddrPort]struct{}),
 		tokens: pinholeLogBurst,
 		now:    time.Now,
+	}
+}
+
+// LengthChanged (mangle.LengthWatcher) makes the control connection's
+// window tracking liberal as soon as the engine first changes a line's
+// length, so that the rewrites before its first data channel (ALGS, EPSV
+// ALL, EPSV 1 answered by the ALG) do not make conntrack mark its packets
+// INVALID either; MapData repeats it before each expectation (idempotent).
+func (m *pinholeMapper) LengthChanged(client, server netip.AddrPort) {
+	if err := m.exp.Liberal(client, server); err != nil {
+		m.failed.Add(1)
+		m.logFailure(mangle.DataRequest{Client: client, Server: server}, err)
 	}
 }
 
@@ -168,6 +182,15 @@ func pinholeFor(req mangle.DataRequest, ep netip.AddrPort) (e conntrackx.Expecta
 // logFailure logs a failed expectation once per control connection, at
 // most pinholeLogBurst lines at once and pinholeLogRate per second.
 func (m *pinholeMapper) logFailure(req mangle.DataRequest, err error) {
+	if req.Mode == 0 {
+		m.logOnce(req, "pinhole: conntrack of a control connection not made liberal; a firewall dropping ct state invalid may stall it", err)
+		return
+	}
+	m.logOnce(req, "pinhole: no expectation for a data connection; a stateful firewall may drop it", err)
+}
+
+// logOnce logs msg once per control connection, within the rate limit.
+func (m *pinholeMapper) logOnce(req mangle.DataRequest, msg string, err error) {
 	key := [2]netip.AddrPort{req.Client, req.Server}
 	m.mu.Lock()
 	if _, done := m.logged[key]; done {
@@ -188,7 +211,7 @@ func (m *pinholeMapper) logFailure(req mangle.DataRequest, err error) {
 	}
 	m.logged[key] = struct{}{}
 	m.mu.Unlock()
-	m.log.Warn("pinhole: no expectation for a data connection; a stateful firewall may drop it",
+	m.log.Warn(msg,
 		"mode", req.Mode, "client", req.Client, "server", req.Server, "target", req.Target,
 		"failed", m.failed.Load(), "err", err)
 }

@@ -276,3 +276,20 @@ func TestPinholeMapperConcurrent(t *testing.T) {
 		t.Errorf("stats %+v, want 400 failures", s)
 	}
 }
+
+// The engine's first length change of a control connection makes its
+// conntrack entry liberal, before any data channel; a failure is counted.
+func TestPinholeLengthChanged(t *testing.T) {
+	var _ mangle.LengthWatcher = (*pinholeMapper)(nil)
+	x := &fakeExpecter{}
+	m := newPinholeMapperWith(fixedMapper{}, x, slog.New(slog.DiscardHandler))
+	m.LengthChanged(ap("[2001:db8:6::2]:40000"), ap("[2001:db8:64::cb00:710a]:21"))
+	if want := [][2]netip.AddrPort{{ap("[2001:db8:6::2]:40000"), ap("[2001:db8:64::cb00:710a]:21")}}; !slices.Equal(want, x.liberal) {
+		t.Errorf("liberal tracking asked for %v, want %v", x.liberal, want)
+	}
+	x.err = errors.New("no such connection")
+	m.LengthChanged(ap("192.0.2.2:40001"), ap("203.0.113.10:21"))
+	if s := m.stats(); s.Failed != 1 {
+		t.Errorf("stats %+v, want one failure", s)
+	}
+}

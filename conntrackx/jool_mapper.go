@@ -218,7 +218,7 @@ func NewJoolMapper(cfg *JoolMapperConfig) (*JoolMapper, error) {
 		}
 		m.pool6 = p
 	}
-	if !m.pool6.Addr().Is6() || !rfc6052Len(m.pool6.Bits()) {
+	if !mangle.IsRFC6052Prefix(m.pool6) {
 		return nil, fmt.Errorf("jool mapper: pool6 %v is not an RFC 6052 prefix (/32, /40, /48, /56, /64 or /96)", m.pool6)
 	}
 	m.pool6 = m.pool6.Masked()
@@ -248,7 +248,7 @@ func (m *JoolMapper) classify4(client, server netip.AddrPort) (mangle.Session, b
 			return mangle.Session{
 				Kind:    mangle.Kind46,
 				Client4: client.Addr(),
-				Client6: rfc6052Embed(m.pool6, client.Addr()),
+				Client6: m.embed6(client.Addr()),
 				Server4: server.Addr(),
 				Server6: e.Addr6.Addr(),
 			}, true
@@ -259,7 +259,7 @@ func (m *JoolMapper) classify4(client, server netip.AddrPort) (mangle.Session, b
 			Kind:    mangle.Kind64,
 			Client4: client.Addr(),
 			Server4: server.Addr(),
-			Server6: rfc6052Embed(m.pool6, server.Addr()),
+			Server6: m.embed6(server.Addr()),
 		}
 		if se, ok := m.findSession4(client, server); ok {
 			s.Client6 = se.Src6.Addr()
@@ -273,7 +273,7 @@ func (m *JoolMapper) classify4(client, server netip.AddrPort) (mangle.Session, b
 // classify6 classifies a connection seen on the IPv6 leg.
 func (m *JoolMapper) classify6(client, server netip.AddrPort) (mangle.Session, bool) {
 	now := m.now()
-	if c4, ok := rfc6052Extract(m.pool6, client.Addr()); ok {
+	if c4, ok := mangle.ExtractRFC6052(m.pool6, client.Addr()); ok {
 		if e, ok := m.staticBy6(now, server); ok {
 			return mangle.Session{
 				Kind:    mangle.Kind46,
@@ -284,7 +284,7 @@ func (m *JoolMapper) classify6(client, server netip.AddrPort) (mangle.Session, b
 			}, true
 		}
 	}
-	if s4, ok := rfc6052Extract(m.pool6, server.Addr()); ok {
+	if s4, ok := mangle.ExtractRFC6052(m.pool6, server.Addr()); ok {
 		s := mangle.Session{Kind: mangle.Kind64, Client6: client.Addr(), Server4: s4, Server6: server.Addr()}
 		if sessions, err := m.t.SessionList(ProtoTCP); err == nil {
 			for _, se := range sessions {
@@ -407,7 +407,7 @@ func (m *JoolMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 			a = s.Client6
 		}
 		if !a.IsValid() {
-			a = rfc6052Embed(m.pool6, t.Addr())
+			a = m.embed6(t.Addr())
 		}
 		return netip.AddrPortFrom(a, t.Port()), nil
 	case mangle.Passive46, mangle.Active64:
@@ -686,56 +686,8 @@ func (m *JoolMapper) Mappings() []BIBEntry {
 	return out
 }
 
-// RFC 6052 section 2.2: the IPv4 address follows the prefix, skipping
-// bits 64-71 (the "u" octet, always zero).
-
-func rfc6052Len(bits int) bool {
-	switch bits {
-	case 32, 40, 48, 56, 64, 96:
-		return true
-	}
-	return false
-}
-
-// rfc6052Positions returns the byte offsets of the four IPv4 bytes.
-func rfc6052Positions(bits int) [4]int {
-	var pos [4]int
-	o := bits / 8
-	for i := range pos {
-		if o == 8 {
-			o++ // skip the u octet
-		}
-		pos[i] = o
-		o++
-	}
-	return pos
-}
-
-// rfc6052Embed returns the IPv4 address a inside prefix (masked, with an
-// RFC 6052 length); the zero Addr when a is not IPv4.
-func rfc6052Embed(prefix netip.Prefix, a netip.Addr) netip.Addr {
-	a = a.Unmap()
-	if !a.Is4() || !rfc6052Len(prefix.Bits()) {
-		return netip.Addr{}
-	}
-	b := prefix.Masked().Addr().As16()
-	b[8] = 0
-	v4 := a.As4()
-	for i, p := range rfc6052Positions(prefix.Bits()) {
-		b[p] = v4[i]
-	}
-	return netip.AddrFrom16(b)
-}
-
-// rfc6052Extract returns the IPv4 address inside a when a is in prefix.
-func rfc6052Extract(prefix netip.Prefix, a netip.Addr) (netip.Addr, bool) {
-	if !a.Is6() || a.Is4In6() || !rfc6052Len(prefix.Bits()) || !prefix.Contains(a) {
-		return netip.Addr{}, false
-	}
-	b := a.As16()
-	var v4 [4]byte
-	for i, p := range rfc6052Positions(prefix.Bits()) {
-		v4[i] = b[p]
-	}
-	return netip.AddrFrom4(v4), true
+// embed6 is pool6::a (RFC 6052), or the zero Addr when a is not IPv4.
+func (m *JoolMapper) embed6(a netip.Addr) netip.Addr {
+	v6, _ := mangle.EmbedRFC6052(m.pool6, a)
+	return v6
 }

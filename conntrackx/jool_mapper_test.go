@@ -541,37 +541,6 @@ func TestNewJoolMapper(t *testing.T) {
 	}
 }
 
-// TestRFC6052 uses the examples of RFC 6052 section 2.4.
-func TestRFC6052(t *testing.T) {
-	v4 := addr("192.0.2.33")
-	tests := []struct{ prefix, want string }{
-		{"2001:db8::/32", "2001:db8:c000:221::"},
-		{"2001:db8:100::/40", "2001:db8:1c0:2:21::"},
-		{"2001:db8:122::/48", "2001:db8:122:c000:2:2100::"},
-		{"2001:db8:122:300::/56", "2001:db8:122:3c0:0:221::"},
-		{"2001:db8:122:344::/64", "2001:db8:122:344:c0:2:2100:0"},
-		{"2001:db8:122:344::/96", "2001:db8:122:344::192.0.2.33"},
-		{"64:ff9b::/96", "64:ff9b::192.0.2.33"},
-	}
-	for _, tt := range tests {
-		p := netip.MustParsePrefix(tt.prefix)
-		got := rfc6052Embed(p, v4)
-		if got != addr(tt.want) {
-			t.Errorf("embed %v in %v = %v, want %v", v4, p, got, tt.want)
-		}
-		back, ok := rfc6052Extract(p, got)
-		if !ok || back != v4 {
-			t.Errorf("extract from %v = %v, %v", got, back, ok)
-		}
-	}
-	if _, ok := rfc6052Extract(netip.MustParsePrefix("64:ff9b::/96"), addr("2001:db8::1")); ok {
-		t.Error("extracted from an address outside the prefix")
-	}
-	if a := rfc6052Embed(netip.MustParsePrefix("64:ff9b::/96"), addr("2001:db8::1")); a.IsValid() {
-		t.Errorf("embedded an IPv6 address: %v", a)
-	}
-}
-
 // TestJoolMapperConcurrent runs classifications and mappings from several
 // goroutines (go test -race finds unguarded state).
 func TestJoolMapperConcurrent(t *testing.T) {

@@ -643,6 +643,10 @@ func rfc6052Pos(n int) (pos [4]int) {
 	return pos
 }
 
+// IsRFC6052Prefix reports whether p is an IPv6 prefix of a length RFC 6052
+// section 2.2 allows (32, 40, 48, 56, 64 or 96).
+func IsRFC6052Prefix(p netip.Prefix) bool { return p.Addr().Is6() && rfc6052Len(p.Bits()) }
+
 // EmbedRFC6052 returns the IPv4-embedded IPv6 address of v4 in prefix
 // (RFC 6052 section 2.2), or false if the prefix length is not one of
 // 32, 40, 48, 56, 64, 96 or v4 is not IPv4. It applies no policy (see

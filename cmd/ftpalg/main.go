@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -61,4 +63,19 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "ftpalg: unknown command %q (see 'ftpalg --help')\n", args[0])
 	return 2
+}
+
+// parsePorts parses a comma-separated list of ports ("21" or "21,2121"),
+// each 1-65535: the --ports flag of run, rules and replay.
+func parsePorts(s string) ([]uint16, error) {
+	var ports []uint16
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("bad port %q (want 1-65535)", f)
+		}
+		ports = append(ports, uint16(n))
+	}
+	return ports, nil
 }

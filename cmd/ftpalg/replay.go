@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 	"time"
 
@@ -125,7 +124,7 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	default:
 		return usageErr("--leg %q: want ipv4 or ipv6", *leg)
 	}
-	serverPorts, err := parseReplayPorts(*ports)
+	serverPorts, err := parsePorts(*ports)
 	if err != nil {
 		return usageErr("--ports: %v", err)
 	}
@@ -179,18 +178,6 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, sum)
 	return 0
-}
-
-func parseReplayPorts(s string) ([]uint16, error) {
-	var ports []uint16
-	for f := range strings.SplitSeq(s, ",") {
-		p, err := strconv.ParseUint(strings.TrimSpace(f), 10, 16)
-		if err != nil || p == 0 {
-			return nil, fmt.Errorf("bad port %q", f)
-		}
-		ports = append(ports, uint16(p))
-	}
-	return ports, nil
 }
 
 // loadReplayMapper reads a tayga.conf, the map-file it names, and the

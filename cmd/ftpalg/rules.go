@@ -180,15 +180,9 @@ func (p *portsFlag) String() string {
 }
 
 func (p *portsFlag) Set(v string) error {
-	*p = nil
-	for _, f := range strings.Split(v, ",") {
-		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 16)
-		if err != nil || n == 0 {
-			return fmt.Errorf("port %q: want 1-65535", f)
-		}
-		*p = append(*p, uint16(n))
-	}
-	return nil
+	ports, err := parsePorts(v)
+	*p = ports
+	return err
 }
 
 // uint16Flag is a number 0-65535.

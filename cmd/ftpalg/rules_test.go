@@ -40,7 +40,7 @@ func TestParseRulesArgs(t *testing.T) {
 		{args: []string{"--translator", "tayga"}, wantErr: "missing action"},
 		{args: []string{"show"}, wantErr: `unknown action "show"`},
 		{args: []string{"print", "extra"}, wantErr: `unexpected argument "extra"`},
-		{args: []string{"print", "--ports", "21,x"}, wantErr: `port "x": want 1-65535`},
+		{args: []string{"print", "--ports", "21,x"}, wantErr: `bad port "x" (want 1-65535)`},
 		{args: []string{"print", "--ports", "0"}, wantErr: `port "0"`},
 		{args: []string{"print", "--ports", "70000"}, wantErr: `port "70000"`},
 		{args: []string{"print", "--queues", "0"}, wantErr: "want 1-65535"},

@@ -101,7 +101,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 		return nil
 	})
 	fl.Func("ports", "FTP control `ports`, comma-separated (default 21)", func(s string) error {
-		ports, err := parseRunPorts(s)
+		ports, err := parsePorts(s)
 		if err != nil {
 			return err
 		}
@@ -121,20 +121,6 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.StatusSocket, "status-socket", defaultStatusSocket, "unix socket `path` that 'ftpalg status' reads (empty: none)")
 	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
 	return fl
-}
-
-// parseRunPorts parses "21" or "21,2121".
-func parseRunPorts(s string) ([]uint16, error) {
-	var ports []uint16
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		n, err := strconv.ParseUint(f, 10, 16)
-		if err != nil || n == 0 {
-			return nil, fmt.Errorf("bad port %q (want 1-65535)", f)
-		}
-		ports = append(ports, uint16(n))
-	}
-	return ports, nil
 }
 
 // parseRunFlags parses and checks the flags of "ftpalg run".

@@ -28,6 +28,7 @@ vet:
 	$(GO) vet ./...
 
 unit: vet
+	test/lib/pkgs_test.sh
 	$(GO) test -count=1 ./...
 
 e2e: build

@@ -16,6 +16,7 @@
 # policy-rc.d), so installing vsftpd leaves no daemon on port 21.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source test/lib/pkgs.sh
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 export DEBIAN_FRONTEND=noninteractive
 
@@ -38,12 +39,7 @@ unpacked=(proftpd-core pure-ftpd)
 
 cache=test/.cache/pkg
 
-missing=()
-for p in "${packages[@]}"; do
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
-		missing+=("$p")
-	fi
-done
+mapfile -t missing < <(pkgs_missing "${packages[@]}")
 need_unpack=()
 for p in "${unpacked[@]}"; do
 	[[ -f "$cache/$p/.done" ]] || need_unpack+=("$p")
@@ -54,24 +50,11 @@ if ((${#missing[@]} + ${#need_unpack[@]})); then
 		echo "deps: missing ${missing[*]} ${need_unpack[*]}; run as root to install" >&2
 		exit 1
 	fi
-	apt=(apt-get -qq -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300)
-	"${apt[@]}" update >/dev/null
 	if ((${#missing[@]})); then
 		echo "deps: installing ${missing[*]}"
-		policy=/usr/sbin/policy-rc.d
-		own_policy=
-		if [[ ! -e $policy ]]; then
-			printf '#!/bin/sh\nexit 101\n' >"$policy"
-			chmod 755 "$policy"
-			own_policy=1
-		fi
-		rc=0
-		log=$(mktemp)
-		"${apt[@]}" install --no-install-recommends -y "${missing[@]}" >"$log" 2>&1 || rc=$?
-		((rc == 0)) || cat "$log" >&2
-		rm -f "$log"
-		[[ -n $own_policy ]] && rm -f "$policy"
-		((rc == 0)) || exit "$rc"
+		pkgs_install "${missing[@]}"
+	else
+		apt-get -qq update >/dev/null # apt-get download needs the package lists
 	fi
 	for p in "${need_unpack[@]}"; do
 		echo "deps: unpacking $p into $cache/$p"

@@ -15,6 +15,7 @@
 #   FTPALG_JOOL_KEEP=1   keep the unpacked packages and the build tree (about 500 MB) for debugging
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+source "$(dirname "$0")/../lib/pkgs.sh"
 
 [ "$(id -u)" = 0 ] || jool_die "needs root (apt-get, and run.sh needs it for the shared folder)"
 t_start=$(jool_now)
@@ -25,17 +26,10 @@ t_start=$(jool_now)
 host_packages=(qemu-system-x86 busybox-static cpio kmod gcc-12 make libelf-dev
 	iproute2 vsftpd lftp curl python3 nftables iptables tcpdump)
 
-installed=" $(dpkg-query -W -f='${Package}=${Status}\n' "${host_packages[@]}" 2>/dev/null |
-	sed -n 's/=install ok installed$//p' | tr '\n' ' ') "
-missing=()
-for p in "${host_packages[@]}"; do
-	[[ $installed == *" $p "* ]] || missing+=("$p")
-done
+mapfile -t missing < <(pkgs_missing "${host_packages[@]}")
 if [ ${#missing[@]} -gt 0 ]; then
 	jool_log "installing host packages: ${missing[*]}"
-	apt-get install -y --no-install-recommends "${missing[@]}" >&2 ||
-		{ apt-get update >&2 && apt-get install -y --no-install-recommends "${missing[@]}" >&2; } ||
-		jool_die "apt-get install ${missing[*]} failed"
+	pkgs_install "${missing[@]}" || jool_die "apt-get install ${missing[*]} failed"
 fi
 
 # --- versions --------------------------------------------------------------

@@ -1,4 +1,4 @@
-package main
+package conntrackx
 
 import (
 	"errors"
@@ -8,17 +8,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ftpalg/ftpalg/conntrackx"
 	"github.com/ftpalg/ftpalg/mangle"
 )
 
-// expectationCreator is what pinholeMapper needs of a conntrackx.Expecter.
-type expectationCreator interface {
-	Create(conntrackx.Expectation) error
+// ExpectationCreator is what PinholeMapper needs of an Expecter.
+type ExpectationCreator interface {
+	Create(Expectation) error
 	Liberal(client, server netip.AddrPort) error
 }
 
-// pinholeMapper is the translator's Mapper with firewall pinholes: after
+// PinholeMapper is the translator's Mapper with firewall pinholes: after
 // the inner Mapper has set up a data channel, it creates the conntrack
 // expectation of the data connection on the leg the engine rewrites, so
 // that a firewall admitting "ct state established,related" admits it.
@@ -33,7 +32,7 @@ type expectationCreator interface {
 // its expectations.
 //
 // Before each expectation it makes the control connection's window
-// tracking liberal (conntrackx.Expecter.Liberal): the engine's rewrites
+// tracking liberal (Expecter.Liberal): the engine's rewrites
 // that shorten a line otherwise make conntrack mark the connection's later
 // packets INVALID, which the same firewall drops. Rewrites before the
 // first data channel of a connection (ALGS, EPSV ALL) are covered by
@@ -46,9 +45,9 @@ type expectationCreator interface {
 // with a global rate limit.
 //
 // It is safe for concurrent use if the inner Mapper is.
-type pinholeMapper struct {
+type PinholeMapper struct {
 	inner mangle.Mapper
-	exp   expectationCreator
+	exp   ExpectationCreator
 	log   *slog.Logger
 
 	created, failed, refused atomic.Uint64
@@ -60,7 +59,7 @@ type pinholeMapper struct {
 	now    func() time.Time
 }
 
-var _ mangle.Mapper = (*pinholeMapper)(nil)
+var _ mangle.Mapper = (*PinholeMapper)(nil)
 
 // Limits of the failure log.
 const (
@@ -69,14 +68,10 @@ const (
 	pinholeLogRate  = 1.0  // log lines per second after that
 )
 
-// newPinholeMapper wraps inner so that data channels get firewall
-// pinholes created by exp.
-func newPinholeMapper(inner mangle.Mapper, exp *conntrackx.Expecter, log *slog.Logger) *pinholeMapper {
-	return newPinholeMapperWith(inner, exp, log)
-}
-
-func newPinholeMapperWith(inner mangle.Mapper, exp expectationCreator, log *slog.Logger) *pinholeMapper {
-	return &pinholeMapper{
+// NewPinholeMapper wraps inner so that data channels get firewall
+// pinholes created by exp (an *Expecter in the daemon).
+func NewPinholeMapper(inner mangle.Mapper, exp ExpectationCreator, log *slog.Logger) *PinholeMapper {
+	return &PinholeMapper{
 		inner:  inner,
 		exp:    exp,
 		log:    log,
@@ -91,7 +86,7 @@ func newPinholeMapperWith(inner mangle.Mapper, exp expectationCreator, log *slog
 // length, so that the rewrites before its first data channel (ALGS, EPSV
 // ALL, EPSV 1 answered by the ALG) do not make conntrack mark its packets
 // INVALID either; MapData repeats it before each expectation (idempotent).
-func (m *pinholeMapper) LengthChanged(client, server netip.AddrPort) {
+func (m *PinholeMapper) LengthChanged(client, server netip.AddrPort) {
 	if err := m.exp.Liberal(client, server); err != nil {
 		m.failed.Add(1)
 		m.logFailure(mangle.DataRequest{Client: client, Server: server}, err)
@@ -99,13 +94,13 @@ func (m *pinholeMapper) LengthChanged(client, server netip.AddrPort) {
 }
 
 // Classify is the inner Mapper's.
-func (m *pinholeMapper) Classify(client, server netip.AddrPort) (mangle.Session, bool) {
+func (m *PinholeMapper) Classify(client, server netip.AddrPort) (mangle.Session, bool) {
 	return m.inner.Classify(client, server)
 }
 
 // MapData asks the inner Mapper for the endpoint, then creates the
 // expectation of the data connection on the engine's leg.
-func (m *pinholeMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
+func (m *PinholeMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 	ep, err := m.inner.MapData(req)
 	if err != nil {
 		return ep, err
@@ -117,7 +112,7 @@ func (m *pinholeMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) 
 	}
 	// Liberal window tracking first: the rewrite this request is for
 	// may shorten a line, which the firewall would otherwise punish
-	// (conntrackx.Expecter.Liberal).
+	// (Expecter.Liberal).
 	lerr := m.exp.Liberal(e.Client, e.Server)
 	cerr := m.exp.Create(e)
 	if cerr == nil {
@@ -139,7 +134,7 @@ func (m *pinholeMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) 
 // modes, the server to the client in active modes. ok is false if the
 // request does not fit (no control connection, no endpoint of this leg's
 // family, or a target that is not an end of the control connection).
-func pinholeFor(req mangle.DataRequest, ep netip.AddrPort) (e conntrackx.Expectation, ok bool) {
+func pinholeFor(req mangle.DataRequest, ep netip.AddrPort) (e Expectation, ok bool) {
 	client, server := req.Client, req.Server
 	if !client.IsValid() || !server.IsValid() {
 		return e, false
@@ -161,7 +156,7 @@ func pinholeFor(req mangle.DataRequest, ep netip.AddrPort) (e conntrackx.Expecta
 	if port == 0 {
 		return e, false
 	}
-	e = conntrackx.Expectation{Client: client, Server: server}
+	e = Expectation{Client: client, Server: server}
 	switch req.Mode {
 	case mangle.Passive46, mangle.Passive64:
 		e.From, e.To = client.Addr(), netip.AddrPortFrom(server.Addr(), port)
@@ -181,7 +176,7 @@ func pinholeFor(req mangle.DataRequest, ep netip.AddrPort) (e conntrackx.Expecta
 
 // logFailure logs a failed expectation once per control connection, at
 // most pinholeLogBurst lines at once and pinholeLogRate per second.
-func (m *pinholeMapper) logFailure(req mangle.DataRequest, err error) {
+func (m *PinholeMapper) logFailure(req mangle.DataRequest, err error) {
 	if req.Mode == 0 {
 		m.logOnce(req, "pinhole: conntrack of a control connection not made liberal; a firewall dropping ct state invalid may stall it", err)
 		return
@@ -190,7 +185,7 @@ func (m *pinholeMapper) logFailure(req mangle.DataRequest, err error) {
 }
 
 // logOnce logs msg once per control connection, within the rate limit.
-func (m *pinholeMapper) logOnce(req mangle.DataRequest, msg string, err error) {
+func (m *PinholeMapper) logOnce(req mangle.DataRequest, msg string, err error) {
 	key := [2]netip.AddrPort{req.Client, req.Server}
 	m.mu.Lock()
 	if _, done := m.logged[key]; done {
@@ -216,13 +211,14 @@ func (m *pinholeMapper) logOnce(req mangle.DataRequest, msg string, err error) {
 		"failed", m.failed.Load(), "err", err)
 }
 
-// pinholeStats are the decorator's counters.
-type pinholeStats struct {
+// PinholeStats are the PinholeMapper's counters.
+type PinholeStats struct {
 	Created uint64 `json:"created"` // expectations created
 	Failed  uint64 `json:"failed"`  // requests the kernel refused (expectation or liberal tracking)
 	Refused uint64 `json:"refused"` // requests that named no end of their control connection
 }
 
-func (m *pinholeMapper) stats() pinholeStats {
-	return pinholeStats{Created: m.created.Load(), Failed: m.failed.Load(), Refused: m.refused.Load()}
+// Stats returns the counters.
+func (m *PinholeMapper) Stats() PinholeStats {
+	return PinholeStats{Created: m.created.Load(), Failed: m.failed.Load(), Refused: m.refused.Load()}
 }

@@ -1,4 +1,4 @@
-package main
+package conntrackx
 
 import (
 	"bytes"
@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/conntrackx"
 	"github.com/ftpalg/ftpalg/mangle"
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
@@ -33,7 +32,7 @@ func (f fixedMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) { r
 // with err.
 type fakeExpecter struct {
 	mu      sync.Mutex
-	got     []conntrackx.Expectation
+	got     []Expectation
 	liberal [][2]netip.AddrPort
 	err     error
 }
@@ -45,7 +44,7 @@ func (f *fakeExpecter) Liberal(client, server netip.AddrPort) error {
 	return f.err
 }
 
-func (f *fakeExpecter) Create(e conntrackx.Expectation) error {
+func (f *fakeExpecter) Create(e Expectation) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.got = append(f.got, e)
@@ -66,61 +65,61 @@ func TestPinholeFor(t *testing.T) {
 		mode           mangle.DataMode
 		client, server netip.AddrPort // the control connection on the engine's leg
 		target, ep     netip.AddrPort
-		want           conntrackx.Expectation
+		want           Expectation
 	}{
 		{
 			name: "passive 46, IPv4 leg", mode: mangle.Passive46,
 			client: ap("192.0.2.2:40000"), server: ap("203.0.113.10:21"),
 			target: ap("[2001:db8:6::10]:50000"), ep: ap("203.0.113.10:50000"),
-			want: conntrackx.Expectation{From: netip.MustParseAddr("192.0.2.2"), To: ap("203.0.113.10:50000")},
+			want: Expectation{From: netip.MustParseAddr("192.0.2.2"), To: ap("203.0.113.10:50000")},
 		},
 		{
 			name: "passive 46, IPv6 leg", mode: mangle.Passive46,
 			client: ap("[2001:db8:64::c000:202]:40000"), server: ap("[2001:db8:6::10]:21"),
 			target: ap("[2001:db8:6::10]:50000"), ep: ap("203.0.113.10:50000"),
-			want: conntrackx.Expectation{From: netip.MustParseAddr("2001:db8:64::c000:202"), To: ap("[2001:db8:6::10]:50000")},
+			want: Expectation{From: netip.MustParseAddr("2001:db8:64::c000:202"), To: ap("[2001:db8:6::10]:50000")},
 		},
 		{
 			name: "active 46, IPv4 leg", mode: mangle.Active46,
 			client: ap("192.0.2.2:40000"), server: ap("203.0.113.10:21"),
 			target: ap("192.0.2.2:50000"), ep: ap("[2001:db8:64::c000:202]:50000"),
-			want: conntrackx.Expectation{From: netip.MustParseAddr("203.0.113.10"), To: ap("192.0.2.2:50000")},
+			want: Expectation{From: netip.MustParseAddr("203.0.113.10"), To: ap("192.0.2.2:50000")},
 		},
 		{
 			name: "active 46, IPv6 leg", mode: mangle.Active46,
 			client: ap("[2001:db8:64::c000:202]:40000"), server: ap("[2001:db8:6::10]:21"),
 			target: ap("192.0.2.2:50000"), ep: ap("[2001:db8:64::c000:202]:50000"),
-			want: conntrackx.Expectation{From: netip.MustParseAddr("2001:db8:6::10"), To: ap("[2001:db8:64::c000:202]:50000")},
+			want: Expectation{From: netip.MustParseAddr("2001:db8:6::10"), To: ap("[2001:db8:64::c000:202]:50000")},
 		},
 		{
 			name: "passive 64, IPv4 leg", mode: mangle.Passive64,
 			client: ap("198.51.100.7:40000"), server: ap("203.0.113.10:21"),
 			target: ap("203.0.113.10:50000"), ep: ap("[2001:db8:64::cb00:710a]:50000"),
-			want: conntrackx.Expectation{From: netip.MustParseAddr("198.51.100.7"), To: ap("203.0.113.10:50000")},
+			want: Expectation{From: netip.MustParseAddr("198.51.100.7"), To: ap("203.0.113.10:50000")},
 		},
 		{
 			name: "passive 64, 227 naming another address: still the server", mode: mangle.Passive64,
 			client: ap("198.51.100.7:40000"), server: ap("203.0.113.10:21"),
 			target: ap("10.0.0.1:50000"), ep: ap("[2001:db8:64::cb00:710a]:50000"),
-			want: conntrackx.Expectation{From: netip.MustParseAddr("198.51.100.7"), To: ap("203.0.113.10:50000")},
+			want: Expectation{From: netip.MustParseAddr("198.51.100.7"), To: ap("203.0.113.10:50000")},
 		},
 		{
 			name: "passive 64, IPv6 leg", mode: mangle.Passive64,
 			client: ap("[2001:db8:6::2]:40000"), server: ap("[2001:db8:64::cb00:710a]:21"),
 			target: ap("203.0.113.10:50000"), ep: ap("[2001:db8:64::cb00:710a]:50000"),
-			want: conntrackx.Expectation{From: netip.MustParseAddr("2001:db8:6::2"), To: ap("[2001:db8:64::cb00:710a]:50000")},
+			want: Expectation{From: netip.MustParseAddr("2001:db8:6::2"), To: ap("[2001:db8:64::cb00:710a]:50000")},
 		},
 		{
 			name: "active 64, IPv4 leg", mode: mangle.Active64,
 			client: ap("198.51.100.7:40000"), server: ap("203.0.113.10:21"),
 			target: ap("[2001:db8:6::2]:50000"), ep: ap("198.51.100.7:60000"),
-			want: conntrackx.Expectation{From: netip.MustParseAddr("203.0.113.10"), To: ap("198.51.100.7:60000")},
+			want: Expectation{From: netip.MustParseAddr("203.0.113.10"), To: ap("198.51.100.7:60000")},
 		},
 		{
 			name: "active 64, IPv6 leg", mode: mangle.Active64,
 			client: ap("[2001:db8:6::2]:40000"), server: ap("[2001:db8:64::cb00:710a]:21"),
 			target: ap("[2001:db8:6::2]:50000"), ep: ap("198.51.100.7:60000"),
-			want: conntrackx.Expectation{From: netip.MustParseAddr("2001:db8:64::cb00:710a"), To: ap("[2001:db8:6::2]:50000")},
+			want: Expectation{From: netip.MustParseAddr("2001:db8:64::cb00:710a"), To: ap("[2001:db8:6::2]:50000")},
 		},
 	}
 	for _, tt := range tests {
@@ -160,8 +159,8 @@ func TestPinholeForRefuses(t *testing.T) {
 	}
 }
 
-// active46 is a 46 active request on the IPv4 leg from control port cport.
-func active46(cport uint16) mangle.DataRequest {
+// activeReq46 is a 46 active request on the IPv4 leg from control port cport.
+func activeReq46(cport uint16) mangle.DataRequest {
 	return mangle.DataRequest{
 		Mode:   mangle.Active46,
 		Target: ap("192.0.2.2:50000"),
@@ -173,19 +172,19 @@ func active46(cport uint16) mangle.DataRequest {
 func TestPinholeMapperCreates(t *testing.T) {
 	ep := ap("[2001:db8:64::c000:202]:50000")
 	x := &fakeExpecter{}
-	m := newPinholeMapperWith(fixedMapper{ep: ep}, x, slog.New(slog.DiscardHandler))
-	got, err := m.MapData(active46(40000))
+	m := NewPinholeMapper(fixedMapper{ep: ep}, x, slog.New(slog.DiscardHandler))
+	got, err := m.MapData(activeReq46(40000))
 	if err != nil || got != ep {
 		t.Fatalf("MapData = %v, %v; want %v", got, err, ep)
 	}
-	want := []conntrackx.Expectation{{
+	want := []Expectation{{
 		Client: ap("192.0.2.2:40000"), Server: ap("203.0.113.10:21"),
 		From: netip.MustParseAddr("203.0.113.10"), To: ap("192.0.2.2:50000"),
 	}}
-	if diff := cmp.Diff(want, x.got, cmp.Comparer(func(a, b conntrackx.Expectation) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff(want, x.got, cmp.Comparer(func(a, b Expectation) bool { return a == b })); diff != "" {
 		t.Errorf("expectations (-want +got):\n%s", diff)
 	}
-	if s := m.stats(); s != (pinholeStats{Created: 1}) {
+	if s := m.Stats(); s != (PinholeStats{Created: 1}) {
 		t.Errorf("stats %+v", s)
 	}
 	if want := [][2]netip.AddrPort{{ap("192.0.2.2:40000"), ap("203.0.113.10:21")}}; !slices.Equal(want, x.liberal) {
@@ -196,21 +195,21 @@ func TestPinholeMapperCreates(t *testing.T) {
 	}
 
 	// A request that names someone else: no expectation, counted.
-	bounce := active46(40000)
+	bounce := activeReq46(40000)
 	bounce.Target = ap("192.0.2.99:50000")
 	if _, err := m.MapData(bounce); err != nil {
 		t.Fatal(err)
 	}
-	if len(x.got) != 1 || m.stats().Refused != 1 {
-		t.Errorf("bounce: %d expectations, stats %+v", len(x.got), m.stats())
+	if len(x.got) != 1 || m.Stats().Refused != 1 {
+		t.Errorf("bounce: %d expectations, stats %+v", len(x.got), m.Stats())
 	}
 }
 
 func TestPinholeMapperInnerError(t *testing.T) {
 	x := &fakeExpecter{}
 	inner := errors.New("no free port")
-	m := newPinholeMapperWith(fixedMapper{err: inner}, x, slog.New(slog.DiscardHandler))
-	if _, err := m.MapData(active46(40000)); !errors.Is(err, inner) {
+	m := NewPinholeMapper(fixedMapper{err: inner}, x, slog.New(slog.DiscardHandler))
+	if _, err := m.MapData(activeReq46(40000)); !errors.Is(err, inner) {
 		t.Fatalf("MapData error %v, want the inner mapper's", err)
 	}
 	if len(x.got) != 0 {
@@ -222,7 +221,7 @@ func TestPinholeMapperFailureLog(t *testing.T) {
 	ep := ap("[2001:db8:64::c000:202]:50000")
 	x := &fakeExpecter{err: unix.EOPNOTSUPP}
 	var buf bytes.Buffer
-	m := newPinholeMapperWith(fixedMapper{ep: ep}, x, slog.New(slog.NewTextHandler(&buf, nil)))
+	m := NewPinholeMapper(fixedMapper{ep: ep}, x, slog.New(slog.NewTextHandler(&buf, nil)))
 	now := time.Unix(1e9, 0)
 	m.now = func() time.Time { return now }
 	m.last = now
@@ -230,7 +229,7 @@ func TestPinholeMapperFailureLog(t *testing.T) {
 
 	// A failure never fails the rewrite.
 	for range 3 {
-		if got, err := m.MapData(active46(40000)); err != nil || got != ep {
+		if got, err := m.MapData(activeReq46(40000)); err != nil || got != ep {
 			t.Fatalf("MapData = %v, %v; want %v despite the failed expectation", got, err, ep)
 		}
 	}
@@ -243,36 +242,36 @@ func TestPinholeMapperFailureLog(t *testing.T) {
 	// Other control connections: the burst, then nothing until time
 	// passes.
 	for port := uint16(40001); port < 40001+2*pinholeLogBurst; port++ {
-		m.MapData(active46(port))
+		m.MapData(activeReq46(port))
 	}
 	if lines() != pinholeLogBurst {
 		t.Errorf("%d lines after a burst of failures, want %d", lines(), pinholeLogBurst)
 	}
 	now = now.Add(2 * time.Second)
-	m.MapData(active46(41000))
-	m.MapData(active46(41001))
-	m.MapData(active46(41002))
+	m.MapData(activeReq46(41000))
+	m.MapData(activeReq46(41001))
+	m.MapData(activeReq46(41002))
 	if lines() != pinholeLogBurst+2 {
 		t.Errorf("%d lines two seconds later, want %d", lines(), pinholeLogBurst+2)
 	}
-	if s := m.stats(); s.Failed != 3+2*pinholeLogBurst+3 || s.Created != 0 {
+	if s := m.Stats(); s.Failed != 3+2*pinholeLogBurst+3 || s.Created != 0 {
 		t.Errorf("stats %+v", s)
 	}
 }
 
 func TestPinholeMapperConcurrent(t *testing.T) {
 	x := &fakeExpecter{err: unix.ENOENT}
-	m := newPinholeMapperWith(fixedMapper{ep: ap("[2001:db8:64::c000:202]:50000")}, x, slog.New(slog.DiscardHandler))
+	m := NewPinholeMapper(fixedMapper{ep: ap("[2001:db8:64::c000:202]:50000")}, x, slog.New(slog.DiscardHandler))
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Go(func() {
 			for j := range 100 {
-				m.MapData(active46(uint16(40000 + i*100 + j)))
+				m.MapData(activeReq46(uint16(40000 + i*100 + j)))
 			}
 		})
 	}
 	wg.Wait()
-	if s := m.stats(); s.Failed != 400 {
+	if s := m.Stats(); s.Failed != 400 {
 		t.Errorf("stats %+v, want 400 failures", s)
 	}
 }
@@ -280,16 +279,16 @@ func TestPinholeMapperConcurrent(t *testing.T) {
 // The engine's first length change of a control connection makes its
 // conntrack entry liberal, before any data channel; a failure is counted.
 func TestPinholeLengthChanged(t *testing.T) {
-	var _ mangle.LengthWatcher = (*pinholeMapper)(nil)
+	var _ mangle.LengthWatcher = (*PinholeMapper)(nil)
 	x := &fakeExpecter{}
-	m := newPinholeMapperWith(fixedMapper{}, x, slog.New(slog.DiscardHandler))
+	m := NewPinholeMapper(fixedMapper{}, x, slog.New(slog.DiscardHandler))
 	m.LengthChanged(ap("[2001:db8:6::2]:40000"), ap("[2001:db8:64::cb00:710a]:21"))
 	if want := [][2]netip.AddrPort{{ap("[2001:db8:6::2]:40000"), ap("[2001:db8:64::cb00:710a]:21")}}; !slices.Equal(want, x.liberal) {
 		t.Errorf("liberal tracking asked for %v, want %v", x.liberal, want)
 	}
 	x.err = errors.New("no such connection")
 	m.LengthChanged(ap("192.0.2.2:40001"), ap("203.0.113.10:21"))
-	if s := m.stats(); s.Failed != 1 {
+	if s := m.Stats(); s.Failed != 1 {
 		t.Errorf("stats %+v, want one failure", s)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/mangle/tayga"
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 )
@@ -24,16 +25,13 @@ type TaygaConntrackConfig struct {
 	// Guess, if set, proposes the pool address of an IPv6 host (the
 	// mapper's PredictDynamic). Lookup4 first asks conntrack for that
 	// exact flow (one Get) and dumps the IPv4 table only if it is not
-	// there. The mapper is built after the resolver, so wire it with a
-	// closure:
+	// there. tayga.Load hands the resolver its mapper:
 	//
-	//	var m *mangle.TaygaMapper
-	//	tc, err := conntrackx.DialTaygaConntrack(&conntrackx.TaygaConntrackConfig{
-	//		Prefix: cfg.Prefix, Pool: cfg.DynamicPool,
-	//		Guess:  func(a netip.Addr) netip.Addr { return m.PredictDynamic(a) },
+	//	l, err := tayga.Load(path, func(cfg *tayga.Config, m *tayga.Mapper) (tayga.DynamicResolver, error) {
+	//		return conntrackx.DialTaygaConntrack(&conntrackx.TaygaConntrackConfig{
+	//			Prefix: cfg.Prefix, Pool: cfg.DynamicPool, Guess: m.PredictDynamic,
+	//		})
 	//	})
-	//	...
-	//	m = mangle.NewTaygaMapper(cfg, tc)
 	Guess func(v6 netip.Addr) netip.Addr
 	// NetNS is a network namespace file descriptor (the namespace Tayga
 	// forwards in); 0 means the current one. No goroutine switches
@@ -43,7 +41,7 @@ type TaygaConntrackConfig struct {
 
 // TaygaConntrack finds the dynamic-pool bindings of a Tayga NAT64 in the
 // conntrack table of the namespace Tayga forwards in. It implements
-// mangle.DynamicResolver.
+// tayga.DynamicResolver.
 //
 // Tayga is userspace over a TUN device, so both legs of a translated
 // connection are ordinary forwarded flows in that namespace, and Tayga
@@ -72,7 +70,7 @@ type TaygaConntrack struct {
 	conn *conntrack.Conn
 }
 
-var _ mangle.DynamicResolver = (*TaygaConntrack)(nil)
+var _ tayga.DynamicResolver = (*TaygaConntrack)(nil)
 
 // NewTaygaConntrack opens a conntrack socket in the current network
 // namespace for a Tayga using prefix.
@@ -102,7 +100,7 @@ func (t *TaygaConntrack) Close() error {
 	return t.conn.Close()
 }
 
-// Lookup6 implements mangle.DynamicResolver: the IPv6 host behind the
+// Lookup6 implements tayga.DynamicResolver: the IPv6 host behind the
 // pool address of the IPv4-leg flow client4:cport -> server4:sport. It
 // looks for that flow's IPv6 leg, C6:cport -> Pref::S4:sport, and if it
 // is not there (yet, or any more), for the IPv6 leg of any other TCP or
@@ -132,7 +130,7 @@ func (t *TaygaConntrack) Lookup6(client4, server4 netip.AddrPort) (netip.Addr, b
 	return join(flows4, c4, identity4, flows6, t.extract, host6)
 }
 
-// Lookup4 implements mangle.DynamicResolver: the pool address Tayga gave
+// Lookup4 implements tayga.DynamicResolver: the pool address Tayga gave
 // the IPv6 host of the IPv6-leg flow client6:cport -> Pref::S4:sport. It
 // looks for that flow's IPv4 leg, C4':cport -> S4:sport (first with one
 // Get on the Guess, if any), and if it is not there (yet: on the IPv6 leg

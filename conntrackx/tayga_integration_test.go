@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/mangle/tayga"
 )
 
 // The child process: the test binary re-executed inside a namespace (by
@@ -202,7 +203,7 @@ map 192.0.2.99 2001:db8:6::99
 
 // newLabNet builds the namespaces, starts Tayga in nat and returns once
 // it forwards.
-func newLabNet(t *testing.T, tayga string) *labNet {
+func newLabNet(t *testing.T, taygaBin string) *labNet {
 	var rnd [3]byte
 	rand.Read(rnd[:])
 	id := hex.EncodeToString(rnd[:])
@@ -241,12 +242,12 @@ func newLabNet(t *testing.T, tayga string) *labNet {
 	if err := os.WriteFile(conf, []byte(labTaygaConf+"data-dir "+data+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l.run("ip", "netns", "exec", l.nat, tayga, "--config", conf, "--mktun")
+	l.run("ip", "netns", "exec", l.nat, taygaBin, "--config", conf, "--mktun")
 	l.ip(l.nat, "link", "set", "nat64", "up")
 	l.ip(l.nat, "route", "add", "203.0.113.0/24", "dev", "nat64")
 	l.ip(l.nat, "route", "add", "192.0.2.99/32", "dev", "nat64")
 	l.ip(l.nat, "-6", "route", "add", "2001:db8:64::/96", "dev", "nat64")
-	cmd := exec.Command("ip", "netns", "exec", l.nat, tayga, "--config", conf, "--nodetach")
+	cmd := exec.Command("ip", "netns", "exec", l.nat, taygaBin, "--config", conf, "--nodetach")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -266,8 +267,8 @@ func nsFD(t *testing.T, ns string) int {
 
 func TestIntegrationTaygaConntrack(t *testing.T) {
 	needRoot(t)
-	tayga := needTayga(t)
-	l := newLabNet(t, tayga)
+	taygaBin := needTayga(t)
+	l := newLabNet(t, taygaBin)
 
 	server := netip.MustParseAddrPort("198.51.100.2:21")
 	server6 := netip.MustParseAddrPort("[2001:db8:64::198.51.100.2]:21")
@@ -284,15 +285,15 @@ func TestIntegrationTaygaConntrack(t *testing.T) {
 	lst := l.start(l.s4, []string{childEnv + "=listen " + server.String()}, self, "-test.run=^TestTaygaChildProcess$")
 	expect(t, lst, "listening")
 
-	cfg, err := mangle.ParseTaygaConf(strings.NewReader(labTaygaConf))
+	cfg, err := tayga.ParseConfig(strings.NewReader(labTaygaConf))
 	if err != nil {
 		t.Fatal(err)
 	}
-	predictor := mangle.NewTaygaMapper(cfg, nil)
+	predictor := tayga.NewMapper(cfg, nil)
 
 	// A fourth pool client whose hash lands on the first client's address:
 	// Tayga must move on to the next free one, as PredictDynamic says.
-	fresh := mangle.NewTaygaMapper(cfg, nil)
+	fresh := tayga.NewMapper(cfg, nil)
 	first := fresh.PredictDynamic(clients[0].Addr())
 	var clash netip.Addr
 	for n := 0x100; n < 0x10000 && !clash.IsValid(); n++ {
@@ -389,13 +390,13 @@ func TestIntegrationTaygaConntrack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tc.Close()
-	m := mangle.NewTaygaMapper(cfg, tc)
+	m := tayga.NewMapper(cfg, tc)
 	c := clients[2]
 	s, ok := m.Classify(netip.AddrPortFrom(peers[c], c.Port()), server)
 	if !ok || s.Kind != mangle.Kind64 || s.Client6 != c.Addr() || s.Server6 != server6.Addr() {
 		t.Errorf("Classify on the IPv4 leg = %+v, %v", s, ok)
 	}
-	m2 := mangle.NewTaygaMapper(cfg, tc)
+	m2 := tayga.NewMapper(cfg, tc)
 	s, ok = m2.Classify(clients[1], server6)
 	if !ok || s.Kind != mangle.Kind64 || s.Client4 != peers[clients[1]] || s.Server4 != server.Addr() {
 		t.Errorf("Classify on the IPv6 leg = %+v, %v", s, ok)

@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
 
 	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/mangle/tayga"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
@@ -133,12 +133,12 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	mapper, warn, err := loadReplayMapper(*taygaConf)
+	l, err := tayga.Load(*taygaConf, nil)
 	if err != nil {
 		return fail(err)
 	}
-	if warn != nil {
-		fmt.Fprintf(stderr, "ftpalg replay: warning: %v\n", warn)
+	if l.Warn != nil {
+		fmt.Fprintf(stderr, "ftpalg replay: warning: %v\n", l.Warn)
 	}
 
 	in, err := os.Open(files[0])
@@ -160,7 +160,7 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		w = bw
 	}
 
-	opts.Engine = mangle.Config{Mapper: mapper, Strict: *strict, ServerPorts: serverPorts}
+	opts.Engine = mangle.Config{Mapper: l.Mapper, Strict: *strict, ServerPorts: serverPorts}
 	sum, err := replay(in, w, stdout, opts)
 	if err != nil {
 		err = fmt.Errorf("%s: %w", files[0], err)
@@ -178,50 +178,6 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, sum)
 	return 0
-}
-
-// loadReplayMapper reads a tayga.conf, the map-file it names, and the
-// dynamic.map in its data-dir if there is one. A malformed dynamic.map line is returned as warn: Tayga
-// skips such lines too.
-func loadReplayMapper(path string) (m *mangle.TaygaMapper, warn, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	cfg, err := mangle.ParseTaygaConf(f)
-	if err != nil {
-		return nil, nil, err
-	}
-	if cfg.MapFile != "" {
-		// Tayga 0.9.5+ reads more "map" lines from a map-file, a relative
-		// path being taken against data-dir.
-		name := cfg.MapFile
-		if !filepath.IsAbs(name) {
-			name = filepath.Join(cfg.DataDir, name)
-		}
-		mf, err := os.Open(name)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer mf.Close()
-		if cfg, err = mangle.ParseTaygaMapFile(cfg, mf); err != nil {
-			return nil, nil, err
-		}
-	}
-	m = mangle.NewTaygaMapper(cfg, nil)
-	if cfg.DataDir == "" {
-		return m, nil, nil
-	}
-	dm, err := os.Open(filepath.Join(cfg.DataDir, "dynamic.map"))
-	if errors.Is(err, os.ErrNotExist) {
-		return m, nil, nil
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	defer dm.Close()
-	return m, m.LoadDynamicMap(dm), nil
 }
 
 // replaySummary counts what a replay did.

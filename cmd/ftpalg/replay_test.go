@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/mangle/tayga"
 	"github.com/ftpalg/ftpalg/test/ftpcap"
 	"github.com/google/go-cmp/cmp"
 	"github.com/gopacket/gopacket"
@@ -906,7 +907,7 @@ func TestReplayErrors(t *testing.T) {
 		{"unknown link type", []string{"--tayga-conf", conf, "--out", out, write("user0.pcap", unknown.Bytes())}, 1, "link type 147"},
 		{"mixed pcapng", []string{"--tayga-conf", conf, write("mixed.pcapng", mixed.Bytes())}, 1, "different link types"},
 		{"missing config", []string{"--tayga-conf", filepath.Join(dir, "nothere.conf"), in}, 1, "no such file"},
-		{"bad config", []string{"--tayga-conf", write("bad.conf", []byte("# comment\ntun-device nat64\nprefix 2001:db8:64::/95\n")), in}, 1, "ftpalg replay: tayga.conf:3:"},
+		{"bad config", []string{"--tayga-conf", write("bad.conf", []byte("# comment\ntun-device nat64\nprefix 2001:db8:64::/95\n")), in}, 1, "ftpalg replay: " + filepath.Join(dir, "bad.conf") + ":3: prefix: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			os.Remove(out)
@@ -959,7 +960,7 @@ func TestReplayMapFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, stderr := runReplay("--tayga-conf", confPath, filepath.Join(dir, "nothere.pcap"))
-	if code != 1 || !strings.HasPrefix(stderr, "ftpalg replay: map-file:1:") {
+	if code != 1 || !strings.HasPrefix(stderr, "ftpalg replay: "+filepath.Join(dir, "maps.conf")+":1: map: ") {
 		t.Errorf("bad map-file: exit %d, %q", code, stderr)
 	}
 }
@@ -1128,10 +1129,11 @@ func TestReplayHoldTimeout(t *testing.T) {
 func TestReplayDamagedFrames(t *testing.T) {
 	dir := t.TempDir()
 	writeTaygaConfs(t, dir)
-	mapper, _, err := loadReplayMapper(filepath.Join(dir, "tayga.conf"))
+	l, err := tayga.Load(filepath.Join(dir, "tayga.conf"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	mapper := l.Mapper
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, s := range replayScenarios {
 		pkts := s.conv().Packets(s.leg())
@@ -1276,7 +1278,7 @@ func FuzzReplay(f *testing.F) {
 	}
 	f.Add(uint8(0), []byte{0x60})
 	f.Add(uint8(7), []byte{0x45, 0, 0, 20})
-	mapper := mangle.NewTaygaMapper(mustTayga(f), nil)
+	mapper := tayga.NewMapper(mustTayga(f), nil)
 	f.Fuzz(func(t *testing.T, at uint8, frame []byte) {
 		var in, out bytes.Buffer
 		w := pcapgo.NewWriter(&in)
@@ -1311,8 +1313,8 @@ func FuzzReplay(f *testing.F) {
 	})
 }
 
-func mustTayga(tb testing.TB) *mangle.TaygaConfig {
-	cfg, err := mangle.ParseTaygaConf(strings.NewReader(ftpcap.TaygaConf))
+func mustTayga(tb testing.TB) *tayga.Config {
+	cfg, err := tayga.ParseConfig(strings.NewReader(ftpcap.TaygaConf))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -1332,7 +1334,7 @@ func TestReplayFlowReplacedWhileHolding(t *testing.T) {
 	ftpLogin(fresh)
 	ftpQuit(fresh)
 	pkts := append(old.Packets(leg), fresh.Packets(leg)...)
-	mapper := mangle.NewTaygaMapper(mustTayga(t), nil)
+	mapper := tayga.NewMapper(mustTayga(t), nil)
 	var in, out bytes.Buffer
 	if err := ftpcap.WritePcap(&in, ftpcap.Link{Type: layers.LinkTypeRaw}, pkts); err != nil {
 		t.Fatal(err)
@@ -1563,7 +1565,7 @@ func orString(a, b string) string {
 // checks every output with the checker and the FTP text each end must
 // receive. A failure names the seed; the notes say what the script did.
 func TestReplayRandomSessions(t *testing.T) {
-	mapper := mangle.NewTaygaMapper(mustTayga(t), nil)
+	mapper := tayga.NewMapper(mustTayga(t), nil)
 	n := 300
 	if testing.Short() {
 		n = 30

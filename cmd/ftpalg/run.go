@@ -8,10 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +18,9 @@ import (
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
 	"github.com/ftpalg/ftpalg/conntrackx"
+	"github.com/ftpalg/ftpalg/conntrackx/jool"
 	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/mangle/tayga"
 	"github.com/ftpalg/ftpalg/rules"
 )
 
@@ -231,41 +231,33 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	if cfg.JoolInstance != "" {
 		return loadJoolMapper(cfg, log)
 	}
-	tc, err := readTaygaConf(cfg.TaygaConf)
-	if err != nil {
-		return nil, err
-	}
 	// Dynamic-pool hosts: conntrack in this namespace tells the binding
 	// of a new control connection (both legs of a Tayga flow are tracked
 	// here, ports kept); the mapper's prediction is tried first.
-	var m *mangle.TaygaMapper
-	var res mangle.DynamicResolver
 	var closeRes func() error
-	if tc.DynamicPool.IsValid() {
+	l, err := tayga.Load(cfg.TaygaConf, func(tc *tayga.Config, m *tayga.Mapper) (tayga.DynamicResolver, error) {
 		ct, err := conntrackx.DialTaygaConntrack(&conntrackx.TaygaConntrackConfig{
 			Prefix: tc.Prefix,
 			Pool:   tc.DynamicPool,
-			Guess:  func(a netip.Addr) netip.Addr { return m.PredictDynamic(a) },
+			Guess:  m.PredictDynamic,
 		})
 		if err != nil {
 			return nil, err
 		}
-		res, closeRes = ct, ct.Close
-	}
-	m = mangle.NewTaygaMapper(tc, res)
-	// Bindings Tayga saved when it last stopped.
-	if tc.DataDir != "" {
-		path := filepath.Join(tc.DataDir, "dynamic.map")
-		if f, err := os.Open(path); err == nil {
-			if err := m.LoadDynamicMap(f); err != nil {
-				log.Warn("tayga dynamic map", "file", path, "err", err)
-			}
-			f.Close()
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("tayga dynamic map", "err", err)
+		closeRes = ct.Close
+		return ct, nil
+	})
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+			err = fmt.Errorf("--tayga-conf: %w", err)
 		}
+		return nil, err
 	}
-	dm := &daemonMapper{Mapper: m, close: closeRes}
+	if l.Warn != nil {
+		// Bindings Tayga saved when it last stopped.
+		log.Warn("tayga dynamic map", "err", l.Warn)
+	}
+	dm := &daemonMapper{Mapper: l.Mapper, close: closeRes}
 	if !cfg.NoPinholes {
 		// Firewall pinholes: the conntrack expectations of data
 		// connections on the rewritten leg (rules/README.md, Pinholes).
@@ -276,7 +268,7 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 			}
 			return nil, err
 		}
-		dm.Mapper = newPinholeMapper(m, x, log)
+		dm.Mapper = conntrackx.NewPinholeMapper(l.Mapper, x, log)
 		dm.close = func() error {
 			var err error
 			if closeRes != nil {
@@ -294,11 +286,11 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 // Not tested on the development machines (no Jool module there): only in
 // the project's QEMU guest.
 func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
-	j, err := conntrackx.DialJool(&conntrackx.JoolConfig{Instance: cfg.JoolInstance})
+	j, err := jool.Dial(&jool.Config{Instance: cfg.JoolInstance})
 	if err != nil {
 		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
 	}
-	m, err := conntrackx.NewJoolMapper(&conntrackx.JoolMapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts})
+	m, err := jool.NewMapper(&jool.MapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts})
 	if err != nil {
 		j.Close()
 		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
@@ -318,32 +310,6 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 			return errors.Join(m.Close(), j.Close())
 		},
 	}, nil
-}
-
-// readTaygaConf reads and parses a tayga.conf; errors name the file and
-// line ("/etc/tayga.conf:12: prefix: ...").
-func readTaygaConf(path string) (*mangle.TaygaConfig, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("--tayga-conf: %w", err)
-	}
-	defer f.Close()
-	tc, err := mangle.ParseTaygaConf(f)
-	if err != nil {
-		var ce *mangle.TaygaConfError
-		if errors.As(err, &ce) {
-			loc := path
-			if ce.Line > 0 {
-				loc += ":" + strconv.Itoa(ce.Line)
-			}
-			if ce.Directive != "" {
-				return nil, fmt.Errorf("%s: %s: %s", loc, ce.Directive, ce.Msg)
-			}
-			return nil, fmt.Errorf("%s: %s", loc, ce.Msg)
-		}
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return tc, nil
 }
 
 // errNotRoot is returned when the daemon lacks CAP_NET_ADMIN.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
 	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/mangle/tayga"
 	"github.com/ftpalg/ftpalg/test/ftpcap"
 )
 
@@ -157,11 +158,11 @@ func TestCapEffHas(t *testing.T) {
 // packet exactly one, rewritten ones carrying the new bytes. Here an IPv4
 // client's PASV to an IPv6 server behind Tayga, on the IPv4 leg.
 func TestEngineHandler(t *testing.T) {
-	tc, err := mangle.ParseTaygaConf(strings.NewReader(ftpcap.TaygaConf))
+	tc, err := tayga.ParseConfig(strings.NewReader(ftpcap.TaygaConf))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mangle.NewTaygaMapper(tc, nil)
+	m := tayga.NewMapper(tc, nil)
 	h := newEngineHandler(0, &mangle.Config{Mapper: m}, 200*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	c := ftpcap.New(ftpcap.Config{})
@@ -220,11 +221,11 @@ func TestEngineHandler(t *testing.T) {
 // The daemon's glue around the engine allocates nothing per packet (the
 // engine's own steady state is tested in package mangle).
 func TestEngineHandlerAllocs(t *testing.T) {
-	tc, err := mangle.ParseTaygaConf(strings.NewReader(ftpcap.TaygaConf))
+	tc, err := tayga.ParseConfig(strings.NewReader(ftpcap.TaygaConf))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newEngineHandler(0, &mangle.Config{Mapper: mangle.NewTaygaMapper(tc, nil)}, 200*time.Millisecond,
+	h := newEngineHandler(0, &mangle.Config{Mapper: tayga.NewMapper(tc, nil)}, 200*time.Millisecond,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	c := ftpcap.New(ftpcap.Config{})
 	c.Handshake()

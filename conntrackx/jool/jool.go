@@ -1,4 +1,4 @@
-package conntrackx
+package jool
 
 import (
 	"errors"
@@ -14,13 +14,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrJoolNotLoaded is returned by DialJool when the kernel has no "Jool"
+// ErrNotLoaded is returned by Dial when the kernel has no "Jool"
 // generic netlink family: the jool kernel module is not loaded (or the
 // namespace cannot see it).
-var ErrJoolNotLoaded = errors.New("jool module not loaded")
+var ErrNotLoaded = errors.New("jool module not loaded")
 
-// JoolConfig configures a Jool client. A nil *JoolConfig means defaults.
-type JoolConfig struct {
+// Config configures a Jool client. A nil *Config means defaults.
+type Config struct {
 	// Instance is the Jool instance to talk to (default "default").
 	Instance string
 	// NetNS is a network namespace file descriptor; 0 means the current
@@ -32,35 +32,35 @@ type JoolConfig struct {
 	// namespace.
 	NetNS int
 	// Version is the version announced in every request, major<<24 |
-	// minor<<16 | revision<<8 | development (default JoolVersion41). The
+	// minor<<16 | revision<<8 | development (default Version41). The
 	// module rejects a request whose major.minor differ from its own.
 	Version uint32
 }
 
-// Jool is a client of a Jool NAT64 instance's Generic Netlink API (the API
+// Client is a client of a Jool NAT64 instance's Generic Netlink API (the API
 // the `jool` command uses). It is safe for concurrent use: requests are
 // serialized on one socket.
-type Jool struct {
+type Client struct {
 	c      *genetlink.Conn
 	family uint16
 	hdr    joolHeader
 
-	// th runs the requests inside JoolConfig.NetNS (nil without one).
+	// th runs the requests inside Config.NetNS (nil without one).
 	th     *nsThread
 	mu     sync.Mutex // serializes requests; guards closed
 	closed bool
 }
 
-// DialJool opens a Generic Netlink socket and looks up Jool's family.
-func DialJool(cfg *JoolConfig) (*Jool, error) {
+// Dial opens a Generic Netlink socket and looks up Jool's family.
+func Dial(cfg *Config) (*Client, error) {
 	if cfg != nil && cfg.NetNS != 0 {
-		return dialJoolNetNS(cfg)
+		return dialNetNS(cfg)
 	}
 	c, err := genetlink.Dial(nil)
 	if err != nil {
 		return nil, fmt.Errorf("dial jool: %w", err)
 	}
-	j, err := newJool(c, cfg)
+	j, err := newClient(c, cfg)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -68,20 +68,20 @@ func DialJool(cfg *JoolConfig) (*Jool, error) {
 	return j, nil
 }
 
-// dialJoolNetNS dials from a thread inside cfg.NetNS that then serves
+// dialNetNS dials from a thread inside cfg.NetNS that then serves
 // every request of the client.
-func dialJoolNetNS(cfg *JoolConfig) (*Jool, error) {
+func dialNetNS(cfg *Config) (*Client, error) {
 	th, err := startNSThread(cfg.NetNS)
 	if err != nil {
 		return nil, fmt.Errorf("dial jool: %w", err)
 	}
-	var j *Jool
+	var j *Client
 	err = th.run(func() error {
 		c, err := genetlink.Dial(nil)
 		if err != nil {
 			return fmt.Errorf("dial jool: %w", err)
 		}
-		if j, err = newJool(c, cfg); err != nil {
+		if j, err = newClient(c, cfg); err != nil {
 			c.Close()
 		}
 		return err
@@ -130,9 +130,9 @@ func (th *nsThread) run(f func() error) error {
 // stop ends the goroutine (and its thread).
 func (th *nsThread) stop() { close(th.calls) }
 
-// newJool sets a client up over an open connection (a fake one in tests).
-func newJool(c *genetlink.Conn, cfg *JoolConfig) (*Jool, error) {
-	h := joolHeader{Version: JoolVersion41, Instance: joolDefaultIname}
+// newClient sets a client up over an open connection (a fake one in tests).
+func newClient(c *genetlink.Conn, cfg *Config) (*Client, error) {
+	h := joolHeader{Version: Version41, Instance: joolDefaultIname}
 	if cfg != nil {
 		if cfg.Instance != "" {
 			h.Instance = cfg.Instance
@@ -147,17 +147,17 @@ func newJool(c *genetlink.Conn, cfg *JoolConfig) (*Jool, error) {
 	f, err := c.GetFamily(joolFamily)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("dial jool: %w (generic netlink family %q: %w)", ErrJoolNotLoaded, joolFamily, err)
+			return nil, fmt.Errorf("dial jool: %w (generic netlink family %q: %w)", ErrNotLoaded, joolFamily, err)
 		}
 		return nil, fmt.Errorf("dial jool: look up family %q: %w", joolFamily, err)
 	}
-	return &Jool{c: c, family: f.ID, hdr: h}, nil
+	return &Client{c: c, family: f.ID, hdr: h}, nil
 }
 
 // do runs f where requests must be made: on the namespace's goroutine
 // when there is one, else right here. After Close it returns
 // net.ErrClosed.
-func (j *Jool) do(f func() error) error {
+func (j *Client) do(f func() error) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.closed {
@@ -170,7 +170,7 @@ func (j *Jool) do(f func() error) error {
 }
 
 // Close closes the socket (and ends the namespace's goroutine).
-func (j *Jool) Close() error {
+func (j *Client) Close() error {
 	err := j.do(j.c.Close)
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -184,7 +184,7 @@ func (j *Jool) Close() error {
 // execute sends one request and returns the attributes of its reply,
 // with the reply's Jool flags. Jool answers every request with exactly one
 // message, an error report or the data.
-func (j *Jool) execute(op string, m genetlink.Message) (flags uint8, attrs []byte, err error) {
+func (j *Client) execute(op string, m genetlink.Message) (flags uint8, attrs []byte, err error) {
 	var msgs []genetlink.Message
 	err = j.do(func() error {
 		var err error
@@ -202,9 +202,9 @@ func (j *Jool) execute(op string, m genetlink.Message) (flags uint8, attrs []byt
 
 // BIBAdd adds e as a static BIB entry. Adding an entry that already exists
 // with the same addresses succeeds (Jool makes it static); one that
-// collides with a different entry fails with a *JoolError wrapping EEXIST;
+// collides with a different entry fails with a *Error wrapping EEXIST;
 // an IPv4 address not in pool4 fails with EINVAL.
-func (j *Jool) BIBAdd(e BIBEntry) error {
+func (j *Client) BIBAdd(e BIBEntry) error {
 	m, err := marshalBIBAdd(j.hdr, e)
 	if err != nil {
 		return fmt.Errorf("jool bib add: %w", err)
@@ -214,8 +214,8 @@ func (j *Jool) BIBAdd(e BIBEntry) error {
 }
 
 // BIBRemove removes the BIB entry e (with its sessions). A missing entry
-// fails with a *JoolError wrapping ESRCH.
-func (j *Jool) BIBRemove(e BIBEntry) error {
+// fails with a *Error wrapping ESRCH.
+func (j *Client) BIBRemove(e BIBEntry) error {
 	m, err := marshalBIBRemove(j.hdr, e)
 	if err != nil {
 		return fmt.Errorf("jool bib remove: %w", err)
@@ -230,7 +230,7 @@ const maxPages = 1 << 16
 
 // BIBList lists the BIB entries of one protocol (IANA number), both static
 // and dynamic, sorted by IPv4 transport address as Jool keeps them.
-func (j *Jool) BIBList(proto uint8) ([]BIBEntry, error) {
+func (j *Client) BIBList(proto uint8) ([]BIBEntry, error) {
 	var all []BIBEntry
 	var offset *BIBEntry
 	for range maxPages {
@@ -260,7 +260,7 @@ func (j *Jool) BIBList(proto uint8) ([]BIBEntry, error) {
 }
 
 // Pool4List lists the pool4 ranges of one protocol (IANA number).
-func (j *Jool) Pool4List(proto uint8) ([]Pool4Entry, error) {
+func (j *Client) Pool4List(proto uint8) ([]Pool4Entry, error) {
 	var all []Pool4Entry
 	var offset *Pool4Entry
 	for range maxPages {
@@ -290,7 +290,7 @@ func (j *Jool) Pool4List(proto uint8) ([]Pool4Entry, error) {
 }
 
 // SessionList lists the sessions of one protocol (IANA number).
-func (j *Jool) SessionList(proto uint8) ([]SessionEntry, error) {
+func (j *Client) SessionList(proto uint8) ([]SessionEntry, error) {
 	var all []SessionEntry
 	var offset *SessionEntry
 	for range maxPages {
@@ -311,7 +311,7 @@ func (j *Jool) SessionList(proto uint8) ([]SessionEntry, error) {
 	return nil, fmt.Errorf("jool session list: %w: more than %d pages", errMalformed, maxPages)
 }
 
-func (j *Jool) sessionPage(proto uint8, offset *SessionEntry) ([]SessionEntry, bool, error) {
+func (j *Client) sessionPage(proto uint8, offset *SessionEntry) ([]SessionEntry, bool, error) {
 	m, err := marshalSessionForeach(j.hdr, proto, offset)
 	if err != nil {
 		return nil, false, fmt.Errorf("jool session list: %w", err)
@@ -332,7 +332,7 @@ func (j *Jool) sessionPage(proto uint8, offset *SessionEntry) ([]SessionEntry, b
 // of a whole listing: Jool keeps sessions sorted by (src4, dst4) and a
 // listing resumes strictly after a given (src4, dst4), so asking for the
 // page after (src4, dst4 - 1) yields the wanted session first if it exists.
-func (j *Jool) SessionFind(proto uint8, src4, dst4 netip.AddrPort) (SessionEntry, bool, error) {
+func (j *Client) SessionFind(proto uint8, src4, dst4 netip.AddrPort) (SessionEntry, bool, error) {
 	before, ok := prevAddrPort(dst4)
 	if !ok {
 		// Nothing sorts before 0.0.0.0:0: list from the start.
@@ -367,7 +367,7 @@ func (j *Jool) SessionFind(proto uint8, src4, dst4 netip.AddrPort) (SessionEntry
 // src4, without listing the whole table: a listing resumed after
 // (src4, 0.0.0.0:0) starts with that entry's sessions, then goes on to the
 // next entries'.
-func (j *Jool) BIBSessions(proto uint8, src4 netip.AddrPort) ([]SessionEntry, error) {
+func (j *Client) BIBSessions(proto uint8, src4 netip.AddrPort) ([]SessionEntry, error) {
 	var out []SessionEntry
 	off := SessionEntry{
 		Src6: netip.AddrPortFrom(netip.IPv6Unspecified(), 0),
@@ -409,7 +409,7 @@ func prevAddrPort(a netip.AddrPort) (netip.AddrPort, bool) {
 
 // Pool6 returns the instance's pool6, the RFC 6052 prefix of the NAT64.
 // ok is false when the instance has none configured.
-func (j *Jool) Pool6() (pool6 netip.Prefix, ok bool, err error) {
+func (j *Client) Pool6() (pool6 netip.Prefix, ok bool, err error) {
 	// The globals reply may be paged, but pool6 is the second attribute,
 	// always on the first page.
 	_, attrs, err := j.execute("global display", marshalGlobalForeach(j.hdr))

@@ -1,4 +1,4 @@
-package conntrackx_test
+package jool_test
 
 import (
 	"context"
@@ -6,25 +6,25 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/ftpalg/ftpalg/conntrackx"
+	"github.com/ftpalg/ftpalg/conntrackx/jool"
 	"github.com/ftpalg/ftpalg/mangle"
 )
 
 // How a daemon sets up the Jool backend (needs root and a loaded jool
 // module, so this example is compiled but not run).
-func ExampleJoolMapper() {
+func ExampleMapper() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	log := slog.Default()
 
-	j, err := conntrackx.DialJool(&conntrackx.JoolConfig{Instance: "default"})
+	j, err := jool.Dial(&jool.Config{Instance: "default"})
 	if err != nil {
-		log.Error("jool", "err", err) // errors.Is(err, conntrackx.ErrJoolNotLoaded) without the module
+		log.Error("jool", "err", err) // errors.Is(err, jool.ErrNotLoaded) without the module
 		return
 	}
 	defer j.Close()
 
-	m, err := conntrackx.NewJoolMapper(&conntrackx.JoolMapperConfig{
+	m, err := jool.NewMapper(&jool.MapperConfig{
 		Tables:        j,
 		Pool6:         netip.MustParsePrefix("64:ff9b::/96"), // or leave zero: read from Jool
 		ReservedPorts: [2]uint16{61000, 61999},               // jool pool4 add 192.0.2.1 61000-61999 --tcp --mark 4242

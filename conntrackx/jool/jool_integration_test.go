@@ -1,4 +1,4 @@
-package conntrackx
+package jool
 
 import (
 	"errors"
@@ -71,7 +71,7 @@ func joolLab(t *testing.T) (ns string, nsFD int) {
 
 func TestIntegrationJoolClient(t *testing.T) {
 	_, fd := joolLab(t)
-	j, err := DialJool(&JoolConfig{Instance: "it", NetNS: fd})
+	j, err := Dial(&Config{Instance: "it", NetNS: fd})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestIntegrationJoolClient(t *testing.T) {
 	}
 
 	// A version the module does not speak is refused by the module.
-	old, err := DialJool(&JoolConfig{Instance: "it", NetNS: fd, Version: 4<<24 | 0<<16})
+	old, err := Dial(&Config{Instance: "it", NetNS: fd, Version: 4<<24 | 0<<16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,14 +149,14 @@ func TestIntegrationJoolClient(t *testing.T) {
 	if _, err := old.Pool4List(ProtoTCP); !errors.Is(err, unix.EINVAL) {
 		t.Errorf("Jool 4.0 header: %v, want EINVAL", err)
 	}
-	if _, err := DialJool(&JoolConfig{Instance: "missing", NetNS: fd}); err != nil {
+	if _, err := Dial(&Config{Instance: "missing", NetNS: fd}); err != nil {
 		t.Errorf("dial (the instance is only checked per request): %v", err)
 	}
 }
 
 func TestIntegrationJoolMapper(t *testing.T) {
 	_, fd := joolLab(t)
-	j, err := DialJool(&JoolConfig{Instance: "it", NetNS: fd})
+	j, err := Dial(&Config{Instance: "it", NetNS: fd})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestIntegrationJoolMapper(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m, err := NewJoolMapper(&JoolMapperConfig{Tables: j, ReservedPorts: [2]uint16{61000, 61999}, IdleTimeout: time.Minute})
+	m, err := NewMapper(&MapperConfig{Tables: j, ReservedPorts: [2]uint16{61000, 61999}, IdleTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestIntegrationJoolMapper(t *testing.T) {
 	}
 }
 
-// TestIntegrationJoolNetNSThread checks that requests with JoolConfig.NetNS
+// TestIntegrationJoolNetNSThread checks that requests with Config.NetNS
 // run on a thread inside that namespace, where Jool looks its instance up.
 func TestIntegrationJoolNetNSThread(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -279,8 +279,8 @@ func TestIntegrationJoolNetNSThread(t *testing.T) {
 
 	// The client dials from inside: without the module the family is
 	// missing there as anywhere.
-	j, err := DialJool(&JoolConfig{NetNS: int(f.Fd())})
-	if errors.Is(err, ErrJoolNotLoaded) {
+	j, err := Dial(&Config{NetNS: int(f.Fd())})
+	if errors.Is(err, ErrNotLoaded) {
 		return
 	}
 	if err != nil {
@@ -432,12 +432,12 @@ func accepted(t *testing.T, ch <-chan net.Conn) net.Conn {
 // FTP needs them.
 func TestIntegrationJoolMapperTraffic(t *testing.T) {
 	c6, s4, natFD := joolTopology(t)
-	j, err := DialJool(&JoolConfig{NetNS: natFD})
+	j, err := Dial(&Config{NetNS: natFD})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer j.Close()
-	m, err := NewJoolMapper(&JoolMapperConfig{Tables: j, ReservedPorts: [2]uint16{61000, 61999}})
+	m, err := NewMapper(&MapperConfig{Tables: j, ReservedPorts: [2]uint16{61000, 61999}})
 	if err != nil {
 		t.Fatal(err)
 	}

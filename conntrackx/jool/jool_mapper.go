@@ -1,4 +1,4 @@
-package conntrackx
+package jool
 
 // The Jool Mapper: mangle.Mapper for a Jool NAT64, backed by Jool's own
 // tables (pool4, BIB, sessions) and by static BIB entries it adds for data
@@ -36,9 +36,9 @@ import (
 	"github.com/ftpalg/ftpalg/mangle"
 )
 
-// JoolTables is what the JoolMapper needs from Jool; *Jool implements it.
+// Tables is what the Mapper needs from Jool; *Client implements it.
 // Protocols are IANA numbers.
-type JoolTables interface {
+type Tables interface {
 	BIBAdd(e BIBEntry) error
 	BIBRemove(e BIBEntry) error
 	BIBList(proto uint8) ([]BIBEntry, error)
@@ -46,7 +46,7 @@ type JoolTables interface {
 	SessionList(proto uint8) ([]SessionEntry, error)
 }
 
-// Optional abilities of a JoolTables (both implemented by *Jool).
+// Optional abilities of a Tables (both implemented by *Client).
 type (
 	joolSessionFinder interface {
 		SessionFind(proto uint8, src4, dst4 netip.AddrPort) (SessionEntry, bool, error)
@@ -63,12 +63,12 @@ type (
 // (when the tables can) before it lists the whole session table instead.
 const joolPerEntryLookups = 32
 
-// JoolMapperConfig configures a JoolMapper.
-type JoolMapperConfig struct {
+// MapperConfig configures a Mapper.
+type MapperConfig struct {
 	// Tables is the Jool instance. Required.
-	Tables JoolTables
+	Tables Tables
 	// Pool6 is the instance's RFC 6052 prefix (`jool global display`).
-	// When zero it is read from Tables if Tables can (a *Jool can).
+	// When zero it is read from Tables if Tables can (a *Client can).
 	Pool6 netip.Prefix
 	// ReservedPorts is the first and last port (inclusive) of the pool4
 	// range reserved for the ALG's static BIB entries. Without it the
@@ -111,10 +111,10 @@ const (
 	joolMaxCachedStatic = 1 << 16
 )
 
-// ErrJoolMapperClosed is returned by MapData after Close.
-var ErrJoolMapperClosed = errors.New("jool mapper closed")
+// ErrMapperClosed is returned by MapData after Close.
+var ErrMapperClosed = errors.New("jool mapper closed")
 
-// JoolMapper implements mangle.Mapper for Jool, fed the packets of the IPv4
+// Mapper implements mangle.Mapper for Jool, fed the packets of the IPv4
 // leg (where Jool's pool4 addresses appear; the IPv6 leg works too):
 //
 //   - Classify: a control connection to a pool4 address that has a static
@@ -134,9 +134,9 @@ var ErrJoolMapperClosed = errors.New("jool mapper closed")
 //     those a killed daemon left behind.
 //
 // It is safe for concurrent use. Calls into Jool are made under one lock.
-type JoolMapper struct {
+type Mapper struct {
 	mu     sync.Mutex
-	t      JoolTables
+	t      Tables
 	finder joolSessionFinder // nil when t cannot find single sessions
 	pool6  netip.Prefix
 	lo, hi uint16
@@ -164,14 +164,14 @@ type joolMapping struct {
 	seen      bool      // a live session was seen on it since
 }
 
-var _ mangle.Mapper = (*JoolMapper)(nil)
+var _ mangle.Mapper = (*Mapper)(nil)
 
-// NewJoolMapper returns a mapper over cfg.Tables.
-func NewJoolMapper(cfg *JoolMapperConfig) (*JoolMapper, error) {
+// NewMapper returns a mapper over cfg.Tables.
+func NewMapper(cfg *MapperConfig) (*Mapper, error) {
 	if cfg == nil || cfg.Tables == nil {
 		return nil, errors.New("jool mapper: no jool tables")
 	}
-	m := &JoolMapper{
+	m := &Mapper{
 		t:       cfg.Tables,
 		pool6:   cfg.Pool6,
 		lo:      cfg.ReservedPorts[0],
@@ -226,7 +226,7 @@ func NewJoolMapper(cfg *JoolMapperConfig) (*JoolMapper, error) {
 }
 
 // Classify implements mangle.Mapper.
-func (m *JoolMapper) Classify(client, server netip.AddrPort) (mangle.Session, bool) {
+func (m *Mapper) Classify(client, server netip.AddrPort) (mangle.Session, bool) {
 	ca, sa := client.Addr(), server.Addr()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -240,7 +240,7 @@ func (m *JoolMapper) Classify(client, server netip.AddrPort) (mangle.Session, bo
 }
 
 // classify4 classifies a connection seen on the IPv4 leg.
-func (m *JoolMapper) classify4(client, server netip.AddrPort) (mangle.Session, bool) {
+func (m *Mapper) classify4(client, server netip.AddrPort) (mangle.Session, bool) {
 	now := m.now()
 	m.refreshPool4(now, false)
 	if m.inPool4(server.Addr()) {
@@ -271,7 +271,7 @@ func (m *JoolMapper) classify4(client, server netip.AddrPort) (mangle.Session, b
 }
 
 // classify6 classifies a connection seen on the IPv6 leg.
-func (m *JoolMapper) classify6(client, server netip.AddrPort) (mangle.Session, bool) {
+func (m *Mapper) classify6(client, server netip.AddrPort) (mangle.Session, bool) {
 	now := m.now()
 	if c4, ok := mangle.ExtractRFC6052(m.pool6, client.Addr()); ok {
 		if e, ok := m.staticBy6(now, server); ok {
@@ -301,7 +301,7 @@ func (m *JoolMapper) classify6(client, server netip.AddrPort) (mangle.Session, b
 
 // findSession4 finds the session of a 64 control connection by its IPv4
 // side (client = the pool4 address Jool gave the IPv6 client).
-func (m *JoolMapper) findSession4(client, server netip.AddrPort) (SessionEntry, bool) {
+func (m *Mapper) findSession4(client, server netip.AddrPort) (SessionEntry, bool) {
 	if m.finder != nil {
 		s, ok, err := m.finder.SessionFind(ProtoTCP, client, server)
 		return s, ok && err == nil
@@ -320,7 +320,7 @@ func (m *JoolMapper) findSession4(client, server netip.AddrPort) (SessionEntry, 
 
 // refreshPool4 reloads pool4 when it is older than the TTL (or, with
 // miss, older than joolMissRefresh). A failed reload keeps the old copy.
-func (m *JoolMapper) refreshPool4(now time.Time, miss bool) error {
+func (m *Mapper) refreshPool4(now time.Time, miss bool) error {
 	age := now.Sub(m.pool4At)
 	if !m.pool4At.IsZero() && age < m.ttl && (!miss || age < joolMissRefresh) {
 		return nil
@@ -333,7 +333,7 @@ func (m *JoolMapper) refreshPool4(now time.Time, miss bool) error {
 	return nil
 }
 
-func (m *JoolMapper) inPool4(a netip.Addr) bool {
+func (m *Mapper) inPool4(a netip.Addr) bool {
 	for _, p := range m.pool4 {
 		if p.Prefix.Contains(a) {
 			return true
@@ -343,7 +343,7 @@ func (m *JoolMapper) inPool4(a netip.Addr) bool {
 }
 
 // pool4Covers says whether pool4 has a range for the transport address.
-func (m *JoolMapper) pool4Covers(a netip.AddrPort) bool {
+func (m *Mapper) pool4Covers(a netip.AddrPort) bool {
 	for _, p := range m.pool4 {
 		if p.Contains(a) {
 			return true
@@ -353,7 +353,7 @@ func (m *JoolMapper) pool4Covers(a netip.AddrPort) bool {
 }
 
 // refreshStatic reloads the static BIB entries (TTL as refreshPool4).
-func (m *JoolMapper) refreshStatic(now time.Time, miss bool) error {
+func (m *Mapper) refreshStatic(now time.Time, miss bool) error {
 	age := now.Sub(m.staticAt)
 	if !m.staticAt.IsZero() && age < m.ttl && (!miss || age < joolMissRefresh) {
 		return nil
@@ -375,7 +375,7 @@ func (m *JoolMapper) refreshStatic(now time.Time, miss bool) error {
 	return nil
 }
 
-func (m *JoolMapper) staticBy4(now time.Time, a netip.AddrPort) (BIBEntry, bool) {
+func (m *Mapper) staticBy4(now time.Time, a netip.AddrPort) (BIBEntry, bool) {
 	m.refreshStatic(now, false)
 	e, ok := m.static4[a]
 	if !ok && m.refreshStatic(now, true) == nil {
@@ -384,7 +384,7 @@ func (m *JoolMapper) staticBy4(now time.Time, a netip.AddrPort) (BIBEntry, bool)
 	return e, ok && !m.used[a]
 }
 
-func (m *JoolMapper) staticBy6(now time.Time, a netip.AddrPort) (BIBEntry, bool) {
+func (m *Mapper) staticBy6(now time.Time, a netip.AddrPort) (BIBEntry, bool) {
 	m.refreshStatic(now, false)
 	e, ok := m.static6[a]
 	if !ok && m.refreshStatic(now, true) == nil {
@@ -394,7 +394,7 @@ func (m *JoolMapper) staticBy6(now time.Time, a netip.AddrPort) (BIBEntry, bool)
 }
 
 // MapData implements mangle.Mapper.
-func (m *JoolMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
+func (m *Mapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 	s, t := req.Session, req.Target
 	switch req.Mode {
 	case mangle.Passive64, mangle.Active46:
@@ -430,9 +430,9 @@ func (m *JoolMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 
 // mapStatic returns a4:p4 bound to target by a static BIB entry of ours,
 // adding one if needed. Called with m.mu held.
-func (m *JoolMapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.AddrPort, error) {
+func (m *Mapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.AddrPort, error) {
 	if m.closed {
-		return netip.AddrPort{}, ErrJoolMapperClosed
+		return netip.AddrPort{}, ErrMapperClosed
 	}
 	now := m.now()
 	if om := m.owned[target]; om != nil {
@@ -509,21 +509,21 @@ func (m *JoolMapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.Addr
 	return netip.AddrPort{}, fmt.Errorf("jool map %v: no free port in %v#%d-%d", target, a4, m.lo, m.hi)
 }
 
-func (m *JoolMapper) reserved(p uint16) bool { return m.lo != 0 && p >= m.lo && p <= m.hi }
+func (m *Mapper) reserved(p uint16) bool { return m.lo != 0 && p >= m.lo && p <= m.hi }
 
-func (m *JoolMapper) record(e BIBEntry, now time.Time) {
+func (m *Mapper) record(e BIBEntry, now time.Time) {
 	m.owned[e.Addr6] = &joolMapping{entry: e, requested: now}
 	m.used[e.Addr4] = true
 }
 
-func (m *JoolMapper) forget(e BIBEntry) {
+func (m *Mapper) forget(e BIBEntry) {
 	delete(m.owned, e.Addr6)
 	delete(m.used, e.Addr4)
 }
 
 // remove deletes one of our entries from Jool; an entry already gone
 // counts as removed.
-func (m *JoolMapper) remove(e BIBEntry) error {
+func (m *Mapper) remove(e BIBEntry) error {
 	err := m.t.BIBRemove(e)
 	if err != nil && !errors.Is(err, syscall.ESRCH) {
 		return err
@@ -541,7 +541,7 @@ func (m *JoolMapper) remove(e BIBEntry) error {
 // seconds): when it holds mappings it asks Jool for their sessions (one
 // request per mapping, or one listing of all TCP sessions when it holds
 // more than a few dozen).
-func (m *JoolMapper) Expire(now time.Time) error {
+func (m *Mapper) Expire(now time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.owned) == 0 {
@@ -599,7 +599,7 @@ func (m *JoolMapper) Expire(now time.Time) error {
 // new connection and must not make the entry look used and done, or it
 // goes joolFinishedGrace after the request, before a slow client connects.
 // A session with no time left reported (Expires 0) counts as recent.
-func (m *JoolMapper) finishedBefore(s SessionEntry, now, t time.Time) bool {
+func (m *Mapper) finishedBefore(s SessionEntry, now, t time.Time) bool {
 	if !s.Finished() || s.Expires <= 0 || s.Expires > m.trans {
 		return false
 	}
@@ -609,7 +609,7 @@ func (m *JoolMapper) finishedBefore(s SessionEntry, now, t time.Time) bool {
 // sessionsOfOwned returns (at least) the sessions on the entries the
 // mapper holds: entry by entry when they are few and the tables can, else
 // the whole TCP session table.
-func (m *JoolMapper) sessionsOfOwned() ([]SessionEntry, error) {
+func (m *Mapper) sessionsOfOwned() ([]SessionEntry, error) {
 	bs, ok := m.t.(joolBIBSessions)
 	if !ok || len(m.owned) > joolPerEntryLookups {
 		return m.t.SessionList(ProtoTCP)
@@ -626,7 +626,7 @@ func (m *JoolMapper) sessionsOfOwned() ([]SessionEntry, error) {
 }
 
 // Close removes every entry the mapper added. MapData fails afterwards.
-func (m *JoolMapper) Close() error {
+func (m *Mapper) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true
@@ -643,7 +643,7 @@ func (m *JoolMapper) Close() error {
 // static TCP entry on a pool4 address with a port inside ReservedPorts that
 // this mapper does not hold. It returns how many it removed. Call it once at
 // start, before the first MapData.
-func (m *JoolMapper) Cleanup() (int, error) {
+func (m *Mapper) Cleanup() (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.lo == 0 {
@@ -675,7 +675,7 @@ func (m *JoolMapper) Cleanup() (int, error) {
 
 // Mappings returns the entries the mapper currently holds, sorted by their
 // IPv4 side.
-func (m *JoolMapper) Mappings() []BIBEntry {
+func (m *Mapper) Mappings() []BIBEntry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]BIBEntry, 0, len(m.owned))
@@ -687,7 +687,7 @@ func (m *JoolMapper) Mappings() []BIBEntry {
 }
 
 // embed6 is pool6::a (RFC 6052), or the zero Addr when a is not IPv4.
-func (m *JoolMapper) embed6(a netip.Addr) netip.Addr {
+func (m *Mapper) embed6(a netip.Addr) netip.Addr {
 	v6, _ := mangle.EmbedRFC6052(m.pool6, a)
 	return v6
 }

@@ -1,4 +1,4 @@
-package conntrackx
+package jool
 
 import (
 	"net/netip"
@@ -18,11 +18,11 @@ import (
 func TestJoolMapperExpireIgnoresSessionsBeforeRequest(t *testing.T) {
 	for _, perEntry := range []bool{false, true} {
 		f := newFakeTables()
-		var tables JoolTables = f
+		var tables Tables = f
 		if perEntry {
 			tables = perEntryTables{f}
 		}
-		m, clk := newTestMapper(t, f, JoolMapperConfig{Tables: tables, IdleTimeout: time.Minute})
+		m, clk := newTestMapper(t, f, MapperConfig{Tables: tables, IdleTimeout: time.Minute})
 		s := session46(m)
 		target := ap("[2001:db8::10]:40050")
 		mapData := func() BIBEntry {
@@ -39,7 +39,7 @@ func TestJoolMapperExpireIgnoresSessionsBeforeRequest(t *testing.T) {
 			return SessionEntry{
 				Src6: e.Addr6, Dst6: netip.AddrPortFrom(addr("64:ff9b::cb00:7105"), clientPort),
 				Src4: e.Addr4, Dst4: netip.AddrPortFrom(addr("203.0.113.5"), clientPort),
-				Proto: ProtoTCP, State: JoolTCPV4FinV6FinRcv, Timer: 1, Expires: 4*time.Minute - clk.t.Sub(at),
+				Proto: ProtoTCP, State: TCPV4FinV6FinRcv, Timer: 1, Expires: 4*time.Minute - clk.t.Sub(at),
 			}
 		}
 
@@ -80,14 +80,14 @@ func TestJoolMapperExpireIgnoresSessionsBeforeRequest(t *testing.T) {
 // sessions keep counting: the entry goes joolFinishedGrace after the request.
 func TestJoolMapperExpireUndatedFinishedSession(t *testing.T) {
 	f := newFakeTables()
-	m, clk := newTestMapper(t, f, JoolMapperConfig{IdleTimeout: time.Minute})
+	m, clk := newTestMapper(t, f, MapperConfig{IdleTimeout: time.Minute})
 	target := ap("[2001:db8::10]:40051")
 	got, err := m.MapData(mangle.DataRequest{Session: session46(m), Mode: mangle.Passive46, Target: target})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := BIBEntry{Addr6: target, Addr4: got, Proto: ProtoTCP, Static: true}
-	f.sessions = []SessionEntry{{Src6: e.Addr6, Src4: e.Addr4, Dst4: ap("203.0.113.5:50003"), Proto: ProtoTCP, State: JoolTCPTrans}}
+	f.sessions = []SessionEntry{{Src6: e.Addr6, Src4: e.Addr4, Dst4: ap("203.0.113.5:50003"), Proto: ProtoTCP, State: TCPTrans}}
 	clk.advance(15 * time.Second)
 	m.Expire(clk.t)
 	if f.has(e) {
@@ -113,7 +113,7 @@ func (s slowListing) SessionList(proto uint8) ([]SessionEntry, error) {
 func TestJoolMapperExpireSlowListing(t *testing.T) {
 	f := newFakeTables()
 	sl := slowListing{fakeTables: f}
-	m, clk := newTestMapper(t, f, JoolMapperConfig{Tables: sl, IdleTimeout: time.Minute})
+	m, clk := newTestMapper(t, f, MapperConfig{Tables: sl, IdleTimeout: time.Minute})
 	sl.clk = clk
 	m.t = sl
 	target := ap("[2001:db8::10]:40052")
@@ -130,7 +130,7 @@ func TestJoolMapperExpireSlowListing(t *testing.T) {
 		// finished 50 ms after the request.
 		left := 4*time.Minute - (tick.Add(time.Second).Sub(requested) - 50*time.Millisecond)
 		f.sessions = []SessionEntry{{Src6: e.Addr6, Src4: e.Addr4, Dst4: ap("203.0.113.5:50004"),
-			Proto: ProtoTCP, State: JoolTCPV4FinV6FinRcv, Expires: left}}
+			Proto: ProtoTCP, State: TCPV4FinV6FinRcv, Expires: left}}
 		m.Expire(tick)
 	}
 	if f.has(e) {

@@ -1,4 +1,4 @@
-package conntrackx
+package jool
 
 import (
 	"errors"
@@ -61,7 +61,7 @@ func (f *fakeTables) BIBAdd(e BIBEntry) error {
 		covered = covered || p.Contains(e.Addr4)
 	}
 	if !covered {
-		return &JoolError{Op: "bib add", Errno: unix.EINVAL, Message: "not in pool4"}
+		return &Error{Op: "bib add", Errno: unix.EINVAL, Message: "not in pool4"}
 	}
 	for i, old := range f.bib {
 		if old.Addr6 == e.Addr6 && old.Addr4 == e.Addr4 {
@@ -69,7 +69,7 @@ func (f *fakeTables) BIBAdd(e BIBEntry) error {
 			return nil
 		}
 		if old.Addr6 == e.Addr6 || old.Addr4 == e.Addr4 {
-			return &JoolError{Op: "bib add", Errno: unix.EEXIST, Message: "collides"}
+			return &Error{Op: "bib add", Errno: unix.EEXIST, Message: "collides"}
 		}
 	}
 	e.Static = true
@@ -87,7 +87,7 @@ func (f *fakeTables) BIBRemove(e BIBEntry) error {
 			return nil
 		}
 	}
-	return &JoolError{Op: "bib remove", Errno: unix.ESRCH, Message: "The entry wasn't in the database."}
+	return &Error{Op: "bib remove", Errno: unix.ESRCH, Message: "The entry wasn't in the database."}
 }
 
 func (f *fakeTables) BIBList(proto uint8) ([]BIBEntry, error) {
@@ -126,7 +126,7 @@ func (f *fakeTables) has(e BIBEntry) bool {
 	return false
 }
 
-// perEntryTables adds the per-entry session lookup a *Jool has.
+// perEntryTables adds the per-entry session lookup a *Client has.
 type perEntryTables struct{ *fakeTables }
 
 func (p perEntryTables) BIBSessions(proto uint8, src4 netip.AddrPort) ([]SessionEntry, error) {
@@ -148,7 +148,7 @@ type fakeClock struct{ t time.Time }
 func (c *fakeClock) now() time.Time          { return c.t }
 func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
-func newTestMapper(t *testing.T, f *fakeTables, cfg JoolMapperConfig) (*JoolMapper, *fakeClock) {
+func newTestMapper(t *testing.T, f *fakeTables, cfg MapperConfig) (*Mapper, *fakeClock) {
 	t.Helper()
 	if cfg.Tables == nil {
 		cfg.Tables = f
@@ -156,7 +156,7 @@ func newTestMapper(t *testing.T, f *fakeTables, cfg JoolMapperConfig) (*JoolMapp
 	if cfg.ReservedPorts == [2]uint16{} {
 		cfg.ReservedPorts = [2]uint16{61000, 61999}
 	}
-	m, err := NewJoolMapper(&cfg)
+	m, err := NewMapper(&cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,14 +172,14 @@ var (
 	session64 = SessionEntry{
 		Src6: ap("[2001:db8::20]:50000"), Dst6: ap("[64:ff9b::c633:6407]:21"),
 		Src4: ap("192.0.2.1:3000"), Dst4: ap("198.51.100.7:21"),
-		Proto: ProtoTCP, State: JoolTCPEstablished,
+		Proto: ProtoTCP, State: TCPEstablished,
 	}
 )
 
 func TestJoolMapperClassify(t *testing.T) {
 	f := newFakeTables()
 	f.sessions = []SessionEntry{session64}
-	m, _ := newTestMapper(t, f, JoolMapperConfig{})
+	m, _ := newTestMapper(t, f, MapperConfig{})
 
 	tests := []struct {
 		name           string
@@ -227,7 +227,7 @@ func TestJoolMapperClassify(t *testing.T) {
 
 func TestJoolMapperClassifyCaches(t *testing.T) {
 	f := newFakeTables()
-	m, clk := newTestMapper(t, f, JoolMapperConfig{CacheTTL: 10 * time.Second})
+	m, clk := newTestMapper(t, f, MapperConfig{CacheTTL: 10 * time.Second})
 	for range 100 {
 		if _, ok := m.Classify(client4, ap("192.0.2.1:21")); !ok {
 			t.Fatal("not classified")
@@ -252,7 +252,7 @@ func TestJoolMapperClassifyCaches(t *testing.T) {
 	}
 }
 
-func session46(m *JoolMapper) mangle.Session {
+func session46(m *Mapper) mangle.Session {
 	s, _ := m.Classify(client4, ap("192.0.2.1:21"))
 	return s
 }
@@ -262,7 +262,7 @@ func TestJoolMapperMapData(t *testing.T) {
 	f.sessions = []SessionEntry{session64}
 	// Someone else's entry on 61002 (Jool allocated it before the mark was set).
 	f.bib = append(f.bib, BIBEntry{Addr6: ap("[2001:db8::99]:7"), Addr4: ap("192.0.2.1:61002"), Proto: ProtoTCP})
-	m, _ := newTestMapper(t, f, JoolMapperConfig{})
+	m, _ := newTestMapper(t, f, MapperConfig{})
 	s46 := session46(m)
 	s64, _ := m.Classify(session64.Src4, session64.Dst4)
 
@@ -317,7 +317,7 @@ func TestJoolMapperMapData(t *testing.T) {
 
 func TestJoolMapperMapDataErrors(t *testing.T) {
 	f := newFakeTables()
-	m, _ := newTestMapper(t, f, JoolMapperConfig{ReservedPorts: [2]uint16{61000, 61001}, MaxEntries: 2})
+	m, _ := newTestMapper(t, f, MapperConfig{ReservedPorts: [2]uint16{61000, 61001}, MaxEntries: 2})
 	s := session46(m)
 	req := func(port uint16) mangle.DataRequest {
 		return mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: netip.AddrPortFrom(addr("2001:db8::10"), port)}
@@ -333,7 +333,7 @@ func TestJoolMapperMapDataErrors(t *testing.T) {
 	}
 
 	f2 := newFakeTables()
-	m2, _ := newTestMapper(t, f2, JoolMapperConfig{ReservedPorts: [2]uint16{61000, 61001}})
+	m2, _ := newTestMapper(t, f2, MapperConfig{ReservedPorts: [2]uint16{61000, 61001}})
 	s2 := session46(m2)
 	for p := uint16(1); p <= 2; p++ {
 		if _, err := m2.MapData(mangle.DataRequest{Session: s2, Mode: mangle.Passive46, Target: netip.AddrPortFrom(addr("2001:db8::10"), p)}); err != nil {
@@ -345,8 +345,8 @@ func TestJoolMapperMapDataErrors(t *testing.T) {
 	}
 
 	f3 := newFakeTables()
-	f3.failAdd = &JoolError{Op: "bib add", Errno: unix.ENOMEM}
-	m3, _ := newTestMapper(t, f3, JoolMapperConfig{})
+	f3.failAdd = &Error{Op: "bib add", Errno: unix.ENOMEM}
+	m3, _ := newTestMapper(t, f3, MapperConfig{})
 	if _, err := m3.MapData(mangle.DataRequest{Session: session46(m3), Mode: mangle.Passive46, Target: ap("[2001:db8::10]:5")}); !errors.Is(err, unix.ENOMEM) {
 		t.Errorf("err = %v, want ENOMEM passed up", err)
 	}
@@ -370,7 +370,7 @@ func TestJoolMapperAdoptsLeftover(t *testing.T) {
 	f := newFakeTables()
 	left := BIBEntry{Addr6: ap("[2001:db8::10]:61005"), Addr4: ap("192.0.2.1:61100"), Proto: ProtoTCP, Static: true}
 	f.bib = append(f.bib, left)
-	m, _ := newTestMapper(t, f, JoolMapperConfig{CacheTTL: time.Hour})
+	m, _ := newTestMapper(t, f, MapperConfig{CacheTTL: time.Hour})
 	s := session46(m) // caches the BIB with the leftover in it...
 	f.mu.Lock()
 	f.bib = f.bib[:1] // ...then it vanishes and comes back on another port
@@ -395,11 +395,11 @@ func TestJoolMapperExpire(t *testing.T) {
 
 func testJoolMapperExpire(t *testing.T, perEntry bool) {
 	f := newFakeTables()
-	var tables JoolTables = f
+	var tables Tables = f
 	if perEntry {
 		tables = perEntryTables{f}
 	}
-	m, clk := newTestMapper(t, f, JoolMapperConfig{Tables: tables, IdleTimeout: time.Minute})
+	m, clk := newTestMapper(t, f, MapperConfig{Tables: tables, IdleTimeout: time.Minute})
 	s := session46(m)
 	mapData := func(port uint16) BIBEntry {
 		t.Helper()
@@ -416,7 +416,7 @@ func testJoolMapperExpire(t *testing.T, perEntry bool) {
 	sessionOn := func(e BIBEntry, state uint8) SessionEntry {
 		return SessionEntry{Src6: e.Addr6, Dst6: ap("[64:ff9b::cb00:7105]:40100"), Src4: e.Addr4, Dst4: ap("203.0.113.5:40100"), Proto: ProtoTCP, State: state}
 	}
-	f.sessions = []SessionEntry{sessionOn(used, JoolTCPEstablished), sessionOn(short, JoolTCPTrans)}
+	f.sessions = []SessionEntry{sessionOn(used, TCPEstablished), sessionOn(short, TCPTrans)}
 
 	clk.advance(5 * time.Second)
 	if err := m.Expire(clk.t); err != nil {
@@ -488,7 +488,7 @@ func TestJoolMapperCloseAndCleanup(t *testing.T) {
 		{Addr6: ap("[2001:db8::20]:5002"), Addr4: ap("192.0.2.1:60999"), Proto: ProtoTCP, Static: true}, // outside the range
 	}
 	f.bib = append(append([]BIBEntry{}, keep...), leftovers...)
-	m, _ := newTestMapper(t, f, JoolMapperConfig{})
+	m, _ := newTestMapper(t, f, MapperConfig{})
 	n, err := m.Cleanup()
 	if err != nil || n != 2 {
 		t.Fatalf("Cleanup = %d, %v; want 2", n, err)
@@ -509,21 +509,21 @@ func TestJoolMapperCloseAndCleanup(t *testing.T) {
 	if diff := cmp.Diff(keep, f.bib, equateNetip); diff != "" {
 		t.Errorf("BIB after Close (-want +got):\n%s", diff)
 	}
-	if _, err := m.MapData(mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:9")}); !errors.Is(err, ErrJoolMapperClosed) {
+	if _, err := m.MapData(mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:9")}); !errors.Is(err, ErrMapperClosed) {
 		t.Errorf("MapData after Close: %v", err)
 	}
 }
 
 func TestNewJoolMapper(t *testing.T) {
 	f := newFakeTables()
-	m, err := NewJoolMapper(&JoolMapperConfig{Tables: f})
+	m, err := NewMapper(&MapperConfig{Tables: f})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m.pool6 != netip.MustParsePrefix("64:ff9b::/96") {
 		t.Errorf("pool6 %v not read from jool", m.pool6)
 	}
-	bad := []JoolMapperConfig{
+	bad := []MapperConfig{
 		{},
 		{Tables: f, ReservedPorts: [2]uint16{62000, 61000}},
 		{Tables: f, ReservedPorts: [2]uint16{0, 61000}},
@@ -531,12 +531,12 @@ func TestNewJoolMapper(t *testing.T) {
 		{Tables: f, Pool6: netip.MustParsePrefix("192.0.2.0/24")},
 	}
 	for _, cfg := range bad {
-		if _, err := NewJoolMapper(&cfg); err == nil {
-			t.Errorf("NewJoolMapper(%+v) succeeded", cfg)
+		if _, err := NewMapper(&cfg); err == nil {
+			t.Errorf("NewMapper(%+v) succeeded", cfg)
 		}
 	}
 	f.pool6 = netip.Prefix{}
-	if _, err := NewJoolMapper(&JoolMapperConfig{Tables: f}); err == nil {
+	if _, err := NewMapper(&MapperConfig{Tables: f}); err == nil {
 		t.Error("accepted an instance without pool6")
 	}
 }
@@ -546,7 +546,7 @@ func TestNewJoolMapper(t *testing.T) {
 func TestJoolMapperConcurrent(t *testing.T) {
 	f := newFakeTables()
 	f.sessions = []SessionEntry{session64}
-	m, _ := newTestMapper(t, f, JoolMapperConfig{})
+	m, _ := newTestMapper(t, f, MapperConfig{})
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Add(1)

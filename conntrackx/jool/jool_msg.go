@@ -1,4 +1,4 @@
-package conntrackx
+package jool
 
 // Encoding and decoding of Jool's Generic Netlink messages (Jool 4.1).
 //
@@ -104,10 +104,10 @@ const (
 	joolDefaultIname = "default"
 )
 
-// JoolVersion41 is the version this client announces by default: Jool
+// Version41 is the version this client announces by default: Jool
 // 4.1.x. The module accepts a request whose major and minor numbers match
 // its own and ignores the rest.
-const JoolVersion41 uint32 = 4<<24 | 1<<16
+const Version41 uint32 = 4<<24 | 1<<16
 
 // Jool's layer-4 protocol numbers (enum l4_protocol); the API of this
 // package uses IANA protocol numbers instead.
@@ -184,13 +184,13 @@ func (p Pool4Entry) Contains(a netip.AddrPort) bool {
 
 // Jool's TCP session states (enum tcp_state, RFC 6146 section 3.5.2).
 const (
-	JoolTCPEstablished   uint8 = 0
-	JoolTCPV6Init        uint8 = 1
-	JoolTCPV4Init        uint8 = 2
-	JoolTCPV4FinRcv      uint8 = 3
-	JoolTCPV6FinRcv      uint8 = 4
-	JoolTCPV4FinV6FinRcv uint8 = 5
-	JoolTCPTrans         uint8 = 6
+	TCPEstablished   uint8 = 0
+	TCPV6Init        uint8 = 1
+	TCPV4Init        uint8 = 2
+	TCPV4FinRcv      uint8 = 3
+	TCPV6FinRcv      uint8 = 4
+	TCPV4FinV6FinRcv uint8 = 5
+	TCPTrans         uint8 = 6
 )
 
 // SessionEntry is one session of Jool's session table. A session belongs
@@ -200,7 +200,7 @@ type SessionEntry struct {
 	Src6, Dst6 netip.AddrPort
 	Src4, Dst4 netip.AddrPort
 	Proto      uint8 // IANA number
-	State      uint8 // JoolTCP* for TCP; 0 otherwise
+	State      uint8 // TCP* for TCP; 0 otherwise
 	Timer      uint8 // Jool's timer kind (0 established, 1 transitory)
 	// Expires is how long the session has left, as the kernel reported it.
 	Expires time.Duration
@@ -208,18 +208,18 @@ type SessionEntry struct {
 
 // Finished says whether a TCP session has seen both FINs or a reset.
 func (s SessionEntry) Finished() bool {
-	return s.State == JoolTCPV4FinV6FinRcv || s.State == JoolTCPTrans
+	return s.State == TCPV4FinV6FinRcv || s.State == TCPTrans
 }
 
-// JoolError is an error reported by the Jool kernel module itself.
+// Error is an error reported by the Jool kernel module itself.
 // errors.Is(err, unix.EEXIST) and the like work through Unwrap.
-type JoolError struct {
+type Error struct {
 	Op      string        // the operation, such as "bib add"
 	Errno   syscall.Errno // the module's error code
 	Message string        // the module's own explanation
 }
 
-func (e *JoolError) Error() string {
+func (e *Error) Error() string {
 	msg := strings.Join(strings.Fields(e.Message), " ")
 	if msg == "" {
 		return fmt.Sprintf("jool %s: %v", e.Op, e.Errno)
@@ -228,7 +228,7 @@ func (e *JoolError) Error() string {
 }
 
 // Unwrap returns the errno.
-func (e *JoolError) Unwrap() error { return e.Errno }
+func (e *Error) Unwrap() error { return e.Errno }
 
 // joolHeader is the part of the 28-byte header a caller chooses or reads.
 type joolHeader struct {
@@ -443,7 +443,7 @@ func marshalGlobalForeach(h joolHeader) genetlink.Message {
 var errMalformed = errors.New("malformed jool reply")
 
 // parseJoolReply checks a reply's Jool header and returns its flags and
-// attributes. An error reply becomes a *JoolError for op.
+// attributes. An error reply becomes a *Error for op.
 func parseJoolReply(op string, data []byte) (flags uint8, attrs []byte, err error) {
 	if len(data) < joolHeaderLen {
 		return 0, nil, fmt.Errorf("jool %s: %w: %d bytes, shorter than the jool header", op, errMalformed, len(data))
@@ -455,7 +455,7 @@ func parseJoolReply(op string, data []byte) (flags uint8, attrs []byte, err erro
 	if flags&joolFlagError == 0 {
 		return flags, attrs, nil
 	}
-	je := &JoolError{Op: op, Errno: syscall.EINVAL}
+	je := &Error{Op: op, Errno: syscall.EINVAL}
 	ad, err := netlink.NewAttributeDecoder(attrs)
 	if err != nil {
 		return flags, nil, fmt.Errorf("jool %s: %w: error reply: %v", op, errMalformed, err)

@@ -1,4 +1,4 @@
-package conntrackx
+package jool
 
 import (
 	"bufio"
@@ -29,7 +29,7 @@ var capturedHeader = joolHeader{Version: 0x04010900, Instance: "default"}
 // genl header, Jool's header and the attributes.
 func readGolden(t testing.TB, name string) []byte {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("testdata", "jool", name))
+	raw, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestMarshalBIBForeachOffsetGolden(t *testing.T) {
 // readExpected151 reads the entries decoded from the capture separately.
 func readExpected151(t *testing.T) []BIBEntry {
 	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", "jool", "bib-display-151.txt"))
+	f, err := os.Open(filepath.Join("testdata", "bib-display-151.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,20 +199,20 @@ func TestUnmarshalBIB151Golden(t *testing.T) {
 func TestParseReplyGolden(t *testing.T) {
 	tests := []struct {
 		golden string
-		want   error // nil or *JoolError
+		want   error // nil or *Error
 		is     error
 	}{
 		{golden: "bib-add-reply.hex"},
 		{golden: "bib-add-duplicate-reply.hex"},
 		{
 			golden: "bib-add-not-in-pool4-reply.hex",
-			want: &JoolError{Op: "bib add", Errno: unix.EINVAL,
+			want: &Error{Op: "bib add", Errno: unix.EINVAL,
 				Message: "The transport address '198.51.100.1#21' does not belong to pool4.\nPlease add it there first."},
 			is: unix.EINVAL,
 		},
 		{
 			golden: "bib-add-udp-not-in-pool4-reply.hex",
-			want: &JoolError{Op: "bib add", Errno: unix.EINVAL,
+			want: &Error{Op: "bib add", Errno: unix.EINVAL,
 				Message: "The transport address '192.0.2.1#53' does not belong to pool4.\nPlease add it there first."},
 			is: unix.EINVAL,
 		},
@@ -230,9 +230,9 @@ func TestParseReplyGolden(t *testing.T) {
 				}
 				return
 			}
-			var je *JoolError
+			var je *Error
 			if !errors.As(err, &je) {
-				t.Fatalf("err = %v, want a *JoolError", err)
+				t.Fatalf("err = %v, want a *Error", err)
 			}
 			if diff := cmp.Diff(tt.want, je, equateNetip); diff != "" {
 				t.Errorf("error (-want +got):\n%s", diff)
@@ -273,12 +273,12 @@ func TestUnmarshalSessionGolden(t *testing.T) {
 			{
 				Src6: ap("[2001:db8::10]:21"), Dst6: ap("[64:ff9b::c000:202]:44286"),
 				Src4: ap("192.0.2.1:2121"), Dst4: ap("192.0.2.2:44286"),
-				Proto: ProtoTCP, State: JoolTCPV4FinV6FinRcv, Timer: 1, Expires: 238516 * time.Millisecond,
+				Proto: ProtoTCP, State: TCPV4FinV6FinRcv, Timer: 1, Expires: 238516 * time.Millisecond,
 			},
 			{
 				Src6: ap("[2001:db8::10]:59696"), Dst6: ap("[64:ff9b::c000:202]:8080"),
 				Src4: ap("192.0.2.1:2483"), Dst4: ap("192.0.2.2:8080"),
-				Proto: ProtoTCP, State: JoolTCPV4FinV6FinRcv, Timer: 1, Expires: 236372 * time.Millisecond,
+				Proto: ProtoTCP, State: TCPV4FinV6FinRcv, Timer: 1, Expires: 236372 * time.Millisecond,
 			},
 		}},
 		{"session-display-icmp-reply.hex", []SessionEntry{{

@@ -1,4 +1,4 @@
-package conntrackx
+package jool
 
 import (
 	"bytes"
@@ -51,9 +51,9 @@ func replayKernel(t *testing.T, pairs map[string]string) genltest.Func {
 	})
 }
 
-func dialFake(t *testing.T, fn genltest.Func, cfg *JoolConfig) *Jool {
+func dialFake(t *testing.T, fn genltest.Func, cfg *Config) *Client {
 	t.Helper()
-	j, err := newJool(genltest.Dial(fn), cfg)
+	j, err := newClient(genltest.Dial(fn), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func dialFake(t *testing.T, fn genltest.Func, cfg *JoolConfig) *Jool {
 	return j
 }
 
-var capturedConfig = &JoolConfig{Version: 0x04010900}
+var capturedConfig = &Config{Version: 0x04010900}
 
 func TestJoolBIBListPaging(t *testing.T) {
 	j := dialFake(t, replayKernel(t, map[string]string{
@@ -91,9 +91,9 @@ func TestJoolBIBAddRemove(t *testing.T) {
 		t.Fatalf("BIBRemove: %v", err)
 	}
 	err := j.BIBAdd(entryNotInPool4)
-	var je *JoolError
+	var je *Error
 	if !errors.As(err, &je) || !errors.Is(err, unix.EINVAL) {
-		t.Fatalf("BIBAdd outside pool4: err = %v, want a *JoolError wrapping EINVAL", err)
+		t.Fatalf("BIBAdd outside pool4: err = %v, want a *Error wrapping EINVAL", err)
 	}
 	if want := "jool bib add: The transport address '198.51.100.1#21' does not belong to pool4. Please add it there first. (invalid argument)"; err.Error() != want {
 		t.Errorf("error text\n got %q\nwant %q", err.Error(), want)
@@ -144,7 +144,7 @@ type fakeJoolKernel struct {
 }
 
 func (k *fakeJoolKernel) reply(flags uint8, attrs []byte) []genetlink.Message {
-	data := appendJoolHeader(nil, joolHeader{Version: JoolVersion41, Flags: flags, Instance: "default"})
+	data := appendJoolHeader(nil, joolHeader{Version: Version41, Flags: flags, Instance: "default"})
 	return []genetlink.Message{{Header: genetlink.Header{Command: 0, Version: 2}, Data: append(data, attrs...)}}
 }
 
@@ -165,7 +165,7 @@ func (k *fakeJoolKernel) serve(greq genetlink.Message, _ netlink.Message) ([]gen
 	if len(data) < joolHeaderLen || string(data[:4]) != "jool" {
 		return k.errorReply(unix.EINVAL, "Userspace request lacks a Jool header."), nil
 	}
-	if v := uint32(data[4])<<24 | uint32(data[5])<<16; v != JoolVersion41 {
+	if v := uint32(data[4])<<24 | uint32(data[5])<<16; v != Version41 {
 		return k.errorReply(unix.EINVAL, "Version mismatch."), nil
 	}
 	root := map[uint16][]byte{}
@@ -309,7 +309,7 @@ func TestJoolErrorsFromFake(t *testing.T) {
 	if !errors.Is(err, unix.EEXIST) {
 		t.Errorf("colliding add: err = %v, want EEXIST", err)
 	}
-	var je *JoolError
+	var je *Error
 	if !errors.As(err, &je) || je.Op != "bib add" || je.Message == "" {
 		t.Errorf("colliding add: err = %#v", err)
 	}
@@ -412,9 +412,9 @@ func TestDialJoolFamilyMissing(t *testing.T) {
 		}
 		return nil, errors.New("unexpected request")
 	})
-	_, err := newJool(c, nil)
-	if !errors.Is(err, ErrJoolNotLoaded) {
-		t.Fatalf("err = %v, want ErrJoolNotLoaded", err)
+	_, err := newClient(c, nil)
+	if !errors.Is(err, ErrNotLoaded) {
+		t.Fatalf("err = %v, want ErrNotLoaded", err)
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("err = %v does not wrap ENOENT", err)
@@ -425,14 +425,14 @@ func TestJoolConfigValidation(t *testing.T) {
 	c := genltest.Dial(genltest.ServeFamily(capturedFamily, func(genetlink.Message, netlink.Message) ([]genetlink.Message, error) {
 		return nil, nil
 	}))
-	if _, err := newJool(c, &JoolConfig{Instance: "a-name-much-too-long"}); err == nil {
+	if _, err := newClient(c, &Config{Instance: "a-name-much-too-long"}); err == nil {
 		t.Error("accepted an instance name of 20 bytes")
 	}
-	j, err := newJool(c, &JoolConfig{Instance: "nat64-ftp"})
+	j, err := newClient(c, &Config{Instance: "nat64-ftp"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.hdr.Instance != "nat64-ftp" || j.hdr.Version != JoolVersion41 || j.family != 0x20 {
+	if j.hdr.Instance != "nat64-ftp" || j.hdr.Version != Version41 || j.family != 0x20 {
 		t.Errorf("client %+v", j)
 	}
 }

@@ -1,4 +1,4 @@
-package mangle
+package tayga
 
 import (
 	"encoding/binary"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/ftpalg/ftpalg/mangle"
 )
 
 var (
@@ -19,78 +21,22 @@ var (
 	pfx = netip.MustParsePrefix
 )
 
-// The example of RFC 6052 section 2.4: 192.0.2.33 in every prefix length.
-func TestRFC6052Vectors(t *testing.T) {
-	tests := []struct {
-		prefix, v6 string
-	}{
-		{"2001:db8::/32", "2001:db8:c000:221::"},
-		{"2001:db8:100::/40", "2001:db8:1c0:2:21::"},
-		{"2001:db8:122::/48", "2001:db8:122:c000:2:2100::"},
-		{"2001:db8:122:300::/56", "2001:db8:122:3c0:0:221::"},
-		{"2001:db8:122:344::/64", "2001:db8:122:344:c0:2:2100:0"},
-		{"2001:db8:122:344::/96", "2001:db8:122:344::192.0.2.33"},
-		{"64:ff9b::/96", "64:ff9b::192.0.2.33"},
-	}
-	v4 := ad("192.0.2.33")
-	for _, tt := range tests {
-		t.Run(tt.prefix, func(t *testing.T) {
-			p := pfx(tt.prefix)
-			got, ok := EmbedRFC6052(p, v4)
-			if !ok || got != ad(tt.v6) {
-				t.Errorf("EmbedRFC6052(%v, %v) = %v, %v; want %v", p, v4, got, ok, tt.v6)
-			}
-			back, ok := ExtractRFC6052(p, ad(tt.v6))
-			if !ok || back != v4 {
-				t.Errorf("ExtractRFC6052(%v, %v) = %v, %v; want %v", p, tt.v6, back, ok, v4)
-			}
-		})
-	}
-}
-
-func TestRFC6052Invalid(t *testing.T) {
-	tests := []struct {
-		name, prefix, v6 string
-	}{
-		{"u octet set /32", "2001:db8::/32", "2001:db8:c000:221:100::"},
-		{"u octet set /64", "2001:db8:122:344::/64", "2001:db8:122:344:1c0:2:2100:0"},
-		{"suffix set /40", "2001:db8:100::/40", "2001:db8:1c0:2:21::1"},
-		{"suffix set /56", "2001:db8:122:300::/56", "2001:db8:122:3c0:0:221:0:1"},
-		{"outside prefix", "2001:db8:122:344::/96", "2001:db8:122:345::192.0.2.33"},
-		{"length not allowed", "2001:db8:122:344::/80", "2001:db8:122:344::192.0.2.33"},
-		{"IPv4-mapped", "2001:db8::/32", "::ffff:192.0.2.33"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got, ok := ExtractRFC6052(pfx(tt.prefix), ad(tt.v6)); ok {
-				t.Errorf("ExtractRFC6052(%s, %s) = %v, want failure", tt.prefix, tt.v6, got)
-			}
-		})
-	}
-	if got, ok := EmbedRFC6052(pfx("2001:db8::/80"), ad("192.0.2.33")); ok {
-		t.Errorf("EmbedRFC6052 with /80 = %v, want failure", got)
-	}
-	if got, ok := EmbedRFC6052(pfx("2001:db8::/96"), ad("2001:db8::1")); ok {
-		t.Errorf("EmbedRFC6052 of an IPv6 address = %v, want failure", got)
-	}
-}
-
-func parseFile(t *testing.T, name string) (*TaygaConfig, error) {
+func parseFile(t *testing.T, name string) (*Config, error) {
 	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", "tayga", name))
+	f, err := os.Open(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	return ParseTaygaConf(f)
+	return ParseConfig(f)
 }
 
-func TestParseTaygaConfFiles(t *testing.T) {
+func TestParseConfigFiles(t *testing.T) {
 	tests := []struct {
 		file string
-		want *TaygaConfig
+		want *Config
 	}{
-		{"full.conf", &TaygaConfig{
+		{"full.conf", &Config{
 			TunDevice:   "nat64",
 			IPv4Addr:    ad("203.0.113.1"),
 			IPv6Addr:    ad("2001:db8:ffff::1"),
@@ -98,13 +44,13 @@ func TestParseTaygaConfFiles(t *testing.T) {
 			DynamicPool: pfx("203.0.113.0/24"),
 			DataDir:     "/var/spool/tayga",
 			MapFile:     "maps.conf",
-			Maps: []TaygaMap{
+			Maps: []Map{
 				{V4: pfx("198.51.100.10/32"), V6: pfx("2001:db8:1::10/128")},
 				{V4: pfx("192.0.2.0/24"), V6: pfx("2001:db8:2::/120")},
 			},
 			WKPFStrict: false,
 		}},
-		{"minimal.conf", &TaygaConfig{
+		{"minimal.conf", &Config{
 			IPv4Addr:   ad("192.0.2.1"),
 			Prefix:     pfx("2001:db8:64::/96"),
 			WKPFStrict: true,
@@ -116,16 +62,16 @@ func TestParseTaygaConfFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreUnexported(TaygaConfig{}),
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreUnexported(Config{}),
 				cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 				cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
-				t.Errorf("ParseTaygaConf mismatch (-want +got):\n%s", diff)
+				t.Errorf("ParseConfig mismatch (-want +got):\n%s", diff)
 			}
 		})
 	}
 }
 
-func TestParseTaygaConfErrors(t *testing.T) {
+func TestParseConfigErrors(t *testing.T) {
 	const base = "ipv4-addr 203.0.113.1\nprefix 2001:db8:64::/96\n"
 	tests := []struct {
 		name, conf, want string
@@ -175,9 +121,9 @@ func TestParseTaygaConfErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := ParseTaygaConf(strings.NewReader(tt.conf))
+			cfg, err := ParseConfig(strings.NewReader(tt.conf))
 			if err == nil {
-				t.Fatalf("ParseTaygaConf = %+v, want error %q", cfg, tt.want)
+				t.Fatalf("ParseConfig = %+v, want error %q", cfg, tt.want)
 			}
 			if err.Error() != tt.want {
 				t.Errorf("error\n got: %s\nwant: %s", err, tt.want)
@@ -186,14 +132,14 @@ func TestParseTaygaConfErrors(t *testing.T) {
 	}
 }
 
-func TestParseTaygaMapFile(t *testing.T) {
+func TestParseMapFile(t *testing.T) {
 	const conf = "ipv4-addr 203.0.113.1\nprefix 2001:db8:64::/96\ndynamic-pool 203.0.113.0/24\nmap 192.0.2.1 2001:db8:1::1\nmap-file maps\n"
 	cfg := mustConf(t, conf)
-	got, err := ParseTaygaMapFile(cfg, strings.NewReader("# reloadable maps\nmap 192.0.2.2 2001:db8:1::2\n\nMAP 198.51.100.0/24 2001:db8:2::/120\n"))
+	got, err := ParseMapFile(cfg, strings.NewReader("# reloadable maps\nmap 192.0.2.2 2001:db8:1::2\n\nMAP 198.51.100.0/24 2001:db8:2::/120\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []TaygaMap{
+	want := []Map{
 		{V4: pfx("192.0.2.1/32"), V6: pfx("2001:db8:1::1/128")},
 		{V4: pfx("192.0.2.2/32"), V6: pfx("2001:db8:1::2/128")},
 		{V4: pfx("198.51.100.0/24"), V6: pfx("2001:db8:2::/120")},
@@ -202,9 +148,9 @@ func TestParseTaygaMapFile(t *testing.T) {
 		t.Errorf("maps (-want +got):\n%s", diff)
 	}
 	if len(cfg.Maps) != 1 {
-		t.Errorf("ParseTaygaMapFile changed its argument: %d maps", len(cfg.Maps))
+		t.Errorf("ParseMapFile changed its argument: %d maps", len(cfg.Maps))
 	}
-	if v6, ok := NewTaygaMapper(got, nil).To6(ad("198.51.100.7")); !ok || v6 != ad("2001:db8:2::7") {
+	if v6, ok := NewMapper(got, nil).To6(ad("198.51.100.7")); !ok || v6 != ad("2001:db8:2::7") {
 		t.Errorf("To6 through a map-file map = %v, %v", v6, ok)
 	}
 	tests := []struct{ name, file, want string }{
@@ -215,16 +161,16 @@ func TestParseTaygaMapFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseTaygaMapFile(cfg, strings.NewReader(tt.file))
+			_, err := ParseMapFile(cfg, strings.NewReader(tt.file))
 			if err == nil || err.Error() != tt.want {
 				t.Errorf("error\n got: %v\nwant: %s", err, tt.want)
 			}
 		})
 	}
 	// A hand-built config (no line numbers) still gets checked.
-	hand := &TaygaConfig{IPv4Addr: ad("203.0.113.1"), Prefix: pfx("2001:db8:64::/96"), WKPFStrict: true,
-		Maps: []TaygaMap{{V4: pfx("192.0.2.1/32"), V6: pfx("2001:db8:1::1/128")}}}
-	_, err = ParseTaygaMapFile(hand, strings.NewReader("map 192.0.2.1 2001:db8:1::5\n"))
+	hand := &Config{IPv4Addr: ad("203.0.113.1"), Prefix: pfx("2001:db8:64::/96"), WKPFStrict: true,
+		Maps: []Map{{V4: pfx("192.0.2.1/32"), V6: pfx("2001:db8:1::1/128")}}}
+	_, err = ParseMapFile(hand, strings.NewReader("map 192.0.2.1 2001:db8:1::5\n"))
 	if err == nil || err.Error() != "map-file:1: map: 192.0.2.1/32 overlaps 192.0.2.1/32" {
 		t.Errorf("hand-built config: error %v", err)
 	}
@@ -242,9 +188,9 @@ map 198.51.100.10 2001:db8:1::10
 map 192.0.2.0/24 2001:db8:2::/120
 `
 
-func mustConf(t testing.TB, s string) *TaygaConfig {
+func mustConf(t testing.TB, s string) *Config {
 	t.Helper()
-	cfg, err := ParseTaygaConf(strings.NewReader(s))
+	cfg, err := ParseConfig(strings.NewReader(s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,88 +230,88 @@ func TestTaygaClassify(t *testing.T) {
 		to6: map[netip.Addr]netip.Addr{ad("203.0.113.50"): ad("2001:db8:6::50")},
 		to4: map[netip.Addr]netip.Addr{ad("2001:db8:6::51"): ad("203.0.113.51")},
 	}
-	m := NewTaygaMapper(cfg, res)
+	m := NewMapper(cfg, res)
 	m.Learn(ad("203.0.113.238"), ad("2001:db8:6::2"))
-	noRes := NewTaygaMapper(cfg, nil)
-	noPool := NewTaygaMapper(mustConf(t, strings.Replace(labConf, "dynamic-pool 203.0.113.0/24", "", 1)), nil)
+	noRes := NewMapper(cfg, nil)
+	noPool := NewMapper(mustConf(t, strings.Replace(labConf, "dynamic-pool 203.0.113.0/24", "", 1)), nil)
 
 	tests := []struct {
 		name           string
-		m              *TaygaMapper
+		m              *Mapper
 		client, server string
-		want           Session
+		want           mangle.Session
 		ok             bool
 	}{
 		// IPv4 leg.
 		{"v4 46 host map", m, "198.51.100.7:40000", "198.51.100.10:21",
-			Session{Kind: Kind46, Client4: ad("198.51.100.7"), Client6: ad("2001:db8:64::c633:6407"),
+			mangle.Session{Kind: mangle.Kind46, Client4: ad("198.51.100.7"), Client6: ad("2001:db8:64::c633:6407"),
 				Server4: ad("198.51.100.10"), Server6: ad("2001:db8:1::10")}, true},
 		{"v4 46 subnet map", m, "198.51.100.7:40000", "192.0.2.33:21",
-			Session{Kind: Kind46, Client4: ad("198.51.100.7"), Client6: ad("2001:db8:64::c633:6407"),
+			mangle.Session{Kind: mangle.Kind46, Client4: ad("198.51.100.7"), Client6: ad("2001:db8:64::c633:6407"),
 				Server4: ad("192.0.2.33"), Server6: ad("2001:db8:2::21")}, true},
 		{"v4 46 server in pool, learned", m, "198.51.100.7:40000", "203.0.113.238:21",
-			Session{Kind: Kind46, Client4: ad("198.51.100.7"), Client6: ad("2001:db8:64::c633:6407"),
+			mangle.Session{Kind: mangle.Kind46, Client4: ad("198.51.100.7"), Client6: ad("2001:db8:64::c633:6407"),
 				Server4: ad("203.0.113.238"), Server6: ad("2001:db8:6::2")}, true},
-		{"v4 46 server in pool, unknown", m, "198.51.100.7:40000", "203.0.113.239:21", Session{}, false},
+		{"v4 46 server in pool, unknown", m, "198.51.100.7:40000", "203.0.113.239:21", mangle.Session{}, false},
 		{"v4 64 static client", m, "192.0.2.5:40000", "198.51.100.20:21",
-			Session{Kind: Kind64, Client4: ad("192.0.2.5"), Client6: ad("2001:db8:2::5"),
+			mangle.Session{Kind: mangle.Kind64, Client4: ad("192.0.2.5"), Client6: ad("2001:db8:2::5"),
 				Server4: ad("198.51.100.20"), Server6: ad("2001:db8:64::198.51.100.20")}, true},
 		{"v4 64 pool client learned", m, "203.0.113.238:40000", "198.51.100.20:21",
-			Session{Kind: Kind64, Client4: ad("203.0.113.238"), Client6: ad("2001:db8:6::2"),
+			mangle.Session{Kind: mangle.Kind64, Client4: ad("203.0.113.238"), Client6: ad("2001:db8:6::2"),
 				Server4: ad("198.51.100.20"), Server6: ad("2001:db8:64::198.51.100.20")}, true},
 		{"v4 64 pool client resolved", m, "203.0.113.50:40000", "198.51.100.20:21",
-			Session{Kind: Kind64, Client4: ad("203.0.113.50"), Client6: ad("2001:db8:6::50"),
+			mangle.Session{Kind: mangle.Kind64, Client4: ad("203.0.113.50"), Client6: ad("2001:db8:6::50"),
 				Server4: ad("198.51.100.20"), Server6: ad("2001:db8:64::198.51.100.20")}, true},
 		{"v4 64 pool client unknown", m, "203.0.113.60:40000", "198.51.100.20:21",
-			Session{Kind: Kind64, Client4: ad("203.0.113.60"),
+			mangle.Session{Kind: mangle.Kind64, Client4: ad("203.0.113.60"),
 				Server4: ad("198.51.100.20"), Server6: ad("2001:db8:64::198.51.100.20")}, true},
 		{"v4 64 pool client no resolver", noRes, "203.0.113.50:40000", "198.51.100.20:21",
-			Session{Kind: Kind64, Client4: ad("203.0.113.50"),
+			mangle.Session{Kind: mangle.Kind64, Client4: ad("203.0.113.50"),
 				Server4: ad("198.51.100.20"), Server6: ad("2001:db8:64::198.51.100.20")}, true},
-		{"v4 both plain", m, "198.51.100.7:40000", "198.51.100.20:21", Session{}, false},
-		{"v4 both mapped", m, "192.0.2.5:40000", "198.51.100.10:21", Session{}, false},
-		{"v4 tayga server", m, "198.51.100.7:40000", "203.0.113.1:21", Session{}, false},
-		{"v4 tayga client", m, "203.0.113.1:40000", "198.51.100.20:21", Session{}, false},
-		{"v4 reserved client", m, "127.0.0.1:40000", "198.51.100.10:21", Session{}, false},
-		{"v4 link-local client", m, "169.254.0.7:40000", "198.51.100.10:21", Session{}, false},
-		{"v4 network of pool as server", m, "198.51.100.7:40000", "203.0.113.0:21", Session{}, false},
+		{"v4 both plain", m, "198.51.100.7:40000", "198.51.100.20:21", mangle.Session{}, false},
+		{"v4 both mapped", m, "192.0.2.5:40000", "198.51.100.10:21", mangle.Session{}, false},
+		{"v4 tayga server", m, "198.51.100.7:40000", "203.0.113.1:21", mangle.Session{}, false},
+		{"v4 tayga client", m, "203.0.113.1:40000", "198.51.100.20:21", mangle.Session{}, false},
+		{"v4 reserved client", m, "127.0.0.1:40000", "198.51.100.10:21", mangle.Session{}, false},
+		{"v4 link-local client", m, "169.254.0.7:40000", "198.51.100.10:21", mangle.Session{}, false},
+		{"v4 network of pool as server", m, "198.51.100.7:40000", "203.0.113.0:21", mangle.Session{}, false},
 
 		// IPv6 leg.
 		{"v6 64 static client", m, "[2001:db8:1::10]:40000", "[2001:db8:64::198.51.100.20]:21",
-			Session{Kind: Kind64, Client6: ad("2001:db8:1::10"), Client4: ad("198.51.100.10"),
+			mangle.Session{Kind: mangle.Kind64, Client6: ad("2001:db8:1::10"), Client4: ad("198.51.100.10"),
 				Server6: ad("2001:db8:64::198.51.100.20"), Server4: ad("198.51.100.20")}, true},
 		{"v6 64 subnet client", m, "[2001:db8:2::7]:40000", "[2001:db8:64::198.51.100.20]:21",
-			Session{Kind: Kind64, Client6: ad("2001:db8:2::7"), Client4: ad("192.0.2.7"),
+			mangle.Session{Kind: mangle.Kind64, Client6: ad("2001:db8:2::7"), Client4: ad("192.0.2.7"),
 				Server6: ad("2001:db8:64::198.51.100.20"), Server4: ad("198.51.100.20")}, true},
 		{"v6 64 pool client learned", m, "[2001:db8:6::2]:40000", "[2001:db8:64::198.51.100.20]:21",
-			Session{Kind: Kind64, Client6: ad("2001:db8:6::2"), Client4: ad("203.0.113.238"),
+			mangle.Session{Kind: mangle.Kind64, Client6: ad("2001:db8:6::2"), Client4: ad("203.0.113.238"),
 				Server6: ad("2001:db8:64::198.51.100.20"), Server4: ad("198.51.100.20")}, true},
 		{"v6 64 pool client resolved", m, "[2001:db8:6::51]:40000", "[2001:db8:64::198.51.100.20]:21",
-			Session{Kind: Kind64, Client6: ad("2001:db8:6::51"), Client4: ad("203.0.113.51"),
+			mangle.Session{Kind: mangle.Kind64, Client6: ad("2001:db8:6::51"), Client4: ad("203.0.113.51"),
 				Server6: ad("2001:db8:64::198.51.100.20"), Server4: ad("198.51.100.20")}, true},
 		{"v6 64 pool client predicted", noRes, "[2001:db8:6::99]:40000", "[2001:db8:64::198.51.100.20]:21",
-			Session{Kind: Kind64, Client6: ad("2001:db8:6::99"), Client4: noRes.PredictDynamic(ad("2001:db8:6::99")),
+			mangle.Session{Kind: mangle.Kind64, Client6: ad("2001:db8:6::99"), Client4: noRes.PredictDynamic(ad("2001:db8:6::99")),
 				Server6: ad("2001:db8:64::198.51.100.20"), Server4: ad("198.51.100.20")}, true},
-		{"v6 64 no pool, unmapped client", noPool, "[2001:db8:6::2]:40000", "[2001:db8:64::198.51.100.20]:21", Session{}, false},
+		{"v6 64 no pool, unmapped client", noPool, "[2001:db8:6::2]:40000", "[2001:db8:64::198.51.100.20]:21", mangle.Session{}, false},
 		{"v6 46 host map", m, "[2001:db8:64::198.51.100.7]:40000", "[2001:db8:1::10]:21",
-			Session{Kind: Kind46, Client6: ad("2001:db8:64::198.51.100.7"), Client4: ad("198.51.100.7"),
+			mangle.Session{Kind: mangle.Kind46, Client6: ad("2001:db8:64::198.51.100.7"), Client4: ad("198.51.100.7"),
 				Server6: ad("2001:db8:1::10"), Server4: ad("198.51.100.10")}, true},
 		{"v6 46 pool server learned", m, "[2001:db8:64::198.51.100.7]:40000", "[2001:db8:6::2]:21",
-			Session{Kind: Kind46, Client6: ad("2001:db8:64::198.51.100.7"), Client4: ad("198.51.100.7"),
+			mangle.Session{Kind: mangle.Kind46, Client6: ad("2001:db8:64::198.51.100.7"), Client4: ad("198.51.100.7"),
 				Server6: ad("2001:db8:6::2"), Server4: ad("203.0.113.238")}, true},
-		{"v6 46 unmapped server", m, "[2001:db8:64::198.51.100.7]:40000", "[2001:db8:6::3]:21", Session{}, false},
-		{"v6 hairpin to static", m, "[2001:db8:6::2]:40000", "[2001:db8:64::198.51.100.10]:21", Session{}, false},
-		{"v6 hairpin to pool", m, "[2001:db8:6::2]:40000", "[2001:db8:64::203.0.113.5]:21", Session{}, false},
-		{"v6 hairpin to tayga", m, "[2001:db8:6::2]:40000", "[2001:db8:64::203.0.113.1]:21", Session{}, false},
-		{"v6 both in prefix", m, "[2001:db8:64::198.51.100.7]:40000", "[2001:db8:64::198.51.100.20]:21", Session{}, false},
-		{"v6 both plain", m, "[2001:db8:6::2]:40000", "[2001:db8:1::10]:21", Session{}, false},
-		{"v6 tayga client", m, "[2001:db8:ffff::1]:40000", "[2001:db8:64::198.51.100.20]:21", Session{}, false},
-		{"v6 tayga server", m, "[2001:db8:64::198.51.100.7]:40000", "[2001:db8:ffff::1]:21", Session{}, false},
-		{"v6 link-local server", m, "[2001:db8:6::2]:40000", "[2001:db8:64::169.254.0.7]:21", Session{}, false},
-		{"v6 u octet set", m, "[2001:db8:6::2]:40000", "[2001:db8:64:0:100::c633:6414]:21", Session{}, false},
+		{"v6 46 unmapped server", m, "[2001:db8:64::198.51.100.7]:40000", "[2001:db8:6::3]:21", mangle.Session{}, false},
+		{"v6 hairpin to static", m, "[2001:db8:6::2]:40000", "[2001:db8:64::198.51.100.10]:21", mangle.Session{}, false},
+		{"v6 hairpin to pool", m, "[2001:db8:6::2]:40000", "[2001:db8:64::203.0.113.5]:21", mangle.Session{}, false},
+		{"v6 hairpin to tayga", m, "[2001:db8:6::2]:40000", "[2001:db8:64::203.0.113.1]:21", mangle.Session{}, false},
+		{"v6 both in prefix", m, "[2001:db8:64::198.51.100.7]:40000", "[2001:db8:64::198.51.100.20]:21", mangle.Session{}, false},
+		{"v6 both plain", m, "[2001:db8:6::2]:40000", "[2001:db8:1::10]:21", mangle.Session{}, false},
+		{"v6 tayga client", m, "[2001:db8:ffff::1]:40000", "[2001:db8:64::198.51.100.20]:21", mangle.Session{}, false},
+		{"v6 tayga server", m, "[2001:db8:64::198.51.100.7]:40000", "[2001:db8:ffff::1]:21", mangle.Session{}, false},
+		{"v6 link-local server", m, "[2001:db8:6::2]:40000", "[2001:db8:64::169.254.0.7]:21", mangle.Session{}, false},
+		{"v6 u octet set", m, "[2001:db8:6::2]:40000", "[2001:db8:64:0:100::c633:6414]:21", mangle.Session{}, false},
 
 		// Mixed families.
-		{"mixed", m, "198.51.100.7:40000", "[2001:db8:1::10]:21", Session{}, false},
+		{"mixed", m, "198.51.100.7:40000", "[2001:db8:1::10]:21", mangle.Session{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -395,12 +341,12 @@ func TestTaygaClassify(t *testing.T) {
 
 func TestTaygaWellKnownPrefix(t *testing.T) {
 	conf := "ipv4-addr 192.168.255.1\nipv6-addr 2001:db8:ffff::1\nprefix 64:ff9b::/96\nmap 198.51.100.10 2001:db8:1::10\n"
-	strict := NewTaygaMapper(mustConf(t, conf), nil)
-	lax := NewTaygaMapper(mustConf(t, conf+"wkpf-strict no\n"), nil)
+	strict := NewMapper(mustConf(t, conf), nil)
+	lax := NewMapper(mustConf(t, conf+"wkpf-strict no\n"), nil)
 	const global = "1.2.3.4" // only computed with, never contacted
 	tests := []struct {
 		name           string
-		m              *TaygaMapper
+		m              *Mapper
 		client, server string
 		ok             bool
 	}{
@@ -422,10 +368,10 @@ func TestTaygaWellKnownPrefix(t *testing.T) {
 }
 
 func TestTaygaMapData(t *testing.T) {
-	m := NewTaygaMapper(mustConf(t, labConf), nil)
-	s46 := Session{Kind: Kind46, Client4: ad("198.51.100.7"), Client6: ad("2001:db8:64::c633:6407"),
+	m := NewMapper(mustConf(t, labConf), nil)
+	s46 := mangle.Session{Kind: mangle.Kind46, Client4: ad("198.51.100.7"), Client6: ad("2001:db8:64::c633:6407"),
 		Server4: ad("198.51.100.10"), Server6: ad("2001:db8:1::10")}
-	s64 := Session{Kind: Kind64, Client4: ad("203.0.113.238"), Client6: ad("2001:db8:6::2"),
+	s64 := mangle.Session{Kind: mangle.Kind64, Client4: ad("203.0.113.238"), Client6: ad("2001:db8:6::2"),
 		Server4: ad("198.51.100.20"), Server6: ad("2001:db8:64::c633:6414")}
 	s64unknown := s64
 	s64unknown.Client6 = netip.Addr{}
@@ -433,18 +379,18 @@ func TestTaygaMapData(t *testing.T) {
 	s64unknown4.Client4 = netip.Addr{}
 	tests := []struct {
 		name   string
-		req    DataRequest
+		req    mangle.DataRequest
 		want   string
 		hasErr bool
 	}{
-		{"passive46", DataRequest{Session: s46, Mode: Passive46, Target: ap("[2001:db8:1::10]:3000")}, "198.51.100.10:3000", false},
-		{"active46", DataRequest{Session: s46, Mode: Active46, Target: ap("198.51.100.7:50000")}, "[2001:db8:64::c633:6407]:50000", false},
-		{"passive64", DataRequest{Session: s64, Mode: Passive64, Target: ap("198.51.100.20:40001")}, "[2001:db8:64::c633:6414]:40001", false},
-		{"active64", DataRequest{Session: s64, Mode: Active64, Target: ap("[2001:db8:6::2]:50001")}, "203.0.113.238:50001", false},
-		{"active64 client4 unknown", DataRequest{Session: s64unknown4, Mode: Active64, Target: ap("[2001:db8:6::2]:50001")}, "", true},
-		{"passive64 with unknown client6 still works", DataRequest{Session: s64unknown, Mode: Passive64, Target: ap("198.51.100.20:40001")}, "[2001:db8:64::c633:6414]:40001", false},
-		{"bad mode", DataRequest{Session: s64, Mode: 0, Target: ap("198.51.100.20:40001")}, "", true},
-		{"port zero", DataRequest{Session: s46, Mode: Passive46, Target: ap("[2001:db8:1::10]:0")}, "", true},
+		{"passive46", mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8:1::10]:3000")}, "198.51.100.10:3000", false},
+		{"active46", mangle.DataRequest{Session: s46, Mode: mangle.Active46, Target: ap("198.51.100.7:50000")}, "[2001:db8:64::c633:6407]:50000", false},
+		{"passive64", mangle.DataRequest{Session: s64, Mode: mangle.Passive64, Target: ap("198.51.100.20:40001")}, "[2001:db8:64::c633:6414]:40001", false},
+		{"active64", mangle.DataRequest{Session: s64, Mode: mangle.Active64, Target: ap("[2001:db8:6::2]:50001")}, "203.0.113.238:50001", false},
+		{"active64 client4 unknown", mangle.DataRequest{Session: s64unknown4, Mode: mangle.Active64, Target: ap("[2001:db8:6::2]:50001")}, "", true},
+		{"passive64 with unknown client6 still works", mangle.DataRequest{Session: s64unknown, Mode: mangle.Passive64, Target: ap("198.51.100.20:40001")}, "[2001:db8:64::c633:6414]:40001", false},
+		{"bad mode", mangle.DataRequest{Session: s64, Mode: 0, Target: ap("198.51.100.20:40001")}, "", true},
+		{"port zero", mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8:1::10]:0")}, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -464,7 +410,7 @@ func TestTaygaMapData(t *testing.T) {
 }
 
 func TestTaygaLearnAndTo(t *testing.T) {
-	m := NewTaygaMapper(mustConf(t, labConf), nil)
+	m := NewMapper(mustConf(t, labConf), nil)
 	m.Learn(ad("203.0.113.7"), ad("2001:db8:6::7"))
 	// Rebinding either side drops the old pair.
 	m.Learn(ad("203.0.113.7"), ad("2001:db8:6::8"))
@@ -509,8 +455,8 @@ func TestTaygaLearnAndTo(t *testing.T) {
 }
 
 func TestTaygaLoadDynamicMap(t *testing.T) {
-	m := NewTaygaMapper(mustConf(t, labConf), nil)
-	f, err := os.Open(filepath.Join("testdata", "tayga", "dynamic.map"))
+	m := NewMapper(mustConf(t, labConf), nil)
+	f, err := os.Open(filepath.Join("testdata", "dynamic.map"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +481,7 @@ func TestTaygaLoadDynamicMap(t *testing.T) {
 }
 
 func TestTaygaPredictDynamic(t *testing.T) {
-	m := NewTaygaMapper(mustConf(t, labConf), nil)
+	m := NewMapper(mustConf(t, labConf), nil)
 	// Worked by hand from Tayga's assign_dynamic on a little-endian host:
 	// the words of 2001:db8:6::2 read little-endian are 0xb80d0120,
 	// 0x00000600, 0 and 0x02000000; folded into 8 bits with end-around
@@ -554,7 +500,7 @@ func TestTaygaPredictDynamic(t *testing.T) {
 			t.Errorf("PredictDynamic(%v) = %v, not an assignable pool address", v6, got)
 		}
 		// Once taken by someone else, Tayga moves to the next free address.
-		m2 := NewTaygaMapper(mustConf(t, labConf), nil)
+		m2 := NewMapper(mustConf(t, labConf), nil)
 		m2.Learn(got, ad("2001:db8:9::9"))
 		next := m2.PredictDynamic(v6)
 		want := netip.AddrFrom4([4]byte{203, 0, 113, byte(got.As4()[3] + 1)})
@@ -578,12 +524,12 @@ func TestTaygaPredictDynamic(t *testing.T) {
 			t.Errorf("PredictDynamic(%s) = %v, want none (not a pool candidate)", s, got)
 		}
 	}
-	noPool := NewTaygaMapper(mustConf(t, "ipv4-addr 203.0.113.1\nprefix 2001:db8:64::/96\n"), nil)
+	noPool := NewMapper(mustConf(t, "ipv4-addr 203.0.113.1\nprefix 2001:db8:64::/96\n"), nil)
 	if got := noPool.PredictDynamic(ad("2001:db8:6::2")); got.IsValid() {
 		t.Errorf("PredictDynamic without a pool = %v", got)
 	}
 	// A full /31 pool: nothing left.
-	tiny := NewTaygaMapper(mustConf(t, "ipv4-addr 192.0.2.1\nprefix 2001:db8:64::/96\ndynamic-pool 203.0.113.0/31\n"), nil)
+	tiny := NewMapper(mustConf(t, "ipv4-addr 192.0.2.1\nprefix 2001:db8:64::/96\ndynamic-pool 203.0.113.0/31\n"), nil)
 	tiny.Learn(ad("203.0.113.1"), ad("2001:db8:6::1"))
 	if got := tiny.PredictDynamic(ad("2001:db8:6::2")); got.IsValid() {
 		t.Errorf("PredictDynamic with a full pool = %v", got)
@@ -592,7 +538,7 @@ func TestTaygaPredictDynamic(t *testing.T) {
 
 func TestTaygaAllocs(t *testing.T) {
 	res := &fakeResolver{to6: map[netip.Addr]netip.Addr{}, to4: map[netip.Addr]netip.Addr{}}
-	m := NewTaygaMapper(mustConf(t, labConf), res)
+	m := NewMapper(mustConf(t, labConf), res)
 	m.Learn(ad("203.0.113.238"), ad("2001:db8:6::2"))
 	flows := [][2]netip.AddrPort{
 		{ap("198.51.100.7:40000"), ap("198.51.100.10:21")},
@@ -603,7 +549,7 @@ func TestTaygaAllocs(t *testing.T) {
 		{ap("[2001:db8:64::198.51.100.7]:40000"), ap("[2001:db8:1::10]:21")},
 		{ap("198.51.100.7:40000"), ap("198.51.100.20:21")},
 	}
-	req := DataRequest{Mode: Passive46, Target: ap("[2001:db8:1::10]:3000")}
+	req := mangle.DataRequest{Mode: mangle.Passive46, Target: ap("[2001:db8:1::10]:3000")}
 	req.Session, _ = m.Classify(flows[0][0], flows[0][1])
 	n := testing.AllocsPerRun(200, func() {
 		for _, f := range flows {
@@ -619,7 +565,7 @@ func TestTaygaAllocs(t *testing.T) {
 }
 
 func TestTaygaConcurrent(t *testing.T) {
-	m := NewTaygaMapper(mustConf(t, labConf), nil)
+	m := NewMapper(mustConf(t, labConf), nil)
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Add(1)
@@ -649,15 +595,15 @@ func TestTaygaConcurrent(t *testing.T) {
 	}
 }
 
-func FuzzParseTaygaConf(f *testing.F) {
+func FuzzParseConfig(f *testing.F) {
 	f.Add(labConf)
 	f.Add("ipv4-addr 192.0.2.1\nprefix 2001:db8:64::/96\nmap 192.0.2.0/24 2001:db8::/120\n")
 	f.Fuzz(func(t *testing.T, s string) {
-		cfg, err := ParseTaygaConf(strings.NewReader(s))
+		cfg, err := ParseConfig(strings.NewReader(s))
 		if err != nil {
 			return
 		}
-		m := NewTaygaMapper(cfg, nil)
+		m := NewMapper(cfg, nil)
 		// Every static map translates both ways and back.
 		for _, mp := range cfg.Maps {
 			if mp.V4.Addr() == cfg.IPv4Addr {
@@ -683,7 +629,7 @@ func FuzzTaygaClassify(f *testing.F) {
 	f.Add(ad("2001:db8:6::2").AsSlice(), ad("2001:db8:64::c633:6414").AsSlice(), uint16(40000), uint16(21))
 	f.Add(ad("2001:db8:64::c633:6407").AsSlice(), ad("2001:db8:1::10").AsSlice(), uint16(40000), uint16(21))
 	f.Add(ad("2001:db8:6::5").AsSlice(), ad("2001:db8:64::c633:6414").AsSlice(), uint16(40000), uint16(21)) // predicted
-	m := NewTaygaMapper(mustConf(f, labConf), nil)
+	m := NewMapper(mustConf(f, labConf), nil)
 	m.Learn(ad("203.0.113.238"), ad("2001:db8:6::2"))
 	f.Fuzz(func(t *testing.T, c, s []byte, cport, sport uint16) {
 		ca, ok1 := netip.AddrFromSlice(c)
@@ -695,7 +641,7 @@ func FuzzTaygaClassify(f *testing.F) {
 		if !ok {
 			return
 		}
-		if sess.Kind != Kind46 && sess.Kind != Kind64 {
+		if sess.Kind != mangle.Kind46 && sess.Kind != mangle.Kind64 {
 			t.Fatalf("ok with kind %v", sess.Kind)
 		}
 		pairs := [][2]netip.Addr{{sess.Server4, sess.Server6}}
@@ -717,7 +663,7 @@ func FuzzTaygaClassify(f *testing.F) {
 }
 
 func BenchmarkTaygaClassify(b *testing.B) {
-	m := NewTaygaMapper(mustConf(b, labConf), nil)
+	m := NewMapper(mustConf(b, labConf), nil)
 	m.Learn(ad("203.0.113.238"), ad("2001:db8:6::2"))
 	flows := [][2]netip.AddrPort{
 		{ap("198.51.100.7:40000"), ap("198.51.100.10:21")},                    // 46, IPv4 leg
@@ -737,14 +683,14 @@ func BenchmarkTaygaClassify(b *testing.B) {
 // specific, wins for its address, and the pool keeps the rest.
 func TestTaygaMapInsidePool(t *testing.T) {
 	conf := "ipv4-addr 192.168.254.1\nprefix 2001:db8:64::/96\ndynamic-pool 192.168.255.0/24\nmap 192.168.255.20 2001:db8:2::20\n"
-	cfg, err := ParseTaygaConf(strings.NewReader(conf))
+	cfg, err := ParseConfig(strings.NewReader(conf))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewTaygaMapper(cfg, nil)
+	m := NewMapper(cfg, nil)
 	srv := netip.MustParseAddrPort("198.51.100.10:21")
 	s, ok := m.Classify(netip.MustParseAddrPort("192.168.255.20:40000"), srv)
-	if !ok || s.Kind != Kind64 || s.Client6 != netip.MustParseAddr("2001:db8:2::20") {
+	if !ok || s.Kind != mangle.Kind64 || s.Client6 != netip.MustParseAddr("2001:db8:2::20") {
 		t.Errorf("static client inside the pool: %+v %v", s, ok)
 	}
 	s, ok = m.Classify(netip.MustParseAddrPort("[2001:db8:2::20]:40000"), netip.MustParseAddrPort("[2001:db8:64::c633:640a]:21"))
@@ -752,7 +698,7 @@ func TestTaygaMapInsidePool(t *testing.T) {
 		t.Errorf("IPv6 leg: %+v %v", s, ok)
 	}
 	s, ok = m.Classify(netip.MustParseAddrPort("192.168.255.21:40000"), srv)
-	if !ok || s.Kind != Kind64 || s.Client6.IsValid() {
+	if !ok || s.Kind != mangle.Kind64 || s.Client6.IsValid() {
 		t.Errorf("dynamic client next to it: %+v %v", s, ok)
 	}
 	if p := m.PredictDynamic(netip.MustParseAddr("2001:db8:2::99")); p == netip.MustParseAddr("192.168.255.20") {

@@ -2,9 +2,12 @@
 #
 #   make build   build ./bin/ftpalg
 #   make test    the whole test suite: installs what it needs (Debian
-#                packages, Go modules), then unit tests, then the end-to-end
-#                tests in network namespaces with Tayga, then the ones with a
-#                real Jool in a QEMU guest (root)
+#                packages, Go modules), then unit tests and cross-builds,
+#                then the integration tests (root: namespaces, nftables,
+#                queues), the end-to-end tests in network namespaces with
+#                Tayga, then the ones with a real Jool in a QEMU guest (root)
+#   make unit    go test ./...: no root needed, safe as root (creates no
+#                namespace, table or queue)
 #   make demo    a demo network with Tayga: FTP failing without ftpalg and
 #                working with it (root)
 #   make bench   the engine's benchmarks
@@ -14,7 +17,7 @@ BIN     := bin/ftpalg
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build deps test unit e2e e2e-jool demo bench bench-nfqueue fuzz vet clean
+.PHONY: all build deps test unit cross integration e2e e2e-jool demo bench bench-nfqueue fuzz vet clean
 
 all: build
 
@@ -27,9 +30,23 @@ deps:
 vet:
 	$(GO) vet ./...
 
-unit: vet
+unit: vet cross
 	test/lib/pkgs_test.sh
 	$(GO) test -count=1 ./...
+
+# replay runs on the operators' laptops; the other subcommands say they
+# need Linux.
+cross:
+	GOOS=darwin $(GO) build -o /dev/null ./cmd/ftpalg
+	GOOS=windows $(GO) build -o /dev/null ./cmd/ftpalg
+
+# Tests behind the integration build tag: they need root and create network
+# namespaces, nftables tables and queues (and remove them). CI=1 makes a
+# missing privilege or tool fail them rather than skip. One package at a
+# time. The Jool client's integration tests run in the guest (e2e-jool).
+INTEGRATION_PKGS := ./rules ./conntrackx ./cmd/ftpalg/internal/nfq ./cmd/ftpalg
+integration:
+	for p in $(INTEGRATION_PKGS); do CI=1 $(GO) test -count=1 -p 1 -tags integration -run '^TestIntegration' $$p || exit 1; done
 
 e2e: build
 	test/e2e.sh
@@ -42,7 +59,7 @@ e2e-jool: build
 	test/jool/run.sh test/jool/guest/bib-churn.sh 1000 60 3
 	test/jool/gotest.sh --run 'TestIntegration.*Jool' ./conntrackx/jool
 
-test: deps unit e2e e2e-jool
+test: deps unit integration e2e e2e-jool
 
 demo: deps build
 	test/demo.sh

@@ -2,10 +2,7 @@ package main
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -182,85 +179,4 @@ func TestRulesHelperProcess(t *testing.T) {
 		}
 	}
 	os.Exit(dispatch(args, os.Stdout, os.Stderr))
-}
-
-// TestIntegrationRulesCLI runs 'ftpalg rules install|remove' in a network
-// namespace of its own, as root and as a root without capabilities.
-func TestIntegrationRulesCLI(t *testing.T) {
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	}
-	for _, tool := range []string{"ip", "nft", "setpriv"} {
-		if _, err := exec.LookPath(tool); err != nil && why == "" {
-			why = "needs " + tool
-		}
-	}
-	if why != "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal(why)
-		}
-		t.Skip(why)
-	}
-	ns := fmt.Sprintf("ftpalg-cli-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-
-	ftpalg := func(prefix []string, args ...string) (code int, stdout, stderr string) {
-		t.Helper()
-		argv := append([]string{"netns", "exec", ns}, prefix...)
-		argv = append(argv, os.Args[0], "-test.run=^TestRulesHelperProcess$", "--")
-		cmd := exec.Command("ip", append(argv, args...)...)
-		cmd.Env = append(os.Environ(), "FTPALG_RULES_HELPER=1")
-		var o, e bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err := cmd.Run()
-		var exit *exec.ExitError
-		switch {
-		case errors.As(err, &exit):
-			code = exit.ExitCode()
-		case err != nil:
-			t.Fatal(err)
-		}
-		return code, o.String(), e.String()
-	}
-	ruleset := func() string {
-		t.Helper()
-		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "ruleset").CombinedOutput()
-		if err != nil {
-			t.Fatalf("nft list ruleset: %v: %s", err, out)
-		}
-		return string(out)
-	}
-
-	noCaps := []string{"setpriv", "--bounding-set=-all", "--inh-caps=-all"}
-	code, _, stderr := ftpalg(noCaps, "rules", "install", "--translator", "tayga")
-	if code != 1 || stderr != "ftpalg rules install: permission denied (run as root)\n" {
-		t.Errorf("install without CAP_NET_ADMIN: exit %d, stderr %q", code, stderr)
-	}
-
-	code, stdout, stderr := ftpalg(nil, "rules", "install", "--translator", "jool", "--bypass", "--queue-num", "7")
-	if code != 0 || stderr != "" || !strings.HasPrefix(stdout, "installed table ip ftpalg") {
-		t.Fatalf("install: exit %d, stdout %q, stderr %q", code, stdout, stderr)
-	}
-	t.Log(strings.TrimSpace(stdout))
-	got := ruleset()
-	for _, want := range []string{"table ip ftpalg {", "hook prerouting priority raw;", "hook postrouting priority 300;", "tcp sport 21 counter packets 0 bytes 0 queue num 7 bypass"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("ruleset lacks %q:\n%s", want, got)
-		}
-	}
-
-	code, _, stderr = ftpalg(noCaps, "rules", "remove")
-	if code != 1 || stderr != "ftpalg rules remove: permission denied (run as root)\n" {
-		t.Errorf("remove without CAP_NET_ADMIN: exit %d, stderr %q", code, stderr)
-	}
-	if code, stdout, stderr = ftpalg(nil, "rules", "remove"); code != 0 || stdout != "" || stderr != "" {
-		t.Errorf("remove: exit %d, stdout %q, stderr %q", code, stdout, stderr)
-	}
-	if got := ruleset(); got != "" {
-		t.Errorf("ruleset after remove:\n%s", got)
-	}
 }

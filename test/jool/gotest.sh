@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the project's Go integration tests in the Jool guest, where the jool
-# module loads (conntrackx's Jool tests skip on hosts that cannot load it).
+# module loads (the Jool client's tests skip on hosts that cannot load it).
 #
-#   test/jool/gotest.sh [--out DIR] [--run REGEX] [package...]   (default: ./conntrackx, ^TestIntegration)
+#   test/jool/gotest.sh [--out DIR] [--run REGEX] [package...]   (default: ./conntrackx/jool, ^TestIntegration)
 #
 # Compiles each package's test binary on the host (go test -c; compiling in
 # the emulated guest would be slow), then runs them all in one guest with
@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
 	*) break ;;
 	esac
 done
-[ $# -gt 0 ] || set -- ./conntrackx
+[ $# -gt 0 ] || set -- ./conntrackx/jool
 [ -n "$out" ] || out=$(mktemp -d -t ftpalg-jool-gotest.XXXXXX)
 mkdir -p "$out"
 rm -rf "$out/bin"
@@ -30,8 +30,8 @@ cd "$JOOL_REPO_DIR"
 for pkg in "$@"; do
 	dir=${pkg#./}
 	name=$(echo "$dir" | tr / _)
-	jool_log "go test -c $pkg"
-	go test -c -o "$out/bin/$name.test" "$pkg"
+	jool_log "go test -c -tags integration $pkg"
+	go test -c -tags integration -o "$out/bin/$name.test" "$pkg"
 	[ -f "$out/bin/$name.test" ] || { jool_log "$pkg has no tests"; continue; }
 	echo "$dir" >"$out/bin/$name.dir"
 done

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -20,6 +21,18 @@ type command struct {
 	name    string
 	summary string
 	run     func(args []string, stdout, stderr io.Writer) int
+	// linuxOnly commands talk to the kernel's netfilter (or to a daemon
+	// that does): elsewhere they say so in one line.
+	linuxOnly bool
+}
+
+// goos is runtime.GOOS, a variable for the tests.
+var goos = runtime.GOOS
+
+// needsLinux prints that what is one line and returns exit status 1.
+func needsLinux(stderr io.Writer, what string) int {
+	fmt.Fprintf(stderr, "ftpalg %s: needs Linux (on %s only 'ftpalg replay' runs)\n", what, goos)
+	return 1
 }
 
 // commands is filled by the init functions of the files that implement them.
@@ -58,6 +71,9 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
+			if c.linuxOnly && goos != "linux" {
+				return needsLinux(stderr, c.name)
+			}
 			return c.run(args[1:], stdout, stderr)
 		}
 	}

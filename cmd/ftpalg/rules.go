@@ -121,6 +121,10 @@ func rulesMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	if r.action != "print" && goos != "linux" {
+		return needsLinux(stderr, "rules "+r.action)
+	}
+
 	switch r.action {
 	case "print":
 		var text string

@@ -26,6 +26,8 @@ func init() {
 		name:    "status",
 		summary: "print the counters of a running daemon",
 		run:     statusMain,
+
+		linuxOnly: true,
 	})
 }
 

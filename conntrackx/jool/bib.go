@@ -38,32 +38,7 @@ func (j *Client) BIBRemove(e BIBEntry) error {
 // BIBList lists the BIB entries of one protocol (IANA number), both static
 // and dynamic, sorted by IPv4 transport address as Jool keeps them.
 func (j *Client) BIBList(proto uint8) ([]BIBEntry, error) {
-	var all []BIBEntry
-	var offset *BIBEntry
-	for range maxPages {
-		m, err := marshalBIBForeach(j.hdr, proto, offset)
-		if err != nil {
-			return nil, fmt.Errorf("jool bib list: %w", err)
-		}
-		flags, attrs, err := j.execute("bib list", m)
-		if err != nil {
-			return nil, err
-		}
-		page, err := unmarshalBIBEntries(attrs)
-		if err != nil {
-			return nil, fmt.Errorf("jool bib list: %w", err)
-		}
-		all = append(all, page...)
-		if flags&joolFlagMore == 0 {
-			return all, nil
-		}
-		if len(page) == 0 {
-			return nil, fmt.Errorf("jool bib list: %w: empty page marked as not the last", errMalformed)
-		}
-		last := page[len(page)-1]
-		offset = &last
-	}
-	return nil, fmt.Errorf("jool bib list: %w: more than %d pages", errMalformed, maxPages)
+	return bibListing.all(j, proto)
 }
 
 // BIBEntry is one binding of Jool's BIB: the IPv6 transport address Addr6

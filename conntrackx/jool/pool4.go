@@ -12,32 +12,7 @@ import (
 
 // Pool4List lists the pool4 ranges of one protocol (IANA number).
 func (j *Client) Pool4List(proto uint8) ([]Pool4Entry, error) {
-	var all []Pool4Entry
-	var offset *Pool4Entry
-	for range maxPages {
-		m, err := marshalPool4Foreach(j.hdr, proto, offset)
-		if err != nil {
-			return nil, fmt.Errorf("jool pool4 list: %w", err)
-		}
-		flags, attrs, err := j.execute("pool4 list", m)
-		if err != nil {
-			return nil, err
-		}
-		page, err := unmarshalPool4Entries(attrs)
-		if err != nil {
-			return nil, fmt.Errorf("jool pool4 list: %w", err)
-		}
-		all = append(all, page...)
-		if flags&joolFlagMore == 0 {
-			return all, nil
-		}
-		if len(page) == 0 {
-			return nil, fmt.Errorf("jool pool4 list: %w: empty page marked as not the last", errMalformed)
-		}
-		last := page[len(page)-1]
-		offset = &last
-	}
-	return nil, fmt.Errorf("jool pool4 list: %w: more than %d pages", errMalformed, maxPages)
+	return pool4Listing.all(j, proto)
 }
 
 // Pool4Entry is one range of Jool's pool4.

@@ -14,40 +14,11 @@ import (
 
 // SessionList lists the sessions of one protocol (IANA number).
 func (j *Client) SessionList(proto uint8) ([]SessionEntry, error) {
-	var all []SessionEntry
-	var offset *SessionEntry
-	for range maxPages {
-		page, more, err := j.sessionPage(proto, offset)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, page...)
-		if !more {
-			return all, nil
-		}
-		if len(page) == 0 {
-			return nil, fmt.Errorf("jool session list: %w: empty page marked as not the last", errMalformed)
-		}
-		last := page[len(page)-1]
-		offset = &last
-	}
-	return nil, fmt.Errorf("jool session list: %w: more than %d pages", errMalformed, maxPages)
+	return sessionListing.all(j, proto)
 }
 
 func (j *Client) sessionPage(proto uint8, offset *SessionEntry) ([]SessionEntry, bool, error) {
-	m, err := marshalSessionForeach(j.hdr, proto, offset)
-	if err != nil {
-		return nil, false, fmt.Errorf("jool session list: %w", err)
-	}
-	flags, attrs, err := j.execute("session list", m)
-	if err != nil {
-		return nil, false, err
-	}
-	page, err := unmarshalSessionEntries(attrs)
-	if err != nil {
-		return nil, false, fmt.Errorf("jool session list: %w", err)
-	}
-	return page, flags&joolFlagMore != 0, nil
+	return sessionListing.page(j, proto, offset)
 }
 
 // SessionFind returns the session whose IPv4 side is src4 -> dst4 (src4 is
@@ -98,23 +69,19 @@ func (j *Client) BIBSessions(proto uint8, src4 netip.AddrPort) ([]SessionEntry, 
 		Src4: src4,
 		Dst4: netip.AddrPortFrom(netip.IPv4Unspecified(), 0),
 	}
-	for range maxPages {
-		page, more, err := j.sessionPage(proto, &off)
-		if err != nil {
-			return nil, err
-		}
+	err := sessionListing.each(j, proto, &off, func(page []SessionEntry) bool {
 		for _, s := range page {
 			if s.Src4 != src4 {
-				return out, nil
+				return false // the next BIB entry's sessions
 			}
 			out = append(out, s)
 		}
-		if !more || len(page) == 0 {
-			return out, nil
-		}
-		off = page[len(page)-1]
+		return len(page) > 0
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("jool session list: %w: more than %d pages", errMalformed, maxPages)
+	return out, nil
 }
 
 // prevAddrPort returns the IPv4 transport address just before a in Jool's

@@ -25,6 +25,9 @@ type Config struct {
 	// IdleTimeout forgets a flow that saw no packet for this long
 	// (default 2h, roughly conntrack's established timeout).
 	IdleTimeout time.Duration
+	// State, if set, keeps the state of flows that need it outside the
+	// engine, for an engine started later to resume them (state.go).
+	State StateStore
 }
 
 // Emit is one packet the caller must send on, in order.
@@ -69,28 +72,30 @@ func (r *Result) reset() {
 
 // Stats are the engine's counters. All only grow.
 type Stats struct {
-	Packets      uint64 // packets processed
-	NotTCP       uint64 // packets that were not IPv4/IPv6 TCP (passed)
-	Malformed    uint64 // packets whose headers did not decode (passed)
-	Untranslated uint64 // packets of connections the Mapper does not translate
-	Modified     uint64 // packets sent with changes
-	Rewrites     uint64 // lines rewritten
-	LocalReplies uint64 // commands answered by the ALG through NOOP substitution
-	BadSyntax    uint64 // commands or replies that should have been translated but did not parse (passed)
-	Bounce       uint64 // PORT/EPRT/LPRT naming a third party (passed untranslated)
-	MapFailed    uint64 // data-channel mappings the Mapper refused
-	AddrMismatch uint64 // 227 replies naming an address other than the server's
-	Held         uint64 // packets held
-	HeldTimeout  uint64 // held packets released unmodified by Expire or Flush
-	HeldOverflow uint64 // held packets released unmodified because the bound was hit
-	Retransmits  uint64 // segments carrying data already seen
-	OutOfOrder   uint64 // segments beyond a hole
-	RegionsFull  uint64 // rewrites skipped because the per-direction history was full
-	Overlong     uint64 // lines longer than 1024 bytes (passed unparsed)
-	Desync       uint64 // replies that could not be matched to commands
-	Transparent  uint64 // sessions that became transparent after AUTH
-	Flows        uint64 // flows created
-	FlowsEvicted uint64 // flows dropped from a full table
+	Packets       uint64 // packets processed
+	NotTCP        uint64 // packets that were not IPv4/IPv6 TCP (passed)
+	Malformed     uint64 // packets whose headers did not decode (passed)
+	Untranslated  uint64 // packets of connections the Mapper does not translate
+	Modified      uint64 // packets sent with changes
+	Rewrites      uint64 // lines rewritten
+	LocalReplies  uint64 // commands answered by the ALG through NOOP substitution
+	BadSyntax     uint64 // commands or replies that should have been translated but did not parse (passed)
+	Bounce        uint64 // PORT/EPRT/LPRT naming a third party (passed untranslated)
+	MapFailed     uint64 // data-channel mappings the Mapper refused
+	AddrMismatch  uint64 // 227 replies naming an address other than the server's
+	Held          uint64 // packets held
+	HeldTimeout   uint64 // held packets released unmodified by Expire or Flush
+	HeldOverflow  uint64 // held packets released unmodified because the bound was hit
+	Retransmits   uint64 // segments carrying data already seen
+	OutOfOrder    uint64 // segments beyond a hole
+	RegionsFull   uint64 // rewrites skipped because the per-direction history was full
+	Overlong      uint64 // lines longer than 1024 bytes (passed unparsed)
+	Desync        uint64 // replies that could not be matched to commands
+	Transparent   uint64 // sessions that became transparent after AUTH
+	Flows         uint64 // flows created
+	FlowsEvicted  uint64 // flows dropped from a full table
+	Restored      uint64 // flows resumed from a StateStore
+	RestoreFailed uint64 // saved states that did not decode (the flow starts afresh)
 }
 
 // FlowKey names a control connection on one leg, oriented client to

@@ -25,6 +25,7 @@ type Engine struct {
 	textBuf   []byte // replacement text being built
 	lastSweep time.Time
 	watcher   LengthWatcher // cfg.Mapper, if it is one
+	stateBuf  []byte        // an encoded flow state (state.go)
 }
 
 // New returns an engine. cfg.Mapper must be set.
@@ -137,6 +138,9 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 			e.dropFlow(f)
 		}
 		f = e.newFlow(key, now)
+		if e.cfg.State != nil {
+			e.restoreState(f, d, p.flags)
+		}
 	}
 	f.last = now
 	e.last = f
@@ -263,6 +267,9 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 		return
 	}
 
+	if st.resync {
+		e.resync(st, s)
+	}
 	switch {
 	case seqLT(s, st.next) && seqLE(end, st.next):
 		e.stats.Retransmits++
@@ -355,6 +362,7 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 				}
 			}
 			st.line.reset()
+			f.dirty = true
 		}
 	}
 	st.next = s
@@ -365,6 +373,7 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 			f.closed = true
 		}
 	}
+	e.saveState(f)
 }
 
 // emit sends the packet p (of direction d, tagged tag) with its sequence

@@ -66,6 +66,7 @@ type stream struct {
 	ackSeen bool
 	synced  bool
 	fin     bool
+	resync  bool // restored from a StateStore: see Engine.resync
 	line    lineState
 	nheld   int
 	held    [maxHeldCap]heldPkt
@@ -91,6 +92,8 @@ type flow struct {
 	epsvAll     bool // EPSV ALL seen (64)
 	inHeldList  bool
 	lenChanged  bool // the Mapper was told of a length change
+	dirty       bool // a line completed since the state was last saved
+	saved       bool // the StateStore holds a state of this flow
 }
 
 func (f *flow) resetSession() {

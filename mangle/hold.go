@@ -188,6 +188,7 @@ func (e *Engine) Expire(now time.Time, holdTimeout time.Duration, res *Result) {
 		}
 		idle := now.Sub(f.last)
 		if idle > e.cfg.IdleTimeout || f.closed && idle > 2*time.Minute {
+			e.forgetState(f)
 			e.dropFlow(f)
 		}
 	}

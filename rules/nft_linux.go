@@ -141,6 +141,7 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 			})
 		}
 		if f == p.family {
+			set := p.addShiftedSet(conn, t)
 			for _, cp := range p.chains {
 				hk := nftables.ChainHookPrerouting
 				if cp.hook == hookPostrouting {
@@ -154,6 +155,9 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 					Priority: nftables.ChainPriorityRef(nftables.ChainPriority(cp.priority)),
 					Policy:   &accept,
 				})
+				if set != nil {
+					conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: p.shiftedExprs(set, native)})
+				}
 				// TCP header offsets of the destination and source ports, in
 				// the order Render prints the rules.
 				for _, off := range []uint32{2, 0} {

@@ -118,8 +118,9 @@ func TestInstallChoosesQueueExpression(t *testing.T) {
 		want := []string{
 			"newtable ip t", "deltable ip t", "newtable ip6 t", "deltable ip6 t",
 			"newtable ip t",
-			"newchain", rule, rule,
-			"newchain", rule, rule,
+			"newset", // the shifted connections, queued without bypass first
+			"newchain", rule, rule, rule,
+			"newchain", rule, rule, rule,
 		}
 		if diff := cmp.Diff(want, summary(k.batches[1])); diff != "" {
 			t.Errorf("hasQueue=%v: ruleset batch (-want +got):\n%s", hasQueue, diff)
@@ -131,10 +132,18 @@ func TestInstallChoosesQueueExpression(t *testing.T) {
 			info = binary.NativeEndian.AppendUint16(info, 3)
 			info = binary.NativeEndian.AppendUint16(info, 1)
 			info = binary.NativeEndian.AppendUint16(info, 0)
+			// The rule of shifted connections: flags 0, never bypass.
+			shifted := bytes.Clone(info)
+			binary.NativeEndian.PutUint16(shifted[4:], 0)
+			n := 0
 			for _, m := range k.batches[1] {
-				if msgType(m) == unix.NFT_MSG_NEWRULE && !bytes.Contains(m.Data, info) {
-					t.Errorf("rule lacks xt_NFQ_info_v3 % x", info)
+				if msgType(m) != unix.NFT_MSG_NEWRULE {
+					continue
 				}
+				if n%3 == 0 && !bytes.Contains(m.Data, shifted) || n%3 != 0 && !bytes.Contains(m.Data, info) {
+					t.Errorf("rule %d lacks its xt_NFQ_info_v3", n)
+				}
+				n++
 			}
 		}
 	}

@@ -71,6 +71,12 @@ func (p *plan) render() string {
 			w("\t}\n\n")
 		}
 		if f == p.family {
+			if p.shifted() {
+				for _, line := range p.shiftedDecl() {
+					w("\t%s\n", line)
+				}
+				w("\n")
+			}
 			for i, c := range p.chains {
 				if i > 0 {
 					w("\n")
@@ -80,6 +86,9 @@ func (p *plan) render() string {
 				}
 				w("\tchain %s {\n", c.name)
 				w("\t\ttype filter hook %s priority %s; policy accept;\n", c.hook, priorityText(c.priority))
+				if p.shifted() {
+					w("\t\t%s\n", p.shiftedRule())
+				}
 				for _, dir := range []string{"dport", "sport"} {
 					w("\t\ttcp %s %s counter %s\n", dir, p.portsText(), p.queueText())
 				}

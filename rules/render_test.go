@@ -79,14 +79,20 @@ func TestRenderShape(t *testing.T) {
 			name: "jool ipv6 bypass queues",
 			cfg:  Config{Translator: Jool, Leg: LegIPv6, Queues: 4, QueueNum: 10, Bypass: true, Ports: []uint16{21, 21}},
 			want: `table ip6 ftpalg {
+	set shifted {
+		type ipv6_addr . inet_service . ipv6_addr . inet_service
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority raw; policy accept;
+		ip6 saddr . tcp sport . ip6 daddr . tcp dport @shifted counter queue num 10-13
 		tcp dport 21 counter queue num 10-13 bypass
 		tcp sport 21 counter queue num 10-13 bypass
 	}
 
 	chain postrouting {
 		type filter hook postrouting priority 300; policy accept;
+		ip6 saddr . tcp sport . ip6 daddr . tcp dport @shifted counter queue num 10-13
 		tcp dport 21 counter queue num 10-13 bypass
 		tcp sport 21 counter queue num 10-13 bypass
 	}

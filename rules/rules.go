@@ -62,6 +62,10 @@ type Config struct {
 	// asking for them is an error.
 	Helper bool
 
+	// Shifted are control connections Install puts in the set of shifted
+	// connections (shifted.go; only with Bypass).
+	Shifted []Conn
+
 	// NetNS, if not zero, is an open file descriptor of the network
 	// namespace that Install and Remove work in; zero means the
 	// namespace of the calling thread. Render ignores it.
@@ -139,6 +143,7 @@ type plan struct {
 	queues     uint16
 	bypass     bool
 	helper     bool // attach the FTP conntrack helper, in both families
+	preload    []Conn
 	chains     []chainPlan
 }
 
@@ -236,6 +241,7 @@ func newPlan(cfg *Config) (*plan, error) {
 		queues:     cfg.Queues,
 		bypass:     cfg.Bypass,
 		helper:     cfg.Helper,
+		preload:    cfg.Shifted,
 	}
 	switch p.translator {
 	case Tayga, Jool:

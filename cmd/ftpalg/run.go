@@ -48,6 +48,8 @@ type runConfig struct {
 	LogFormat    string
 	StatusSocket string
 	MetricsAddr  string
+	StateDir     string
+	KeepRules    string
 }
 
 const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [flags]
@@ -62,6 +64,10 @@ Flags:
 
 // defaultStatusSocket is where "ftpalg status" finds the daemon.
 const defaultStatusSocket = "/run/ftpalg.sock"
+
+// defaultStateDir is where the daemon keeps the state of shifted control
+// connections (tmpfs on systemd machines).
+const defaultStateDir = "/run/ftpalg/flows"
 
 func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl := flag.NewFlagSet("ftpalg run", flag.ContinueOnError)
@@ -117,6 +123,8 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	})
 	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fl.StringVar(&cfg.StatusSocket, "status-socket", defaultStatusSocket, "unix socket `path` that 'ftpalg status' reads (empty: none)")
+	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "`directory` (on tmpfs) where the state of shifted control connections is kept for a restarted\ndaemon to resume them (docs/STATE.md; empty: none, a restart breaks them)")
+	fl.StringVar(&cfg.KeepRules, "keep-rules", "auto", "on exit keep the rules: auto (while shifted connections are open, so that they wait\nfor the next daemon), yes or no")
 	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
 	return fl
 }
@@ -157,6 +165,9 @@ func (c *runConfig) check() error {
 	}
 	if c.HoldTimeout <= 0 {
 		return fmt.Errorf("--hold-timeout %v: want a positive duration", c.HoldTimeout)
+	}
+	if c.KeepRules != "auto" && c.KeepRules != "yes" && c.KeepRules != "no" {
+		return fmt.Errorf("--keep-rules %q: want auto, yes or no", c.KeepRules)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
@@ -264,13 +275,32 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		queues = append(queues, q)
 	}
 
+	// The state of the connections an earlier daemon shifted: the engines
+	// resume them, the rules keep them fail-closed.
+	rc := cfg.rules()
+	var jn *journal
+	if cfg.StateDir != "" {
+		var conns []rules.Conn
+		jn, conns, err = openJournal(cfg.StateDir, 2*time.Hour, log)
+		if err != nil {
+			return err
+		}
+		rc.Shifted = conns
+		if len(conns) > 0 {
+			log.Info("resuming shifted control connections of an earlier daemon", "count", len(conns), "state_dir", cfg.StateDir)
+		}
+	}
 	handlers := make([]*engineHandler, len(queues))
 	for i, q := range queues {
-		handlers[i] = newEngineHandler(q.Num(), &mangle.Config{
+		mc := &mangle.Config{
 			Mapper:      mapper,
 			Strict:      cfg.Strict,
 			ServerPorts: cfg.Ports,
-		}, cfg.HoldTimeout, log)
+		}
+		if jn != nil {
+			mc.State = jn
+		}
+		handlers[i] = newEngineHandler(q.Num(), mc, cfg.HoldTimeout, log)
 	}
 	started := time.Now()
 	getReport := func() statusReport { return report(cfg, started, queues, handlers) }
@@ -293,15 +323,28 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	}
 
 	// Rules last: nothing can fail after them but the loops themselves.
-	rc := cfg.rules()
+	// Install replaces a table an earlier daemon left, atomically, with
+	// its shifted connections in the new table's set.
+	keep := false
 	if !cfg.NoRules {
 		if err := rules.Install(rc); err != nil {
 			return err
+		}
+		if jn != nil {
+			if jn.set, err = rules.OpenShifted(rc); err != nil {
+				return err
+			}
+			defer jn.set.Close()
 		}
 		// The queues close first (below, after the loops end): between
 		// that and this, queued packets pass unchanged with the bypass
 		// flag (--fail-open) or are dropped.
 		defer func() {
+			if keep {
+				log.Info("rules kept for the next daemon: shifted connections wait for it (ftpalg rules remove removes them)",
+					"shifted", jn.open())
+				return
+			}
 			if rerr := rules.Remove(rc); rerr != nil {
 				log.Error("remove rules", "err", rerr)
 				if err == nil {
@@ -342,9 +385,20 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 			expireLoop(runCtx, log, mapper.expire, 5*time.Second)
 		}()
 	}
+	// Keep the rules when the next daemon must find the shifted
+	// connections waiting: then the packets the engines hold get no
+	// verdict (the kernel drops them as the queues close, TCP resends them
+	// to the next daemon) rather than going out with a line half-rewritten.
+	keepRules := func() bool {
+		return !cfg.NoRules && (cfg.KeepRules == "yes" || cfg.KeepRules == "auto" && jn != nil && jn.open() > 0)
+	}
+	for _, h := range handlers {
+		h.dropHeld = keepRules
+	}
 	wg.Wait()
-	// The loops gave every held packet its verdict; the kernel drops what
-	// is still queued when a queue closes.
+	keep = keepRules()
+	// The loops gave every held packet its verdict (unless dropHeld); the
+	// kernel drops what is still queued when a queue closes.
 	closeQueues()
 
 	sum := report(cfg, started, queues, handlers).total()
@@ -403,6 +457,8 @@ type engineHandler struct {
 	mu    sync.Mutex
 	stats mangle.Stats // copied from the engine at every Tick
 	flows int
+
+	dropHeld func() bool // at Close, leave held packets without a verdict (nil: never)
 }
 
 func newEngineHandler(queue uint16, cfg *mangle.Config, hold time.Duration, log *slog.Logger) *engineHandler {
@@ -427,6 +483,10 @@ func (h *engineHandler) Tick(now time.Time, v *nfq.Verdicts) {
 }
 
 func (h *engineHandler) Close(v *nfq.Verdicts) {
+	if h.dropHeld != nil && h.dropHeld() {
+		h.snapshot()
+		return
+	}
 	h.eng.Flush(&h.res)
 	h.emit(v)
 	h.snapshot()

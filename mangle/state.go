@@ -53,18 +53,14 @@ const (
 	stFin
 )
 
-// needsState reports whether losing the flow's state would break it: its
-// numbers were shifted, or a reply still needs translating.
+// needsState reports whether the flow's state must be saved: every
+// translated session's is, from its first line on (docs/STATE.md, "Which
+// connections wait"). Not only a shifted one breaks without the engine: a
+// 46 client's PASV that passes untranslated while no daemon runs reaches
+// an IPv6 server as it is, and the transfer fails; waiting a restart out
+// is what the client can live with.
 func (f *flow) needsState() bool {
-	if f.saved || !f.s[0].hist.empty() || !f.s[1].hist.empty() || f.rep.recode {
-		return true
-	}
-	for i := 0; i < f.n; i++ {
-		if f.pending[(f.phead+i)%maxPending].kind.translated() {
-			return true
-		}
-	}
-	return false
+	return f.saved || f.translate && f.sess.Kind != KindNone
 }
 
 // saveState hands the flow's state to the store if a line completed since

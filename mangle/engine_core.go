@@ -239,6 +239,12 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 				f.push(pendingCmd{kind: cmdGreeting})
 			}
 		}
+		if !f.saved {
+			// From its SYN on, a translated session waits for the
+			// next daemon rather than pass untranslated (state.go).
+			f.dirty = true
+			e.saveState(f)
+		}
 	}
 	if !st.synced {
 		st.next = s
@@ -267,9 +273,6 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 		return
 	}
 
-	if st.resync {
-		e.resync(st, s)
-	}
 	switch {
 	case seqLT(s, st.next) && seqLE(end, st.next):
 		e.stats.Retransmits++
@@ -291,8 +294,9 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 		if st.nheld > 0 {
 			e.release(f, d, r, false, &s)
 		}
-		if st.line.started && seqLT(st.line.start, end) {
+		if st.line.started && seqLT(st.line.start, end) && !st.line.frozen {
 			st.line.frozen = true
+			e.frozen(f)
 		}
 		e.emit(f, d, tag, p, p.seq, true)
 	} else {

@@ -66,7 +66,6 @@ type stream struct {
 	ackSeen bool
 	synced  bool
 	fin     bool
-	resync  bool // restored from a StateStore: see Engine.resync
 	line    lineState
 	nheld   int
 	held    [maxHeldCap]heldPkt

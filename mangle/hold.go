@@ -162,7 +162,7 @@ func (e *Engine) Expire(now time.Time, holdTimeout time.Duration, res *Result) {
 	for _, f := range e.heldF {
 		for d := range f.s {
 			st := &f.s[d]
-			if st.nheld > 0 && oldest(st).Before(cut) {
+			if st.nheld > 0 && oldest(st).Before(e.holdCut(f, st, cut, now)) {
 				e.stats.HeldTimeout += uint64(st.nheld)
 				e.forceRelease(f, Dir(d))
 			}

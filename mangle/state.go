@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"net/netip"
+	"time"
 )
 
 // Persistent flow state (docs/STATE.md).
@@ -51,6 +52,8 @@ const (
 const (
 	stAckSeen = 1 << iota
 	stFin
+	stSynced
+	stMidLine
 )
 
 // needsState reports whether the flow's state must be saved: every
@@ -109,15 +112,30 @@ func (e *Engine) forgetState(f *flow) {
 	}
 }
 
-// resync lets a restored direction continue past bytes an earlier engine
-// passed on without the state recording them (the start of a line that was
-// sent unmodified): the rest of that line is consumed unparsed.
-func (e *Engine) resync(st *stream, s uint32) {
-	st.resync = false
-	if seqLT(st.next, s) && st.nheld == 0 {
-		st.next = s
-		st.line.reset()
-		st.line.started, st.line.start, st.line.skip = true, s, true
+// holeTimeout is how long a flow with saved state holds a segment beyond a
+// hole. Segments lost with a daemon leave such holes in the next one,
+// which TCP fills with a retransmission after its timeout (backed off
+// while no daemon ran); released early, the later segment would end the
+// session's translation (Engine.jump).
+const holeTimeout = 5 * time.Second
+
+// holdCut is the time before which a held packet of st times out.
+func (e *Engine) holdCut(f *flow, st *stream, cut, now time.Time) time.Time {
+	if !f.saved || st.nheld == 0 || st.held[0].parsed || !seqLT(st.next, st.held[0].seq) {
+		return cut
+	}
+	if c := now.Add(-holeTimeout); c.Before(cut) {
+		return c
+	}
+	return cut
+}
+
+// frozen saves the state when the start of a line went out unmodified
+// (see appendState), before the packet carrying it.
+func (e *Engine) frozen(f *flow) {
+	if f.saved {
+		f.dirty = true
+		e.saveState(f)
 	}
 }
 
@@ -169,11 +187,17 @@ func (f *flow) appendState(b []byte) []byte {
 	b = append(b, r.newCode[:]...)
 	for d := range f.s {
 		st := &f.s[d]
-		next := st.next
+		next, mid := st.next, false
 		if st.line.started {
-			// A line in progress is parsed again from its start: its
-			// held segments die with the engine and are retransmitted.
-			next = st.line.start
+			if st.line.frozen {
+				// Its start went out unmodified: the rest is consumed
+				// unparsed, as this engine would.
+				mid = true
+			} else {
+				// Held, or not yet sent: parsed again from its start,
+				// its segments die with the engine and are resent.
+				next = st.line.start
+			}
 		}
 		b = binary.BigEndian.AppendUint32(b, next)
 		b = binary.BigEndian.AppendUint32(b, st.acked)
@@ -183,6 +207,12 @@ func (f *flow) appendState(b []byte) []byte {
 		}
 		if st.fin {
 			sf |= stFin
+		}
+		if st.synced {
+			sf |= stSynced
+		}
+		if mid {
+			sf |= stMidLine
 		}
 		b = append(b, sf)
 		h := &st.hist
@@ -268,7 +298,10 @@ func (f *flow) decodeState(b []byte) bool {
 		st.next, st.acked = r.u32(), r.u32()
 		sf := r.u8()
 		st.ackSeen, st.fin = sf&stAckSeen != 0, sf&stFin != 0
-		st.synced, st.resync = true, true
+		st.synced = sf&stSynced != 0
+		if sf&stMidLine != 0 {
+			st.line.started, st.line.start, st.line.skip = true, st.next, true
+		}
 		h := &st.hist
 		h.base = r.u32()
 		h.n = int(r.u8())
@@ -295,8 +328,9 @@ func (f *flow) decodeState(b []byte) bool {
 		st, gs := &f.s[d], &g.s[d]
 		st.hist = gs.hist
 		st.next, st.acked, st.ackSeen, st.fin = gs.next, gs.acked, gs.ackSeen, gs.fin
-		st.synced, st.resync = true, true
+		st.synced = gs.synced
 		st.line.reset()
+		st.line.started, st.line.start, st.line.skip = gs.line.started, gs.line.start, gs.line.skip
 	}
 	return true
 }

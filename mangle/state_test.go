@@ -2,6 +2,7 @@ package mangle
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -50,10 +51,10 @@ func TestStateRestart46(t *testing.T) {
 			m := &fakeMapper{sess: sess46, ok: true, ports: map[uint16]uint16{}}
 			s := newSimMapper(t, m, false, &Config{State: st})
 			s.handshake()
-			s.send(ToClient, "220 ready\r\n")
 			if len(st.m) != 1 {
-				t.Fatalf("%d states saved after the greeting, want 1: a translated session waits for the next daemon", len(st.m))
+				t.Fatalf("%d states saved after the handshake, want 1: a translated session waits for the next daemon", len(st.m))
 			}
+			s.send(ToClient, "220 ready\r\n")
 			s.send(ToServer, "PASV\r\n")
 			sv := s.ends[ToClient]
 			seq := sv.sndNxt
@@ -140,6 +141,26 @@ func TestStateRestartMidLine(t *testing.T) {
 	s.done()
 }
 
+// A daemon lost between the handshake and the greeting: the new engine
+// knows the greeting is a reply to no command and goes on.
+func TestStateRestartBeforeGreeting(t *testing.T) {
+	st := newMemStore()
+	m := &fakeMapper{sess: sess46, ok: true, ports: map[uint16]uint16{}}
+	s := newSimMapper(t, m, false, &Config{State: st})
+	s.handshake()
+	s.restart(st)
+	s.send(ToClient, "220 ready\r\n")
+	s.send(ToServer, "PASV\r\n")
+	s.send(ToClient, "229 Entering Extended Passive Mode (|||50000|)\r\n")
+	if diff := cmp.Diff(lines("220 ready", "227 Entering Passive Mode (100,1,1,10,195,80)"), s.got(ToClient)); diff != "" {
+		t.Errorf("client got (-want +got):\n%s", diff)
+	}
+	if st := s.e.Stats(); st.Restored != 1 || st.Desync != 0 {
+		t.Errorf("Restored %d, Desync %d; want 1, 0", st.Restored, st.Desync)
+	}
+	s.done()
+}
+
 // A new connection reusing the key of a saved one starts afresh and drops
 // the stale state.
 func TestStateSYNDropsStale(t *testing.T) {
@@ -149,12 +170,21 @@ func TestStateSYNDropsStale(t *testing.T) {
 	s.handshake()
 	s.send(ToClient, "220 ready\r\n")
 	s.send(ToServer, "PASV\r\n")
+	var stale []byte
+	for _, b := range st.m {
+		stale = b
+	}
 	s.restart(st)
 	s.ends[ToServer].sndNxt += 100000
 	s.ends[ToClient].synced, s.ends[ToServer].synced = false, false
 	s.handshake()
-	if len(st.m) != 0 {
-		t.Errorf("stale state kept after a new SYN")
+	if len(st.m) != 1 {
+		t.Errorf("%d states after a new SYN, want the new connection's", len(st.m))
+	}
+	for _, b := range st.m {
+		if string(b) == string(stale) {
+			t.Errorf("stale state kept after a new SYN")
+		}
 	}
 	s.send(ToClient, "220 ready\r\n")
 	s.send(ToServer, "PASV\r\n")
@@ -200,4 +230,63 @@ func FuzzDecodeState(f *testing.F) {
 		var g flow
 		g.decodeState(b)
 	})
+}
+
+// Replies lost while no daemon ran come back in any order (a tail loss
+// probe resends the last segment first): the new engine holds the later
+// one until the hole is filled and parses both, so the command queue
+// stays in step and the next passive reply is translated.
+func TestStateRestartLastSegmentFirst(t *testing.T) {
+	st := newMemStore()
+	m := &fakeMapper{sess: sess46, ok: true, ports: map[uint16]uint16{}}
+	s := newSimMapper(t, m, false, &Config{State: st})
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	s.send(ToServer, "PASV\r\n")
+	s.send(ToClient, "229 Entering Extended Passive Mode (|||50000|)\r\n")
+	s.send(ToServer, "RETR f\r\n")
+	s.restart(st)
+	sv := s.ends[ToClient]
+	first, second := "150 Opening\r\n", "226 Done\r\n"
+	seq := sv.sndNxt
+	sv.sndNxt += uint32(len(first) + len(second))
+	s.inject(ToClient, s.build(ToClient, seq+uint32(len(first)), tcpACK|0x08, []byte(second)))
+	s.inject(ToClient, s.build(ToClient, seq, tcpACK|0x08, []byte(first)))
+	s.send(ToServer, "PASV\r\n")
+	s.send(ToClient, "229 Entering Extended Passive Mode (|||50001|)\r\n")
+	want := lines("220 ready", "227 Entering Passive Mode (100,1,1,10,195,80)", "150 Opening", "226 Done",
+		"227 Entering Passive Mode (100,1,1,10,195,81)")
+	if diff := cmp.Diff(want, s.got(ToClient)); diff != "" {
+		t.Errorf("client got (-want +got):\n%s", diff)
+	}
+	s.done()
+}
+
+// A hole left by a lost daemon is waited for longer than a line is held:
+// the retransmission that fills it comes after TCP's timeout.
+func TestStateRestartHoleWaits(t *testing.T) {
+	st := newMemStore()
+	m := &fakeMapper{sess: sess46, ok: true, ports: map[uint16]uint16{}}
+	s := newSimMapper(t, m, false, &Config{State: st})
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	s.send(ToServer, "RETR f\r\n")
+	s.restart(st)
+	sv := s.ends[ToClient]
+	first, second := "150 Opening\r\n", "226 Done\r\n"
+	seq := sv.sndNxt
+	sv.sndNxt += uint32(len(first) + len(second))
+	s.inject(ToClient, s.build(ToClient, seq+uint32(len(first)), tcpACK|0x08, []byte(second)))
+	s.expire(time.Second) // holds for 500 ms in the sim's terms: far past a line's hold
+	s.inject(ToClient, s.build(ToClient, seq, tcpACK|0x08, []byte(first)))
+	s.send(ToServer, "PASV\r\n")
+	s.send(ToClient, "229 Entering Extended Passive Mode (|||50001|)\r\n")
+	want := lines("220 ready", "150 Opening", "226 Done", "227 Entering Passive Mode (100,1,1,10,195,81)")
+	if diff := cmp.Diff(want, s.got(ToClient)); diff != "" {
+		t.Errorf("client got (-want +got):\n%s", diff)
+	}
+	if st := s.e.Stats(); st.HeldTimeout != 0 || st.Desync != 0 {
+		t.Errorf("HeldTimeout %d, Desync %d; want 0", st.HeldTimeout, st.Desync)
+	}
+	s.done()
 }

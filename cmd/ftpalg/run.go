@@ -268,7 +268,11 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	}
 	defer closeQueues() // on early returns; Close is idempotent
 	for i := range cfg.Queues {
-		q, err := nfq.Open(&nfq.Config{Queue: cfg.QueueNum + i, FailOpen: cfg.FailOpen})
+		// The queue's own fail-open (a full queue or socket accepts
+		// packets unchanged) would let a shifted connection's packets
+		// pass unshifted: with a state directory a full queue drops, and
+		// TCP resends (docs/STATE.md).
+		q, err := nfq.Open(&nfq.Config{Queue: cfg.QueueNum + i, FailOpen: cfg.FailOpen && cfg.StateDir == ""})
 		if err != nil {
 			return err
 		}
@@ -404,9 +408,11 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	sum := report(cfg, started, queues, handlers).total()
 	log.Info("ftpalg stopped", "uptime", time.Since(started).Round(time.Millisecond).String(),
 		"packets", sum.NFQ.Packets, "modified", sum.NFQ.Modified, "rewrites", sum.Engine.Rewrites,
-		"flows", sum.Engine.Flows, "held_timeout", sum.Engine.HeldTimeout,
+		"flows", sum.Engine.Flows, "restored", sum.Engine.Restored, "restore_failed", sum.Engine.RestoreFailed,
+		"desync", sum.Engine.Desync, "out_of_order", sum.Engine.OutOfOrder, "held", sum.Engine.Held,
+		"held_timeout", sum.Engine.HeldTimeout,
 		"map_failed", sum.Engine.MapFailed, "enobufs", sum.NFQ.ENOBUFS,
-		"verdict_errors", sum.NFQ.VerdictErrors)
+		"verdict_errors", sum.NFQ.VerdictErrors, "last_verdict_error", lastVerdictError(queues))
 	return errors.Join(errs...)
 }
 
@@ -481,6 +487,10 @@ func (h *engineHandler) Tick(now time.Time, v *nfq.Verdicts) {
 	h.emit(v)
 	h.snapshot()
 }
+
+// LeaveQueued tells the queue loop to leave what is still queued at
+// shutdown, under the same condition as Close leaves held packets.
+func (h *engineHandler) LeaveQueued() bool { return h.dropHeld != nil && h.dropHeld() }
 
 func (h *engineHandler) Close(v *nfq.Verdicts) {
 	if h.dropHeld != nil && h.dropHeld() {
@@ -610,4 +620,14 @@ func troubleCounters(queues []*nfq.Queue, hs []*engineHandler) map[string]uint64
 		}
 	}
 	return m
+}
+
+// lastVerdictError is the last verdict error of any queue ("" if none).
+func lastVerdictError(queues []*nfq.Queue) string {
+	for _, q := range queues {
+		if err := q.LastVerdictError(); err != nil {
+			return err.Error()
+		}
+	}
+	return ""
 }

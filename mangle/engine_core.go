@@ -375,6 +375,7 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 		st.fin = true
 		if f.s[1-d].fin {
 			f.closed = true
+			f.dirty = true // saved closed: not waited for (state.go)
 		}
 	}
 	e.saveState(f)

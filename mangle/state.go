@@ -153,6 +153,12 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 	return append(b, 0)
 }
 
+// StateClosed reports whether an encoded state (as a StateStore gets it)
+// is of a connection that was closed (FIN both ways, or RST).
+func StateClosed(b []byte) bool {
+	return len(b) > 5 && [4]byte(b[:4]) == stateMagic && b[5]&stClosed != 0
+}
+
 // appendState appends the encoded state of the flow to b.
 func (f *flow) appendState(b []byte) []byte {
 	start := len(b)

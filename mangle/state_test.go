@@ -290,3 +290,26 @@ func TestStateRestartHoleWaits(t *testing.T) {
 	}
 	s.done()
 }
+
+func TestStateClosed(t *testing.T) {
+	st := newMemStore()
+	m := &fakeMapper{sess: sess46, ok: true, ports: map[uint16]uint16{}}
+	s := newSimMapper(t, m, false, &Config{State: st})
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	var k FlowKey
+	for key, b := range st.m {
+		k = key
+		if StateClosed(b) {
+			t.Fatalf("open connection saved as closed")
+		}
+	}
+	c, sv := s.ends[ToServer], s.ends[ToClient]
+	s.inject(ToServer, s.build(ToServer, c.sndNxt, tcpACK|tcpFIN, nil))
+	c.sndNxt++
+	s.inject(ToClient, s.build(ToClient, sv.sndNxt, tcpACK|tcpFIN, nil))
+	sv.sndNxt++
+	if !StateClosed(st.m[k]) {
+		t.Errorf("connection closed both ways not saved as closed")
+	}
+}

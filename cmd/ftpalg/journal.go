@@ -35,8 +35,9 @@ type journal struct {
 	set *rules.Shifted // nil: no set (rules without bypass, or --no-rules)
 	log *slog.Logger
 
-	mu    sync.Mutex
-	known map[mangle.FlowKey]struct{}
+	mu     sync.Mutex
+	known  map[mangle.FlowKey]struct{}
+	closed map[mangle.FlowKey]struct{} // FIN both ways: kept for late retransmissions, but not waited for
 
 	saves, errs atomic.Uint64
 }
@@ -52,7 +53,7 @@ func openJournal(dir string, maxAge time.Duration, log *slog.Logger) (*journal, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("--state-dir: %w", err)
 	}
-	j := &journal{dir: dir, log: log, known: map[mangle.FlowKey]struct{}{}}
+	j := &journal{dir: dir, log: log, known: map[mangle.FlowKey]struct{}{}, closed: map[mangle.FlowKey]struct{}{}}
 	var conns []rules.Conn
 	for _, e := range ents {
 		c, ok := parseJournalName(e.Name())
@@ -94,6 +95,9 @@ func (j *journal) SaveFlow(k mangle.FlowKey, state []byte) {
 			j.fail("add to the set of shifted connections", k, err)
 		}
 		j.known[k] = struct{}{}
+	}
+	if mangle.StateClosed(state) {
+		j.closed[k] = struct{}{}
 	}
 	var buf [4 + mangle.MaxStateLen]byte
 	binary.BigEndian.PutUint32(buf[:], uint32(len(state)))
@@ -138,6 +142,7 @@ func (j *journal) DropFlow(k mangle.FlowKey) {
 		return
 	}
 	delete(j.known, k)
+	delete(j.closed, k)
 	if err := os.Remove(filepath.Join(j.dir, journalName(k))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		j.fail("remove state", k, err)
 	}
@@ -146,11 +151,12 @@ func (j *journal) DropFlow(k mangle.FlowKey) {
 	}
 }
 
-// open is the number of connections the journal holds.
+// open is the number of connections the journal holds that this daemon
+// did not see closed.
 func (j *journal) open() int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return len(j.known)
+	return len(j.known) - len(j.closed)
 }
 
 func (j *journal) fail(what string, k mangle.FlowKey, err error) {

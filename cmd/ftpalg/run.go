@@ -66,8 +66,23 @@ Flags:
 const defaultStatusSocket = "/run/ftpalg.sock"
 
 // defaultStateDir is where the daemon keeps the state of shifted control
-// connections (tmpfs on systemd machines).
-const defaultStateDir = "/run/ftpalg/flows"
+// connections (tmpfs on systemd machines): "auto" is a directory of the
+// daemon's network namespace, /run/ftpalg/netns-INODE, as daemons in
+// several namespaces of one host share /run and may see the same
+// addresses.
+const defaultStateDir = "auto"
+
+// stateDir resolves --state-dir.
+func stateDir(flag string) (string, error) {
+	if flag != "auto" {
+		return flag, nil
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/net", &st); err != nil {
+		return "", fmt.Errorf("--state-dir auto: %w", err)
+	}
+	return fmt.Sprintf("/run/ftpalg/netns-%d", st.Ino), nil
+}
 
 func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl := flag.NewFlagSet("ftpalg run", flag.ContinueOnError)
@@ -123,7 +138,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	})
 	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fl.StringVar(&cfg.StatusSocket, "status-socket", defaultStatusSocket, "unix socket `path` that 'ftpalg status' reads (empty: none)")
-	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "`directory` (on tmpfs) where the state of shifted control connections is kept for a restarted\ndaemon to resume them (docs/STATE.md; empty: none, a restart breaks them)")
+	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "`directory` (on tmpfs) where the state of translated control connections is kept for a restarted\ndaemon to resume them (docs/STATE.md; auto: /run/ftpalg/netns-INODE of this network namespace;\nempty: none, a restart breaks them)")
 	fl.StringVar(&cfg.KeepRules, "keep-rules", "auto", "on exit keep the rules: auto (while shifted connections are open, so that they wait\nfor the next daemon), yes or no")
 	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
 	return fl
@@ -285,13 +300,17 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	var jn *journal
 	if cfg.StateDir != "" {
 		var conns []rules.Conn
-		jn, conns, err = openJournal(cfg.StateDir, 2*time.Hour, log)
+		dir, err := stateDir(cfg.StateDir)
+		if err != nil {
+			return err
+		}
+		jn, conns, err = openJournal(dir, 2*time.Hour, log)
 		if err != nil {
 			return err
 		}
 		rc.Shifted = conns
 		if len(conns) > 0 {
-			log.Info("resuming shifted control connections of an earlier daemon", "count", len(conns), "state_dir", cfg.StateDir)
+			log.Info("resuming shifted control connections of an earlier daemon", "count", len(conns), "state_dir", dir)
 		}
 	}
 	handlers := make([]*engineHandler, len(queues))

@@ -35,7 +35,7 @@ func TestParseRunFlags(t *testing.T) {
 	defaults := runConfig{
 		TaygaConf: "t.conf", Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
 		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock",
-		StateDir: "/run/ftpalg/flows", KeepRules: "auto",
+		StateDir: "auto", KeepRules: "auto",
 	}
 	with := func(f func(c *runConfig)) *runConfig {
 		c := defaults
@@ -57,7 +57,7 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg.sock", StateDir: "/run/ftpalg/flows", KeepRules: "auto"}},
+			StatusSocket: "/run/ftpalg.sock", StateDir: "auto", KeepRules: "auto"}},
 		{args: "--tayga-conf t.conf --state-dir= --keep-rules no", want: with(func(c *runConfig) { c.StateDir, c.KeepRules = "", "no" })},
 		{args: "--tayga-conf a --keep-rules maybe", wantErr: `--keep-rules "maybe"`},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},

@@ -289,7 +289,8 @@ func (l *lab) startDaemon(t *testing.T, name string) *daemon {
 	}
 	defer f.Close()
 	cmd := exec.Command("ip", "netns", "exec", l.ns("nat"), l.bin, "run",
-		"--tayga-conf", filepath.Join(l.dir, "tayga.conf"), "--log-level", "debug")
+		"--tayga-conf", filepath.Join(l.dir, "tayga.conf"), "--log-level", "debug",
+		"--state-dir", filepath.Join(l.dir, "state-"+name))
 	cmd.Stdout = f
 	cmd.Stderr = f
 	if err := cmd.Start(); err != nil {

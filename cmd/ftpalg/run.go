@@ -72,18 +72,6 @@ const defaultStatusSocket = "/run/ftpalg.sock"
 // addresses.
 const defaultStateDir = "auto"
 
-// stateDir resolves --state-dir.
-func stateDir(flag string) (string, error) {
-	if flag != "auto" {
-		return flag, nil
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat("/proc/self/ns/net", &st); err != nil {
-		return "", fmt.Errorf("--state-dir auto: %w", err)
-	}
-	return fmt.Sprintf("/run/ftpalg/netns-%d", st.Ino), nil
-}
-
 func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl := flag.NewFlagSet("ftpalg run", flag.ContinueOnError)
 	fl.SetOutput(stderr)

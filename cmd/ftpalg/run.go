@@ -296,6 +296,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		if err != nil {
 			return err
 		}
+		defer jn.Close()
 		rc.Shifted = conns
 		if len(conns) > 0 {
 			log.Info("resuming shifted control connections of an earlier daemon", "count", len(conns), "state_dir", dir)

@@ -26,7 +26,7 @@ import (
 )
 
 // fwLab is c4 -- nat (Tayga, a default-drop forward firewall) -- s6, the
-// 46 direction of LAB.md, in namespaces of its own.
+// 46 direction of the test lab (test/README.md), in namespaces of its own.
 type fwLab struct {
 	t           *testing.T
 	c4, nat, s6 string

@@ -76,7 +76,7 @@ func TestTaygaChildProcess(t *testing.T) {
 	<-hold
 }
 
-// labNet is c6 -- nat (Tayga) -- s4 (LAB.md) in namespaces of its own.
+// labNet is c6 -- nat (Tayga) -- s4 (as test/README.md's lab) in namespaces of its own.
 type labNet struct {
 	t        *testing.T
 	nat, c6  string

@@ -46,7 +46,7 @@ func (d Dir) String() string {
 // Session describes a translated control connection: its kind and the
 // addresses of both ends as each side of the translator knows them.
 //
-// Names follow PROTOCOL.md. In a 46 session Client4 is the IPv4 client C4,
+// Names follow docs/PROTOCOL.md. In a 46 session Client4 is the IPv4 client C4,
 // Client6 the address the IPv6 server sees for it (Pref::C4), Server6 the
 // IPv6 server S6 and Server4 the IPv4 address the client dialled (S4). In a
 // 64 session Client6 is the IPv6 client C6, Client4 the IPv4 address the

@@ -93,12 +93,6 @@ type flow struct {
 	lenChanged  bool // the Mapper was told of a length change
 }
 
-func (f *flow) resetSession() {
-	f.phead, f.n = 0, 0
-	f.rep = replyState{}
-	f.desync, f.transparent, f.disabled, f.epsvAll = false, false, false, false
-}
-
 func (f *flow) push(c pendingCmd) {
 	if f.n == maxPending {
 		f.desync = true

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpalg/ftpalg/internal/testenv"
 	"github.com/ftpalg/ftpalg/mangle"
 	"github.com/ftpalg/ftpalg/mangle/tayga"
 )
@@ -87,16 +88,6 @@ type labNet struct {
 	taygaLog *strings.Builder
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root")
-	}
-}
-
 // needTayga finds the tayga binary, installing Debian's package if it is
 // missing and we may (root).
 func needTayga(t *testing.T) string {
@@ -109,10 +100,7 @@ func needTayga(t *testing.T) string {
 	}
 	p, err := exec.LookPath("tayga")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("tayga not installed and apt-get install tayga failed")
-		}
-		t.Skip("tayga not installed")
+		testenv.SkipOrFail(t, "tayga not installed and apt-get install tayga failed")
 	}
 	return p
 }
@@ -266,7 +254,7 @@ func nsFD(t *testing.T, ns string) int {
 }
 
 func TestIntegrationTaygaConntrack(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip")
 	taygaBin := needTayga(t)
 	l := newLabNet(t, taygaBin)
 

@@ -247,7 +247,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 
 	// Queues first: a second daemon stops here, before it touches the
 	// first one's rules.
-	queues := make([]*nfq.Queue, 0, cfg.Queues)
+	queues, err := openQueues(cfg)
 	closeQueues := func() {
 		for _, q := range queues {
 			if cerr := q.Close(); cerr != nil {
@@ -256,12 +256,8 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		}
 	}
 	defer closeQueues() // on early returns; Close is idempotent
-	for i := range cfg.Queues {
-		q, err := nfq.Open(&nfq.Config{Queue: cfg.QueueNum + i, FailOpen: cfg.FailOpen})
-		if err != nil {
-			return err
-		}
-		queues = append(queues, q)
+	if err != nil {
+		return err
 	}
 
 	handlers := make([]*engineHandler, len(queues))
@@ -274,23 +270,11 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	}
 	started := time.Now()
 	getReport := func() statusReport { return report(cfg, started, queues, handlers) }
-	if cfg.StatusSocket != "" {
-		// Only a window on the daemon: translating matters more. Daemons
-		// in several namespaces of one host share /run, for one.
-		if status, err := listenStatus(cfg.StatusSocket, log); err != nil {
-			log.Warn("no status socket: 'ftpalg status' cannot reach this daemon (see --status-socket)", "err", err)
-		} else {
-			defer status.Close()
-			status.serve(getReport)
-		}
+	stopServers, err := serveReports(cfg, log, getReport)
+	if err != nil {
+		return err
 	}
-	if cfg.MetricsAddr != "" {
-		ms, err := listenMetrics(cfg.MetricsAddr, log, getReport)
-		if err != nil {
-			return err
-		}
-		defer ms.Close()
-	}
+	defer stopServers()
 
 	// Rules last: nothing can fail after them but the loops themselves.
 	rc := cfg.rules()
@@ -315,7 +299,68 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules,
 		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket, "metrics_addr", cfg.MetricsAddr)
 
-	// One loop per queue; the first to fail stops the others.
+	loopErr := runLoops(ctx, log, queues, handlers, mapper.expire)
+	// The loops gave every held packet its verdict; the kernel drops what
+	// is still queued when a queue closes.
+	closeQueues()
+
+	sum := report(cfg, started, queues, handlers).total()
+	log.Info("ftpalg stopped", "uptime", time.Since(started).Round(time.Millisecond).String(),
+		"packets", sum.NFQ.Packets, "modified", sum.NFQ.Modified, "rewrites", sum.Engine.Rewrites,
+		"flows", sum.Engine.Flows, "held_timeout", sum.Engine.HeldTimeout,
+		"map_failed", sum.Engine.MapFailed, "enobufs", sum.NFQ.ENOBUFS,
+		"verdict_errors", sum.NFQ.VerdictErrors)
+	return loopErr
+}
+
+// openQueues binds the configured queues. On an error it returns those
+// already bound, for the caller to close.
+func openQueues(cfg *runConfig) ([]*nfq.Queue, error) {
+	queues := make([]*nfq.Queue, 0, cfg.Queues)
+	for i := range cfg.Queues {
+		q, err := nfq.Open(&nfq.Config{Queue: cfg.QueueNum + i, FailOpen: cfg.FailOpen})
+		if err != nil {
+			return queues, err
+		}
+		queues = append(queues, q)
+	}
+	return queues, nil
+}
+
+// serveReports starts the status socket and the metrics listener that
+// cfg asks for; stop closes them.
+func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport) (stop func(), err error) {
+	var closers []func() error
+	stop = func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	if cfg.StatusSocket != "" {
+		// Only a window on the daemon: translating matters more. Daemons
+		// in several namespaces of one host share /run, for one.
+		if status, err := listenStatus(cfg.StatusSocket, log); err != nil {
+			log.Warn("no status socket: 'ftpalg status' cannot reach this daemon (see --status-socket)", "err", err)
+		} else {
+			closers = append(closers, status.Close)
+			status.serve(get)
+		}
+	}
+	if cfg.MetricsAddr != "" {
+		ms, err := listenMetrics(cfg.MetricsAddr, log, get)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		closers = append(closers, ms.Close)
+	}
+	return stop, nil
+}
+
+// runLoops runs one loop per queue, the warning loop and, if expire is
+// not nil, the mapper's expiry loop, until ctx is done or a queue's loop
+// fails (the first to fail stops the others).
+func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handlers []*engineHandler, expire func(time.Time) error) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -335,24 +380,14 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		defer wg.Done()
 		warnLoop(runCtx, log, queues, handlers, 10*time.Second)
 	}()
-	if mapper.expire != nil {
+	if expire != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			expireLoop(runCtx, log, mapper.expire, 5*time.Second)
+			expireLoop(runCtx, log, expire, 5*time.Second)
 		}()
 	}
 	wg.Wait()
-	// The loops gave every held packet its verdict; the kernel drops what
-	// is still queued when a queue closes.
-	closeQueues()
-
-	sum := report(cfg, started, queues, handlers).total()
-	log.Info("ftpalg stopped", "uptime", time.Since(started).Round(time.Millisecond).String(),
-		"packets", sum.NFQ.Packets, "modified", sum.NFQ.Modified, "rewrites", sum.Engine.Rewrites,
-		"flows", sum.Engine.Flows, "held_timeout", sum.Engine.HeldTimeout,
-		"map_failed", sum.Engine.MapFailed, "enobufs", sum.NFQ.ENOBUFS,
-		"verdict_errors", sum.NFQ.VerdictErrors)
 	return errors.Join(errs...)
 }
 

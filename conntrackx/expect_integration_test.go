@@ -14,11 +14,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ftpalg/ftpalg/internal/testenv"
 	"github.com/ftpalg/ftpalg/rules"
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
@@ -26,7 +26,7 @@ import (
 )
 
 // fwLab is c4 -- nat (Tayga, a default-drop forward firewall) -- s6, the
-// 46 direction of LAB.md, in namespaces of its own.
+// 46 direction of the test lab (test/README.md), in namespaces of its own.
 type fwLab struct {
 	t           *testing.T
 	c4, nat, s6 string
@@ -131,27 +131,10 @@ func newFwLab(t *testing.T, tayga string) *fwLab {
 	return l
 }
 
-// inNS runs f on a fresh OS thread inside the namespace fd. The thread is
-// never unlocked, so it exits with the goroutine rather than return to
-// the scheduler inside the namespace. Sockets f opens stay in that
-// namespace and can be used from any goroutine.
-func inNS(fd int, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
-
 func (l *fwLab) listen(t *testing.T, ns string, ap netip.AddrPort) net.Listener {
 	t.Helper()
 	var ln net.Listener
-	if err := inNS(l.fd[ns], func() (err error) {
+	if err := <-testenv.Go(l.fd[ns], func() (err error) {
 		ln, err = net.Listen("tcp", ap.String())
 		return err
 	}); err != nil {
@@ -163,7 +146,7 @@ func (l *fwLab) listen(t *testing.T, ns string, ap netip.AddrPort) net.Listener 
 
 func (l *fwLab) dial(ns string, from netip.Addr, to netip.AddrPort, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
-	err := inNS(l.fd[ns], func() (err error) {
+	err := <-testenv.Go(l.fd[ns], func() (err error) {
 		d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: from.AsSlice()}}
 		c, err = d.Dial("tcp", to.String())
 		return err
@@ -301,7 +284,7 @@ const ftp4 = `table ip ftpx_ftp4 {
 // pass unchanged; the test sends the text the IPv6 leg would carry, and
 // creates the IPv4 leg's expectations as the daemon would.
 func TestIntegrationExpectTayga(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip")
 	tayga := needTayga(t)
 	if _, err := exec.LookPath("nft"); err != nil {
 		if os.Getenv("CI") != "" {

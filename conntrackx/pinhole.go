@@ -167,7 +167,8 @@ func pinholeFor(req mangle.DataRequest, ep netip.AddrPort) (e Expectation, ok bo
 	}
 	// In active modes the target is the client itself; in passive 64 a
 	// 227 may name another address, but the data connection still goes
-	// to the server (PROTOCOL.md), so only active modes are checked.
+	// to the server (docs/PROTOCOL.md P46-6, P64-5), so only active modes
+	// are checked.
 	if named.IsValid() && (req.Mode == mangle.Active46 || req.Mode == mangle.Active64) && named != client.Addr().Unmap() {
 		return e, false
 	}

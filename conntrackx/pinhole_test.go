@@ -53,7 +53,7 @@ func (f *fakeExpecter) Create(e Expectation) error {
 
 var ap = netip.MustParseAddrPort
 
-// The lab's names (PROTOCOL.md): C4 192.0.2.2, S4 203.0.113.10, S6
+// The names of docs/PROTOCOL.md: C4 192.0.2.2, S4 203.0.113.10, S6
 // 2001:db8:6::10, Pref 2001:db8:64::/96, so Pref::C4 2001:db8:64::c000:202;
 // in 64 sessions C6 2001:db8:6::2, C4' 198.51.100.7, Pref::S4
 // 2001:db8:64::cb00:710a. Ports: control 40000 -> 21, data 50000 (Tayga

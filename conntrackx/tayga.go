@@ -72,12 +72,6 @@ type TaygaConntrack struct {
 
 var _ tayga.DynamicResolver = (*TaygaConntrack)(nil)
 
-// NewTaygaConntrack opens a conntrack socket in the current network
-// namespace for a Tayga using prefix.
-func NewTaygaConntrack(prefix netip.Prefix) (*TaygaConntrack, error) {
-	return DialTaygaConntrack(&TaygaConntrackConfig{Prefix: prefix})
-}
-
 // DialTaygaConntrack opens a conntrack socket as cfg says.
 func DialTaygaConntrack(cfg *TaygaConntrackConfig) (*TaygaConntrack, error) {
 	if cfg == nil || !cfg.Prefix.IsValid() {

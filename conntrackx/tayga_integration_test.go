@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpalg/ftpalg/internal/testenv"
 	"github.com/ftpalg/ftpalg/mangle"
 	"github.com/ftpalg/ftpalg/mangle/tayga"
 )
@@ -76,7 +77,7 @@ func TestTaygaChildProcess(t *testing.T) {
 	<-hold
 }
 
-// labNet is c6 -- nat (Tayga) -- s4 (LAB.md) in namespaces of its own.
+// labNet is c6 -- nat (Tayga) -- s4 (as test/README.md's lab) in namespaces of its own.
 type labNet struct {
 	t        *testing.T
 	nat, c6  string
@@ -85,16 +86,6 @@ type labNet struct {
 	procs    []*exec.Cmd
 	stdins   []io.Closer
 	taygaLog *strings.Builder
-}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root")
-	}
 }
 
 // needTayga finds the tayga binary, installing Debian's package if it is
@@ -109,10 +100,7 @@ func needTayga(t *testing.T) string {
 	}
 	p, err := exec.LookPath("tayga")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("tayga not installed and apt-get install tayga failed")
-		}
-		t.Skip("tayga not installed")
+		testenv.SkipOrFail(t, "tayga not installed and apt-get install tayga failed")
 	}
 	return p
 }
@@ -266,7 +254,7 @@ func nsFD(t *testing.T, ns string) int {
 }
 
 func TestIntegrationTaygaConntrack(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip")
 	taygaBin := needTayga(t)
 	l := newLabNet(t, taygaBin)
 

@@ -106,14 +106,6 @@ type FlowKey struct {
 	v6             bool
 }
 
-// MakeFlowKey builds a FlowKey from the client and server endpoints.
-func MakeFlowKey(client, server netip.AddrPort) FlowKey {
-	k := FlowKey{cport: client.Port(), sport: server.Port(), v6: client.Addr().Is6() && !client.Addr().Is4In6()}
-	k.client = client.Addr().As16()
-	k.server = server.Addr().As16()
-	return k
-}
-
 func (k FlowKey) addr(b [16]byte) netip.Addr {
 	a := netip.AddrFrom16(b)
 	if !k.v6 {

@@ -60,7 +60,7 @@ type exchange struct {
 	wantCmd, wantRep string // as received by the server and by the client
 }
 
-// One row per line of PROTOCOL.md.
+// The rows of docs/PROTOCOL.md (P46-n, P64-n), a case or more each.
 func TestProtocolTable(t *testing.T) {
 	ok227 := "227 Entering Passive Mode (198,51,100,10,7,208)"
 	tests := []struct {
@@ -173,7 +173,7 @@ type watchingMapper struct {
 }
 
 func (m *watchingMapper) LengthChanged(client, server netip.AddrPort) {
-	m.changed = append(m.changed, MakeFlowKey(client, server))
+	m.changed = append(m.changed, makeFlowKey(client, server))
 }
 
 // A Mapper that watches lengths hears of a flow once, at its first

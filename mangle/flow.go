@@ -11,18 +11,19 @@ const maxPending = 32
 // maxHeldCap is the hard bound on packets held per direction.
 const maxHeldCap = 16
 
-// cmdKind says what the reply to a command needs.
+// cmdKind says what the reply to a command needs (rows of
+// docs/PROTOCOL.md).
 type cmdKind uint8
 
 const (
 	cmdOther    cmdKind = iota // nothing
 	cmdGreeting                // the 220 greeting that opens a connection
-	cmdPASV46                  // PASV sent as EPSV 2: 229 -> 227
-	cmdEPSV46                  // EPSV (1) sent as EPSV 2: 229 port p6 -> p4
-	cmdEPSV64                  // EPSV (2) sent as PASV: 227 -> 229
-	cmdLPSV64                  // LPSV sent as PASV: 227 -> 228
-	cmdLocal                   // NOOP substituted: the reply becomes the ALG's own
-	cmdAUTH                    // AUTH: a 2xx/3xx reply makes the session transparent
+	cmdPASV46                  // PASV sent as EPSV 2: 229 -> 227 (P46-1)
+	cmdEPSV46                  // EPSV (1) sent as EPSV 2: 229 port p6 -> p4 (P46-2, P46-3)
+	cmdEPSV64                  // EPSV (2) sent as PASV: 227 -> 229 (P64-1)
+	cmdLPSV64                  // LPSV sent as PASV: 227 -> 228 (P64-10)
+	cmdLocal                   // NOOP substituted: the reply becomes the ALG's own (P64-2, P64-3, P64-6..9)
+	cmdAUTH                    // AUTH: a 2xx/3xx reply makes the session transparent (PB-1)
 )
 
 // translated reports whether a reply to the command may be rewritten.
@@ -93,12 +94,6 @@ type flow struct {
 	lenChanged  bool // the Mapper was told of a length change
 	dirty       bool // a line completed since the state was last saved
 	saved       bool // the StateStore holds a state of this flow
-}
-
-func (f *flow) resetSession() {
-	f.phead, f.n = 0, 0
-	f.rep = replyState{}
-	f.desync, f.transparent, f.disabled, f.epsvAll = false, false, false, false
 }
 
 func (f *flow) push(c pendingCmd) {

@@ -123,7 +123,7 @@ func FuzzStream(f *testing.F) {
 
 func flowKeyOf(s *sim) FlowKey {
 	c, sv := s.ends[ToServer].addr, s.ends[ToClient].addr
-	return MakeFlowKey(c, sv)
+	return makeFlowKey(c, sv)
 }
 
 // FuzzPacket feeds arbitrary bytes as a packet into an engine that follows

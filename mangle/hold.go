@@ -4,7 +4,8 @@ import (
 	"time"
 )
 
-// Holding packets (DESIGN.md: split and pipelined commands).
+// Holding packets: commands and replies split across segments, and
+// pipelined ones (RFC 6384 section 5: a command may straddle packets).
 //
 // A segment that ends inside a line the engine may rewrite cannot be sent
 // yet: its bytes' translation is unknown until the line ends. The engine

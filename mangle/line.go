@@ -14,7 +14,7 @@ import "bytes"
 // replace exactly the text bytes on the wire.
 
 // maxLine is the longest line the engine parses; a longer one passes
-// unchanged (PROTOCOL.md).
+// unchanged (docs/PROTOCOL.md PB-5).
 const maxLine = 1024
 
 const (

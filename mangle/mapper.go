@@ -46,7 +46,7 @@ func (d Dir) String() string {
 // Session describes a translated control connection: its kind and the
 // addresses of both ends as each side of the translator knows them.
 //
-// Names follow PROTOCOL.md. In a 46 session Client4 is the IPv4 client C4,
+// Names follow docs/PROTOCOL.md. In a 46 session Client4 is the IPv4 client C4,
 // Client6 the address the IPv6 server sees for it (Pref::C4), Server6 the
 // IPv6 server S6 and Server4 the IPv4 address the client dialled (S4). In a
 // 64 session Client6 is the IPv6 client C6, Client4 the IPv4 address the
@@ -62,21 +62,23 @@ type Session struct {
 	Server4, Server6 netip.Addr
 }
 
-// DataMode says which data-channel endpoint a rewrite needs.
+// DataMode says which data-channel endpoint a rewrite needs (the rows of
+// docs/PROTOCOL.md in brackets).
 type DataMode uint8
 
 const (
 	// Passive46: the IPv6 server announced S6:p6 in a 229 reply; the IPv4
-	// client must be told S4:p4 (always on Session.Server4).
+	// client must be told S4:p4 (always on Session.Server4). [P46-1, P46-2]
 	Passive46 DataMode = iota + 1
 	// Active46: the IPv4 client named C4:p in PORT/EPRT |1|; the IPv6 server
 	// must be told an IPv6 endpoint (Pref::C4:p through a stateless path).
+	// [P46-4, P46-5]
 	Active46
 	// Passive64: the IPv4 server announced S4:p in a 227 reply; the IPv6
-	// client must be told a port on Session.Server6.
+	// client must be told a port on Session.Server6. [P64-1, P64-10]
 	Passive64
 	// Active64: the IPv6 client named C6:p in EPRT |2|/LPRT; the IPv4 server
-	// must be told C4':p4 (always on Session.Client4).
+	// must be told C4':p4 (always on Session.Client4). [P64-4, P64-11]
 	Active64
 )
 

@@ -2,7 +2,6 @@ package mangle
 
 import (
 	"encoding/binary"
-	"net/netip"
 )
 
 // Offsets and sizes of the headers the engine reads and writes.
@@ -171,31 +170,8 @@ func (p *packet) decodeTCP(off int) decodeStatus {
 	return decodedTCP
 }
 
-func (p *packet) srcAddr() netip.Addr { return addrFrom(p.src, p.v6) }
-func (p *packet) dstAddr() netip.Addr { return addrFrom(p.dst, p.v6) }
-
-func addrFrom(a [16]byte, v6 bool) netip.Addr {
-	if v6 {
-		return netip.AddrFrom16(a)
-	}
-	return netip.AddrFrom4([4]byte(a[12:16]))
-}
-
 // data returns the TCP payload.
 func (p *packet) data() []byte { return p.b[p.payload:] }
-
-// seqLen is the sequence space the segment occupies: its payload plus one
-// for SYN and one for FIN.
-func (p *packet) seqLen() uint32 {
-	n := uint32(len(p.b) - p.payload)
-	if p.flags&tcpSYN != 0 {
-		n++
-	}
-	if p.flags&tcpFIN != 0 {
-		n++
-	}
-	return n
-}
 
 // Checksums: RFC 1071 (the Internet checksum), RFC 1624 (incremental
 // update), RFC 793/8200 section 8.1 (TCP pseudo-headers for IPv4/IPv6).
@@ -256,26 +232,4 @@ func setLengths(b []byte, v6 bool) {
 	} else {
 		binary.BigEndian.PutUint16(b[2:4], uint16(len(b)))
 	}
-}
-
-// checksumOK reports whether the packet's TCP checksum (and IPv4 header
-// checksum) verify. Used by tests and fuzz invariants.
-func checksumOK(b []byte) bool {
-	var p packet
-	if p.decode(b) != decodedTCP {
-		return false
-	}
-	b = p.b
-	var acc uint64
-	if p.v6 {
-		acc = sum(0, b[8:40])
-	} else {
-		if fold(sum(0, b[:p.tcp])) != 0xffff {
-			return false
-		}
-		acc = sum(0, b[12:20])
-	}
-	acc += uint64(protoTCP) + uint64(len(b)-p.tcp)
-	acc = sum(acc, b[p.tcp:])
-	return fold(acc) == 0xffff
 }

@@ -3,7 +3,6 @@ package mangle
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -303,15 +302,5 @@ func (s *sim) done() {
 
 // got returns what the endpoint of direction d received (as text).
 func (s *sim) got(d Dir) string { return string(s.ends[1-d].recv) }
-
-func (s *sim) reset() {
-	for _, p := range s.ends {
-		p.recv = p.recv[:0]
-	}
-}
-
-func (s *sim) String() string {
-	return fmt.Sprintf("server got %q; client got %q", s.got(ToServer), s.got(ToClient))
-}
 
 func lines(ls ...string) string { return strings.Join(ls, "\r\n") + "\r\n" }

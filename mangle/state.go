@@ -34,6 +34,15 @@ type StateStore interface {
 	DropFlow(key FlowKey)
 }
 
+// FlowKeyOf is the key of the connection client -> server, for a
+// StateStore that lists its connections by their endpoints.
+func FlowKeyOf(client, server netip.AddrPort) FlowKey {
+	k := FlowKey{cport: client.Port(), sport: server.Port(), v6: client.Addr().Is6() && !client.Addr().Is4In6()}
+	k.client = client.Addr().As16()
+	k.server = server.Addr().As16()
+	return k
+}
+
 // stateMagic opens an encoded flow state; its last byte is the version.
 var stateMagic = [4]byte{'F', 'T', 'S', 1}
 

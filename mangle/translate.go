@@ -4,20 +4,20 @@ import (
 	"net/netip"
 )
 
-// The command and reply translations of PROTOCOL.md: RFC 6384 for 64
+// The command and reply translations of docs/PROTOCOL.md: RFC 6384 for 64
 // sessions (IPv6 client, IPv4 server) and draft-tsou-behave-ftp46 for 46
 // sessions (IPv4 client, IPv6 server).
 
 // localReply is a reply the ALG gives itself, by substituting NOOP for the
-// command and rewriting the server's reply to that NOOP (DESIGN.md: local
-// replies without a proxy).
+// command and rewriting the server's reply to that NOOP (RFC 6384
+// section 12), so the ALG never makes a packet of its own.
 type localReply uint8
 
 const (
 	localNone         localReply = iota
-	localEPSV1                   // RFC 6384 section 5.2 / RFC 2428 section 3
+	localEPSV1                   // RFC 6384 section 6 / RFC 2428 section 3
 	localEPSVAll                 // RFC 2428 section 4
-	localAlgsOn                  // RFC 6384 section 5.4: ALGS STATUS64 / ENABLE64
+	localAlgsOn                  // RFC 6384 section 11: ALGS STATUS64 / ENABLE64
 	localAlgsOff                 // ALGS STATUS64 / DISABLE64
 	localAlgsBad                 // ALGS with an unknown argument
 	localAfterEPSVAll            // RFC 2428 section 4: after EPSV ALL, refuse other data commands
@@ -230,7 +230,7 @@ func (e *Engine) commandLine(f *flow, lineEnd uint32) {
 		return
 	case vREIN:
 		// REIN resets the session (RFC 959 section 4.1.1), and with it the
-		// ALG's settings (RFC 6384 section 5.4).
+		// ALG's settings (RFC 6384 section 11).
 		f.disabled, f.epsvAll = false, false
 		f.push(pendingCmd{kind: cmdOther})
 		return
@@ -296,7 +296,7 @@ func (e *Engine) active46(f *flow, lineEnd uint32, ap netip.AddrPort) {
 	e.replaceLine(f, ToServer, lineEnd, appendEPRT(e.textBuf[:0], to))
 }
 
-// command64: RFC 6384 section 5.
+// command64: RFC 6384 sections 6, 7 and 11 (docs/PROTOCOL.md P64-n).
 func (e *Engine) command64(f *flow, lineEnd uint32, verb [4]byte, arg []byte) {
 	if verb == vALGS {
 		a := trimSpace(arg)
@@ -428,7 +428,7 @@ func (e *Engine) replyLine(f *flow, lineEnd uint32) {
 	}
 	f.pop()
 	if c.kind == cmdAUTH && r.code < 400 {
-		// RFC 6384 section 5.5 (and RFC 4217): a successful AUTH makes
+		// RFC 6384 section 5 (and RFC 4217): a successful AUTH makes
 		// the control channel opaque; only sequence numbers are kept.
 		f.transparent = true
 		e.stats.Transparent++
@@ -520,7 +520,7 @@ func (e *Engine) translateReply(f *flow, c pendingCmd, lineEnd uint32) {
 			if a4, p, _, _, ok := parse227(t); ok {
 				r.addrDone = true
 				if netip.AddrFrom4(a4) != f.sess.Server4 {
-					// RFC 6384 section 5.1: the data connection goes to
+					// RFC 6384 section 6: the data connection goes to
 					// the server's address whatever the 227 says.
 					e.stats.AddrMismatch++
 					if e.cfg.Strict {

@@ -10,12 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ftpalg/ftpalg/internal/testenv"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/google/go-cmp/cmp"
@@ -26,71 +26,14 @@ import (
 // network namespaces (documentation addresses only) and removes them,
 // even on failure.
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else {
-		for _, tool := range []string{"ip", "nft"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				why = "needs " + tool + "(8)"
-			}
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
-}
-
-var nsSeq atomic.Int32
-
 // netns is a network namespace made for one test.
-type netns struct {
-	name string
-	fd   int
-}
+type netns struct{ testenv.NetNS }
 
-func newNetNS(t *testing.T) netns {
-	t.Helper()
-	name := fmt.Sprintf("ftpalg-rules-%d-%d", os.Getpid(), nsSeq.Add(1))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	f, err := os.Open("/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	ns := netns{name: name, fd: int(f.Fd())}
-	ns.run(t, "ip", "link", "set", "lo", "up")
-	return ns
-}
-
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func (ns netns) run(t *testing.T, args ...string) string {
-	t.Helper()
-	return run(t, append([]string{"ip", "netns", "exec", ns.name}, args...)...)
-}
+func newNetNS(t *testing.T) netns { return netns{testenv.NewNetNS(t, "ftpalg-rules")} }
 
 func (ns netns) ruleset(t *testing.T) string {
 	t.Helper()
-	return ns.run(t, "nft", "list", "ruleset")
+	return ns.Run(t, "nft", "list", "ruleset")
 }
 
 // tables lists the tables of plan p, in the order Render prints them,
@@ -99,27 +42,14 @@ func (ns netns) tables(t *testing.T, p *plan) string {
 	t.Helper()
 	var s []string
 	for _, f := range p.families() {
-		s = append(s, ns.run(t, "nft", "list", "table", f.String(), p.table))
+		s = append(s, ns.Run(t, "nft", "list", "table", f.String(), p.table))
 	}
 	return strings.Join(s, "\n")
 }
 
-// do runs f on a fresh OS thread inside ns. The thread is never unlocked,
-// so it exits with the goroutine instead of going back to the scheduler
-// inside the test's namespace. Sockets f opens stay in ns and can be used
-// from any goroutine.
-func (ns netns) do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
+// do runs f on a thread inside ns (testenv.Go). Sockets f opens stay in
+// ns and can be used from any goroutine.
+func (ns netns) do(f func() error) error { return <-testenv.Go(ns.FD, f) }
 
 // unrelated is a table of someone else's that Install and Remove must
 // leave alone.
@@ -137,7 +67,7 @@ table ip ftpalg_other {
 `
 
 func TestIntegrationRulesInstallRemove(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip", "nft")
 	native, err := NativeQueue()
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +81,7 @@ func TestIntegrationRulesInstallRemove(t *testing.T) {
 			before := ns.ruleset(t)
 
 			cfg := g.cfg
-			cfg.NetNS = ns.fd
+			cfg.NetNS = ns.FD
 			if err := Install(&cfg); err != nil {
 				t.Fatal(err)
 			}
@@ -193,9 +123,9 @@ func TestIntegrationRulesInstallRemove(t *testing.T) {
 // TestIntegrationRulesSwitchLeg installs on one leg, then on the other: the
 // first leg's table must go.
 func TestIntegrationRulesSwitchLeg(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip", "nft")
 	ns := newNetNS(t)
-	cfg := Config{Translator: Jool, NetNS: ns.fd}
+	cfg := Config{Translator: Jool, NetNS: ns.FD}
 	if err := Install(&cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +138,7 @@ func TestIntegrationRulesSwitchLeg(t *testing.T) {
 		t.Errorf("after installing on ipv6, want only table ip6 ftpalg; got:\n%s", got)
 	}
 	// Remove needs no translator, only the table.
-	if err := Remove(&Config{NetNS: ns.fd}); err != nil {
+	if err := Remove(&Config{NetNS: ns.FD}); err != nil {
 		t.Fatal(err)
 	}
 	if got := ns.ruleset(t); got != "" {
@@ -221,7 +151,7 @@ func TestIntegrationRulesSwitchLeg(t *testing.T) {
 // the kernel lacks nft_queue, the queue statements are cut out first (nft
 // would reject them); the rest must still load.
 func TestIntegrationRulesNftFile(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip", "nft")
 	native, err := NativeQueue()
 	if err != nil {
 		t.Fatal(err)
@@ -253,7 +183,7 @@ func TestIntegrationRulesNftFile(t *testing.T) {
 
 func cmdIn(t *testing.T, ns netns, stdin string, args ...string) {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.name}, args...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
@@ -286,16 +216,16 @@ var client4s = func() []string {
 func newPair(t *testing.T) pair {
 	t.Helper()
 	p := pair{client: newNetNS(t), router: newNetNS(t)}
-	p.router.run(t, "ip", "link", "add", "r0", "type", "veth", "peer", "name", "c0", "netns", p.client.name)
-	p.router.run(t, "ip", "addr", "add", router4+"/24", "dev", "r0")
-	p.router.run(t, "ip", "addr", "add", router6+"/64", "dev", "r0", "nodad")
-	p.router.run(t, "ip", "link", "set", "r0", "up")
-	p.client.run(t, "ip", "addr", "add", client4+"/24", "dev", "c0")
+	p.router.Run(t, "ip", "link", "add", "r0", "type", "veth", "peer", "name", "c0", "netns", p.client.Name)
+	p.router.Run(t, "ip", "addr", "add", router4+"/24", "dev", "r0")
+	p.router.Run(t, "ip", "addr", "add", router6+"/64", "dev", "r0", "nodad")
+	p.router.Run(t, "ip", "link", "set", "r0", "up")
+	p.client.Run(t, "ip", "addr", "add", client4+"/24", "dev", "c0")
 	for _, a := range client4s {
-		p.client.run(t, "ip", "addr", "add", a+"/24", "dev", "c0")
+		p.client.Run(t, "ip", "addr", "add", a+"/24", "dev", "c0")
 	}
-	p.client.run(t, "ip", "addr", "add", "2001:db8::2/64", "dev", "c0", "nodad")
-	p.client.run(t, "ip", "link", "set", "c0", "up")
+	p.client.Run(t, "ip", "addr", "add", "2001:db8::2/64", "dev", "c0", "nodad")
+	p.client.Run(t, "ip", "link", "set", "c0", "up")
 	return p
 }
 
@@ -383,7 +313,7 @@ func readQueues(t *testing.T, ns netns, first, n uint16) *reader {
 	t.Cleanup(cancel)
 	for q := first; q < first+n; q++ {
 		nf, err := nfqueue.Open(&nfqueue.Config{
-			NetNS:        ns.fd,
+			NetNS:        ns.FD,
 			NfQueue:      q,
 			MaxPacketLen: 128,
 			MaxQueueLen:  64,
@@ -470,7 +400,7 @@ func parseTCP(a nfqueue.Attribute) (seen, bool) {
 // directions, each in the chain meant for it, a connection always in one
 // queue), all others are not.
 func TestIntegrationRulesQueuesFTPOnly(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip", "nft")
 	tests := []struct {
 		name string
 		cfg  Config
@@ -489,7 +419,7 @@ func TestIntegrationRulesQueuesFTPOnly(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPair(t)
 			cfg := tt.cfg
-			cfg.NetNS = p.router.fd
+			cfg.NetNS = p.router.FD
 			if err := Install(&cfg); err != nil {
 				t.Fatal(err)
 			}
@@ -511,9 +441,9 @@ func TestIntegrationRulesQueuesFTPOnly(t *testing.T) {
 					}
 				}
 			}
-			// The last ACK and FIN of a connection may still be on
-			// their way; they are not needed for the checks.
-			time.Sleep(100 * time.Millisecond)
+			// No wait for the last ACKs and FINs: the reader records a
+			// packet before its verdict, so every SYN and SYN-ACK the
+			// checks need is recorded once the connections are up.
 			got, errs := r.packets()
 			for _, err := range errs {
 				t.Errorf("queue reader: %v", err)
@@ -582,11 +512,11 @@ func TestIntegrationRulesQueuesFTPOnly(t *testing.T) {
 // the kernel lets FTP control packets through (fail-open), without it
 // drops them (fail-closed). Other traffic passes either way.
 func TestIntegrationRulesBypass(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip", "nft")
 	for _, bypass := range []bool{true, false} {
 		t.Run(fmt.Sprintf("bypass=%v", bypass), func(t *testing.T) {
 			p := newPair(t)
-			if err := Install(&Config{Translator: Tayga, QueueNum: 9, Bypass: bypass, NetNS: p.router.fd}); err != nil {
+			if err := Install(&Config{Translator: Tayga, QueueNum: 9, Bypass: bypass, NetNS: p.router.FD}); err != nil {
 				t.Fatal(err)
 			}
 			p.serve(t, 21)
@@ -611,7 +541,7 @@ func TestIntegrationRulesBypass(t *testing.T) {
 // ("Pinholes") with nft -f, beside the ruleset with helpers, so the
 // example an operator copies stays valid.
 func TestIntegrationReadmeFirewall(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip", "nft")
 	b, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -627,7 +557,7 @@ func TestIntegrationReadmeFirewall(t *testing.T) {
 	}
 	ns := newNetNS(t)
 	cmdIn(t, ns, example, "nft", "-f", "-")
-	if err := Install(&Config{Translator: Tayga, Helper: true, NetNS: ns.fd}); err != nil {
+	if err := Install(&Config{Translator: Tayga, Helper: true, NetNS: ns.FD}); err != nil {
 		t.Fatal(err)
 	}
 	got := ns.ruleset(t)

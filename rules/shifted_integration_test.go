@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpalg/ftpalg/internal/testenv"
 )
 
 // dialFrom connects from client address from and port sport to the
@@ -35,16 +37,16 @@ func (p pair) dialFrom(from string, sport int, timeout time.Duration) error {
 // closed), every other FTP connection passes (fail open). Install preloads
 // the set; Shifted adds and deletes at run time.
 func TestIntegrationRulesShifted(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip", "nft")
 	p := newPair(t)
 	c1 := Conn{Client: netip.MustParseAddrPort(client4s[0] + ":40001"), Server: netip.MustParseAddrPort(router4 + ":21")}
 	c2 := Conn{Client: netip.MustParseAddrPort(client4s[1] + ":40002"), Server: netip.MustParseAddrPort(router4 + ":21")}
-	cfg := &Config{Translator: Tayga, QueueNum: 9, Bypass: true, NetNS: p.router.fd, Shifted: []Conn{c1}}
+	cfg := &Config{Translator: Tayga, QueueNum: 9, Bypass: true, NetNS: p.router.FD, Shifted: []Conn{c1}}
 	if err := Install(cfg); err != nil {
 		t.Fatal(err)
 	}
 	p.serve(t, 21)
-	list := p.router.run(t, "nft", "list", "set", "ip", "ftpalg", "shifted")
+	list := p.router.Run(t, "nft", "list", "set", "ip", "ftpalg", "shifted")
 	if !strings.Contains(list, fmt.Sprintf("%s . 40001 . %s . 21", client4s[0], router4)) ||
 		!strings.Contains(list, fmt.Sprintf("%s . 21 . %s . 40001", router4, client4s[0])) {
 		t.Errorf("set lacks the preloaded connection:\n%s", list)

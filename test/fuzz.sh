@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 t=${FUZZTIME:-10s}
-for pkg in ./mangle ./cmd/ftpalg ./cmd/ftpalg/internal/nfq ./conntrackx; do
+for pkg in ./mangle ./mangle/tayga ./cmd/ftpalg ./cmd/ftpalg/internal/nfq ./conntrackx/jool; do
 	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz'); do
 		echo "fuzz: $pkg $target ($t)"
 		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$t" "$pkg" >/dev/null

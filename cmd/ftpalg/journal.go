@@ -67,7 +67,7 @@ func openJournal(dir string, maxAge time.Duration, log *slog.Logger) (*journal, 
 			os.Remove(filepath.Join(dir, e.Name()))
 			continue
 		}
-		j.known[mangle.MakeFlowKey(c.Client, c.Server)] = struct{}{}
+		j.known[mangle.FlowKeyOf(c.Client, c.Server)] = struct{}{}
 		conns = append(conns, c)
 	}
 	return j, conns, nil

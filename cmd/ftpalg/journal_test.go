@@ -19,8 +19,8 @@ func TestJournal(t *testing.T) {
 	if err != nil || len(conns) != 0 {
 		t.Fatalf("openJournal: %v, %d conns", err, len(conns))
 	}
-	k4 := mangle.MakeFlowKey(netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("198.51.100.1:21"))
-	k6 := mangle.MakeFlowKey(netip.MustParseAddrPort("[2001:db8::10]:40000"), netip.MustParseAddrPort("[2001:db8::1]:21"))
+	k4 := mangle.FlowKeyOf(netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("198.51.100.1:21"))
+	k6 := mangle.FlowKeyOf(netip.MustParseAddrPort("[2001:db8::10]:40000"), netip.MustParseAddrPort("[2001:db8::1]:21"))
 	if b := j.LoadFlow(k4, nil); b != nil {
 		t.Errorf("LoadFlow of an unknown flow: %q", b)
 	}

@@ -71,6 +71,39 @@ type replayOptions struct {
 }
 
 func replayMain(args []string, stdout, stderr io.Writer) int {
+	ra, code := parseReplayArgs(args, stdout, stderr)
+	if ra == nil {
+		return code
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "ftpalg replay: %v\n", err)
+		return 1
+	}
+	l, err := tayga.Load(ra.taygaConf, nil)
+	if err != nil {
+		return fail(err)
+	}
+	if l.Warn != nil {
+		fmt.Fprintf(stderr, "ftpalg replay: warning: %v\n", l.Warn)
+	}
+	ra.opts.Engine.Mapper = l.Mapper
+	sum, err := replayFiles(ra.in, ra.out, stdout, ra.opts)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintln(stdout, sum)
+	return 0
+}
+
+// replayArgs is the command line of 'ftpalg replay'.
+type replayArgs struct {
+	taygaConf, in, out string
+	opts               replayOptions // without the engine's Mapper
+}
+
+// parseReplayArgs parses replay's command line. On nil it has printed
+// help (code 0) or a usage error (code 2).
+func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int) {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	taygaConf := fs.String("tayga-conf", "", "Tayga configuration `FILE` (tayga.conf) that gives the address mapping (required)")
@@ -90,9 +123,9 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 			if errors.Is(err, flag.ErrHelp) {
 				fs.SetOutput(stdout)
 				fs.Usage()
-				return 0
+				return nil, 0
 			}
-			return 2
+			return nil, 2
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -101,9 +134,9 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		files = append(files, args[0])
 		args = args[1:]
 	}
-	usageErr := func(format string, a ...any) int {
+	usageErr := func(format string, a ...any) (*replayArgs, int) {
 		fmt.Fprintf(stderr, "ftpalg replay: "+format+" (see 'ftpalg replay --help')\n", a...)
-		return 2
+		return nil, 2
 	}
 	if len(files) != 1 {
 		return usageErr("want exactly one input capture, got %d arguments", len(files))
@@ -114,13 +147,13 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	if *hold <= 0 {
 		return usageErr("--hold-timeout must be positive")
 	}
-	opts := replayOptions{HoldTimeout: *hold}
+	ra := &replayArgs{taygaConf: *taygaConf, in: files[0], out: *out, opts: replayOptions{HoldTimeout: *hold}}
 	switch *leg {
 	case "":
 	case "ipv4":
-		opts.Leg = 4
+		ra.opts.Leg = 4
 	case "ipv6":
-		opts.Leg = 6
+		ra.opts.Leg = 6
 	default:
 		return usageErr("--leg %q: want ipv4 or ipv6", *leg)
 	}
@@ -128,56 +161,46 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageErr("--ports: %v", err)
 	}
-	fail := func(err error) int {
-		fmt.Fprintf(stderr, "ftpalg replay: %v\n", err)
-		return 1
-	}
+	ra.opts.Engine = mangle.Config{Strict: *strict, ServerPorts: serverPorts}
+	return ra, 0
+}
 
-	l, err := tayga.Load(*taygaConf, nil)
+// replayFiles replays the capture in, writing the result to out (unless
+// out is "") and the transcript to transcript. A failed replay leaves no
+// output file behind.
+func replayFiles(in, out string, transcript io.Writer, opts replayOptions) (replaySummary, error) {
+	inFile, err := os.Open(in)
 	if err != nil {
-		return fail(err)
+		return replaySummary{}, err
 	}
-	if l.Warn != nil {
-		fmt.Fprintf(stderr, "ftpalg replay: warning: %v\n", l.Warn)
-	}
-
-	in, err := os.Open(files[0])
-	if err != nil {
-		return fail(err)
-	}
-	defer in.Close()
+	defer inFile.Close()
 
 	var w io.Writer = io.Discard
 	var outFile *os.File
 	var bw *bufio.Writer
-	if *out != "" {
-		outFile, err = os.Create(*out)
+	if out != "" {
+		outFile, err = os.Create(out)
 		if err != nil {
-			return fail(err)
+			return replaySummary{}, err
 		}
 		defer outFile.Close()
 		bw = bufio.NewWriter(outFile)
 		w = bw
 	}
 
-	opts.Engine = mangle.Config{Mapper: l.Mapper, Strict: *strict, ServerPorts: serverPorts}
-	sum, err := replay(in, w, stdout, opts)
+	sum, err := replay(inFile, w, transcript, opts)
 	if err != nil {
-		err = fmt.Errorf("%s: %w", files[0], err)
+		err = fmt.Errorf("%s: %w", in, err)
 	} else if bw != nil {
 		if err = bw.Flush(); err == nil {
 			err = outFile.Close()
 		}
 	}
-	if err != nil {
-		if outFile != nil {
-			outFile.Close()
-			os.Remove(*out) // no half-written capture
-		}
-		return fail(err)
+	if err != nil && outFile != nil {
+		outFile.Close()
+		os.Remove(out) // no half-written capture
 	}
-	fmt.Fprintln(stdout, sum)
-	return 0
+	return sum, err
 }
 
 // replaySummary counts what a replay did.
@@ -369,150 +392,169 @@ type pendingFrame struct {
 // replay runs the engine over the capture in r, writes the resulting
 // capture to w and the transcript to transcript.
 func replay(r io.Reader, w io.Writer, transcript io.Writer, opts replayOptions) (replaySummary, error) {
-	var sum replaySummary
 	src, err := openCapture(r)
 	if err != nil {
-		return sum, err
+		return replaySummary{}, err
+	}
+	rp := &replayer{
+		src: src, w: w, transcript: transcript, opts: opts,
+		eng:     mangle.New(&opts.Engine),
+		pending: map[uint64]pendingFrame{},
+		curTag:  ^uint64(0),
 	}
 	// The output's header waits for the first frame: a pcapng names its
 	// link type in an interface block that may come late.
-	var (
-		pw *pcapgo.Writer
-		lt layers.LinkType
-	)
-	begin := func(iface int) error {
-		var snaplen uint32
-		var nanos bool
-		lt, snaplen, nanos = src.format(iface)
-		if _, _, _, err := ipInFrame(lt, nil); err != nil {
-			return err
-		}
-		if nanos {
-			pw = pcapgo.NewWriterNanos(w)
-		} else {
-			pw = pcapgo.NewWriter(w)
-		}
-		if err := pw.WriteFileHeader(snaplen, lt); err != nil {
-			return fmt.Errorf("write: %w", err)
-		}
-		return nil
-	}
 	if src.pcap != nil {
-		if err := begin(-1); err != nil {
-			return sum, err
+		if err := rp.begin(-1); err != nil {
+			return rp.sum, err
 		}
 	}
-
-	eng := mangle.New(&opts.Engine)
-	var res mangle.Result
-	pending := map[uint64]pendingFrame{}
-	var (
-		now       time.Time // the latest capture time so far: held frames leave then
-		curTag    = ^uint64(0)
-		frameTime time.Time // the time of the frame being processed
-		frame     []byte
-		writeErr  error
-	)
-	write := func(ts time.Time, data []byte) {
-		if writeErr != nil {
-			return
-		}
-		ci := gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(data), Length: len(data)}
-		if err := pw.WritePacket(ci, data); err != nil {
-			writeErr = fmt.Errorf("write: %w", err)
-		}
-	}
-	// drain writes what one engine call emitted and prints its rewrites.
-	drain := func() error {
-		for _, em := range res.Emits {
-			pf, ok := pending[em.Tag]
-			if !ok {
-				return fmt.Errorf("engine emitted frame %d, which is not pending (emitted twice or never given)", em.Tag+1)
-			}
-			delete(pending, em.Tag)
-			frame = append(append(append(frame[:0], pf.head...), em.Packet...), pf.tail...)
-			if em.Modified {
-				sum.Modified++
-			}
-			// A frame keeps its time; a held one leaves when it is released.
-			ts := pf.ts
-			if em.Tag != curTag && now.After(ts) {
-				ts = now
-			}
-			write(ts, frame)
-		}
-		for _, rw := range res.Rewrites {
-			sum.Rewrites++
-			fmt.Fprintf(transcript, "%s %v %v %v: %q -> %q\n",
-				frameTime.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), rw.Flow, rw.Kind, rw.Dir, rw.Before, rw.After)
-		}
-		return writeErr
-	}
-
 	for {
 		data, ci, flt, err := src.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return sum, fmt.Errorf("frame %d: %w", sum.Frames+1, err)
+			return rp.sum, fmt.Errorf("frame %d: %w", rp.sum.Frames+1, err)
 		}
-		if pw == nil {
-			if err := begin(ci.InterfaceIndex); err != nil {
-				return sum, err
-			}
+		if err := rp.frame(data, ci, flt); err != nil {
+			return rp.sum, err
 		}
-		if flt != lt {
-			return sum, fmt.Errorf("frame %d: pcapng interfaces with different link types (%d and %d) are not supported", sum.Frames+1, lt, flt)
+	}
+	if rp.pw == nil {
+		if err := rp.begin(-1); err != nil {
+			return rp.sum, err
 		}
-		tag := uint64(sum.Frames)
-		sum.Frames++
-		if ci.Timestamp.After(now) {
-			now = ci.Timestamp
+	}
+	rp.curTag = ^uint64(0)
+	rp.eng.Flush(&rp.res)
+	if err := rp.drain(); err != nil {
+		return rp.sum, err
+	}
+	if len(rp.pending) > 0 {
+		return rp.sum, fmt.Errorf("engine never released %d frames", len(rp.pending))
+	}
+	rp.sum.Stats = rp.eng.Stats()
+	return rp.sum, nil
+}
+
+// replayer is the state of one replay.
+type replayer struct {
+	src        *captureReader
+	w          io.Writer
+	transcript io.Writer
+	opts       replayOptions
+	eng        *mangle.Engine
+	res        mangle.Result
+	pending    map[uint64]pendingFrame
+	sum        replaySummary
+
+	pw *pcapgo.Writer // nil until the first frame (or the end)
+	lt layers.LinkType
+
+	now       time.Time // the latest capture time so far: held frames leave then
+	curTag    uint64    // the tag of the frame being processed
+	frameTime time.Time // the time of the frame being processed
+	buf       []byte    // a frame being put back together
+	writeErr  error
+}
+
+// begin writes the output's header, in the format of the capture's
+// interface iface (-1 for a classic pcap).
+func (rp *replayer) begin(iface int) error {
+	var snaplen uint32
+	var nanos bool
+	rp.lt, snaplen, nanos = rp.src.format(iface)
+	if _, _, _, err := ipInFrame(rp.lt, nil); err != nil {
+		return err
+	}
+	if nanos {
+		rp.pw = pcapgo.NewWriterNanos(rp.w)
+	} else {
+		rp.pw = pcapgo.NewWriter(rp.w)
+	}
+	if err := rp.pw.WriteFileHeader(snaplen, rp.lt); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// write writes a frame; the first error sticks in writeErr.
+func (rp *replayer) write(ts time.Time, data []byte) {
+	if rp.writeErr != nil {
+		return
+	}
+	ci := gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(data), Length: len(data)}
+	if err := rp.pw.WritePacket(ci, data); err != nil {
+		rp.writeErr = fmt.Errorf("write: %w", err)
+	}
+}
+
+// frame replays one captured frame: released held frames first, then the
+// frame itself, through the engine if it carries an IP packet of the leg.
+func (rp *replayer) frame(data []byte, ci gopacket.CaptureInfo, flt layers.LinkType) error {
+	if rp.pw == nil {
+		if err := rp.begin(ci.InterfaceIndex); err != nil {
+			return err
 		}
-		curTag, frameTime = tag, ci.Timestamp
-		eng.Expire(now, opts.HoldTimeout, &res)
-		if err := drain(); err != nil {
-			return sum, err
-		}
-		off, end, ok, _ := ipInFrame(lt, data)
-		if ci.CaptureLength < ci.Length {
-			// Cut short by the capture's snap length: the engine would see a
-			// packet that never was.
-			sum.Truncated++
-			ok = false
-		}
-		if ok && opts.Leg != 0 && int(data[off]>>4) != opts.Leg {
-			sum.OtherLeg++
-			ok = false
-		}
+	}
+	if flt != rp.lt {
+		return fmt.Errorf("frame %d: pcapng interfaces with different link types (%d and %d) are not supported", rp.sum.Frames+1, rp.lt, flt)
+	}
+	tag := uint64(rp.sum.Frames)
+	rp.sum.Frames++
+	if ci.Timestamp.After(rp.now) {
+		rp.now = ci.Timestamp
+	}
+	rp.curTag, rp.frameTime = tag, ci.Timestamp
+	rp.eng.Expire(rp.now, rp.opts.HoldTimeout, &rp.res)
+	if err := rp.drain(); err != nil {
+		return err
+	}
+	off, end, ok, _ := ipInFrame(rp.lt, data)
+	if ci.CaptureLength < ci.Length {
+		// Cut short by the capture's snap length: the engine would see a
+		// packet that never was.
+		rp.sum.Truncated++
+		ok = false
+	}
+	if ok && rp.opts.Leg != 0 && int(data[off]>>4) != rp.opts.Leg {
+		rp.sum.OtherLeg++
+		ok = false
+	}
+	if !ok {
+		rp.write(ci.Timestamp, data)
+		return rp.writeErr
+	}
+	rp.sum.IP++
+	rp.pending[tag] = pendingFrame{head: data[:off], tail: data[end:], ts: ci.Timestamp}
+	rp.eng.Process(data[off:end], tag, ci.Timestamp, &rp.res)
+	return rp.drain()
+}
+
+// drain writes what one engine call emitted and prints its rewrites.
+func (rp *replayer) drain() error {
+	for _, em := range rp.res.Emits {
+		pf, ok := rp.pending[em.Tag]
 		if !ok {
-			write(ci.Timestamp, data)
-			if writeErr != nil {
-				return sum, writeErr
-			}
-			continue
+			return fmt.Errorf("engine emitted frame %d, which is not pending (emitted twice or never given)", em.Tag+1)
 		}
-		sum.IP++
-		pending[tag] = pendingFrame{head: data[:off], tail: data[end:], ts: ci.Timestamp}
-		eng.Process(data[off:end], tag, ci.Timestamp, &res)
-		if err := drain(); err != nil {
-			return sum, err
+		delete(rp.pending, em.Tag)
+		rp.buf = append(append(append(rp.buf[:0], pf.head...), em.Packet...), pf.tail...)
+		if em.Modified {
+			rp.sum.Modified++
 		}
-	}
-	if pw == nil {
-		if err := begin(-1); err != nil {
-			return sum, err
+		// A frame keeps its time; a held one leaves when it is released.
+		ts := pf.ts
+		if em.Tag != rp.curTag && rp.now.After(ts) {
+			ts = rp.now
 		}
+		rp.write(ts, rp.buf)
 	}
-	curTag = ^uint64(0)
-	eng.Flush(&res)
-	if err := drain(); err != nil {
-		return sum, err
+	for _, rw := range rp.res.Rewrites {
+		rp.sum.Rewrites++
+		fmt.Fprintf(rp.transcript, "%s %v %v %v: %q -> %q\n",
+			rp.frameTime.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), rw.Flow, rw.Kind, rw.Dir, rw.Before, rw.After)
 	}
-	if len(pending) > 0 {
-		return sum, fmt.Errorf("engine never released %d frames", len(pending))
-	}
-	sum.Stats = eng.Stats()
-	return sum, nil
+	return rp.writeErr
 }

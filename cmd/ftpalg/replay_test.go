@@ -36,7 +36,7 @@ var updateReplayGoldens = flag.Bool("update", false, "rewrite the golden files i
 const replayGoldenDir = "testdata/replay"
 
 // replayScenario is one golden capture: a script in which every write declares
-// what the peer must receive after the ALG (PROTOCOL.md's tables).
+// what the peer must receive after the ALG (the tables of docs/PROTOCOL.md).
 type replayScenario struct {
 	name string
 	leg  func() ftpcap.Leg
@@ -478,7 +478,7 @@ var replayScenarios = []replayScenario{
 		conf: "tayga.conf",
 		script: func(c *ftpcap.Conv) {
 			ftpLogin(c)
-			// Bad numbers pass unchanged (PROTOCOL.md: malformed passes,
+			// Bad numbers pass unchanged (docs/PROTOCOL.md PB-11: malformed passes,
 			// counted, nothing crashes).
 			c.Command("EPSV\r\n", "PASV\r\n")
 			c.Reply("227 Entering Passive Mode (300,51,100,10,7,208)\r\n", "")

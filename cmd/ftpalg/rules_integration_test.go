@@ -5,36 +5,19 @@ package main
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/ftpalg/ftpalg/internal/testenv"
 )
 
 // TestIntegrationRulesCLI runs 'ftpalg rules install|remove' in a network
 // namespace of its own, as root and as a root without capabilities.
 func TestIntegrationRulesCLI(t *testing.T) {
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	}
-	for _, tool := range []string{"ip", "nft", "setpriv"} {
-		if _, err := exec.LookPath(tool); err != nil && why == "" {
-			why = "needs " + tool
-		}
-	}
-	if why != "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal(why)
-		}
-		t.Skip(why)
-	}
-	ns := fmt.Sprintf("ftpalg-cli-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	testenv.NeedRoot(t, "ip", "nft", "setpriv")
+	ns := testenv.NewNetNS(t, "ftpalg-cli").Name
 
 	ftpalg := func(prefix []string, args ...string) (code int, stdout, stderr string) {
 		t.Helper()

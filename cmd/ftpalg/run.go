@@ -261,7 +261,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 
 	// Queues first: a second daemon stops here, before it touches the
 	// first one's rules.
-	queues := make([]*nfq.Queue, 0, cfg.Queues)
+	queues, err := openQueues(cfg)
 	closeQueues := func() {
 		for _, q := range queues {
 			if cerr := q.Close(); cerr != nil {
@@ -270,16 +270,8 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		}
 	}
 	defer closeQueues() // on early returns; Close is idempotent
-	for i := range cfg.Queues {
-		// The queue's own fail-open (a full queue or socket accepts
-		// packets unchanged) would let a shifted connection's packets
-		// pass unshifted: with a state directory a full queue drops, and
-		// TCP resends (docs/STATE.md).
-		q, err := nfq.Open(&nfq.Config{Queue: cfg.QueueNum + i, FailOpen: cfg.FailOpen && cfg.StateDir == ""})
-		if err != nil {
-			return err
-		}
-		queues = append(queues, q)
+	if err != nil {
+		return err
 	}
 
 	// The state of the connections an earlier daemon shifted: the engines
@@ -314,25 +306,14 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		}
 		handlers[i] = newEngineHandler(q.Num(), mc, cfg.HoldTimeout, log)
 	}
+
 	started := time.Now()
 	getReport := func() statusReport { return report(cfg, started, queues, handlers) }
-	if cfg.StatusSocket != "" {
-		// Only a window on the daemon: translating matters more. Daemons
-		// in several namespaces of one host share /run, for one.
-		if status, err := listenStatus(cfg.StatusSocket, log); err != nil {
-			log.Warn("no status socket: 'ftpalg status' cannot reach this daemon (see --status-socket)", "err", err)
-		} else {
-			defer status.Close()
-			status.serve(getReport)
-		}
+	stopServers, err := serveReports(cfg, log, getReport)
+	if err != nil {
+		return err
 	}
-	if cfg.MetricsAddr != "" {
-		ms, err := listenMetrics(cfg.MetricsAddr, log, getReport)
-		if err != nil {
-			return err
-		}
-		defer ms.Close()
-	}
+	defer stopServers()
 
 	// Rules last: nothing can fail after them but the loops themselves.
 	// Install replaces a table an earlier daemon left, atomically, with
@@ -358,6 +339,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 				return
 			}
 			if rerr := rules.Remove(rc); rerr != nil {
+
 				log.Error("remove rules", "err", rerr)
 				if err == nil {
 					err = rerr
@@ -370,7 +352,86 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules,
 		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket, "metrics_addr", cfg.MetricsAddr)
 
-	// One loop per queue; the first to fail stops the others.
+	// Keep the rules when the next daemon must find the shifted
+	// connections waiting: then the packets the engines hold get no
+	// verdict (the kernel drops them as the queues close, TCP resends them
+	// to the next daemon) rather than going out with a line half-rewritten.
+	keepRules := func() bool {
+		return !cfg.NoRules && (cfg.KeepRules == "yes" || cfg.KeepRules == "auto" && jn != nil && jn.open() > 0)
+	}
+	for _, h := range handlers {
+		h.dropHeld = keepRules
+	}
+	loopErr := runLoops(ctx, log, queues, handlers, mapper.expire)
+	keep = keepRules()
+	// The loops gave every held packet its verdict (unless dropHeld); the
+	// kernel drops what is still queued when a queue closes.
+	closeQueues()
+
+	sum := report(cfg, started, queues, handlers).total()
+	log.Info("ftpalg stopped", "uptime", time.Since(started).Round(time.Millisecond).String(),
+		"packets", sum.NFQ.Packets, "modified", sum.NFQ.Modified, "rewrites", sum.Engine.Rewrites,
+		"flows", sum.Engine.Flows, "restored", sum.Engine.Restored, "restore_failed", sum.Engine.RestoreFailed,
+		"desync", sum.Engine.Desync, "out_of_order", sum.Engine.OutOfOrder, "held", sum.Engine.Held,
+		"held_timeout", sum.Engine.HeldTimeout,
+		"map_failed", sum.Engine.MapFailed, "enobufs", sum.NFQ.ENOBUFS,
+		"verdict_errors", sum.NFQ.VerdictErrors, "last_verdict_error", lastVerdictError(queues))
+	return loopErr
+}
+
+// openQueues binds the configured queues. On an error it returns those
+// already bound, for the caller to close.
+func openQueues(cfg *runConfig) ([]*nfq.Queue, error) {
+	queues := make([]*nfq.Queue, 0, cfg.Queues)
+	for i := range cfg.Queues {
+		// The queue's own fail-open (a full queue or socket accepts
+		// packets unchanged) would let a shifted connection's packets
+		// pass unshifted: with a state directory a full queue drops, and
+		// TCP resends (docs/STATE.md).
+		q, err := nfq.Open(&nfq.Config{Queue: cfg.QueueNum + i, FailOpen: cfg.FailOpen && cfg.StateDir == ""})
+
+		if err != nil {
+			return queues, err
+		}
+		queues = append(queues, q)
+	}
+	return queues, nil
+}
+
+// serveReports starts the status socket and the metrics listener that
+// cfg asks for; stop closes them.
+func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport) (stop func(), err error) {
+	var closers []func() error
+	stop = func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	if cfg.StatusSocket != "" {
+		// Only a window on the daemon: translating matters more. Daemons
+		// in several namespaces of one host share /run, for one.
+		if status, err := listenStatus(cfg.StatusSocket, log); err != nil {
+			log.Warn("no status socket: 'ftpalg status' cannot reach this daemon (see --status-socket)", "err", err)
+		} else {
+			closers = append(closers, status.Close)
+			status.serve(get)
+		}
+	}
+	if cfg.MetricsAddr != "" {
+		ms, err := listenMetrics(cfg.MetricsAddr, log, get)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		closers = append(closers, ms.Close)
+	}
+	return stop, nil
+}
+
+// runLoops runs one loop per queue, the warning loop and, if expire is
+// not nil, the mapper's expiry loop, until ctx is done or a queue's loop
+// fails (the first to fail stops the others).
+func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handlers []*engineHandler, expire func(time.Time) error) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -390,37 +451,14 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		defer wg.Done()
 		warnLoop(runCtx, log, queues, handlers, 10*time.Second)
 	}()
-	if mapper.expire != nil {
+	if expire != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			expireLoop(runCtx, log, mapper.expire, 5*time.Second)
+			expireLoop(runCtx, log, expire, 5*time.Second)
 		}()
 	}
-	// Keep the rules when the next daemon must find the shifted
-	// connections waiting: then the packets the engines hold get no
-	// verdict (the kernel drops them as the queues close, TCP resends them
-	// to the next daemon) rather than going out with a line half-rewritten.
-	keepRules := func() bool {
-		return !cfg.NoRules && (cfg.KeepRules == "yes" || cfg.KeepRules == "auto" && jn != nil && jn.open() > 0)
-	}
-	for _, h := range handlers {
-		h.dropHeld = keepRules
-	}
 	wg.Wait()
-	keep = keepRules()
-	// The loops gave every held packet its verdict (unless dropHeld); the
-	// kernel drops what is still queued when a queue closes.
-	closeQueues()
-
-	sum := report(cfg, started, queues, handlers).total()
-	log.Info("ftpalg stopped", "uptime", time.Since(started).Round(time.Millisecond).String(),
-		"packets", sum.NFQ.Packets, "modified", sum.NFQ.Modified, "rewrites", sum.Engine.Rewrites,
-		"flows", sum.Engine.Flows, "restored", sum.Engine.Restored, "restore_failed", sum.Engine.RestoreFailed,
-		"desync", sum.Engine.Desync, "out_of_order", sum.Engine.OutOfOrder, "held", sum.Engine.Held,
-		"held_timeout", sum.Engine.HeldTimeout,
-		"map_failed", sum.Engine.MapFailed, "enobufs", sum.NFQ.ENOBUFS,
-		"verdict_errors", sum.NFQ.VerdictErrors, "last_verdict_error", lastVerdictError(queues))
 	return errors.Join(errs...)
 }
 

@@ -12,69 +12,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/ftpalg/ftpalg/internal/testenv"
 	"github.com/ftpalg/ftpalg/test/ftpcap"
 )
-
-func needRootOrFail(t *testing.T, tools ...string) {
-	t.Helper()
-	ci := os.Getenv("CI") != ""
-	if os.Geteuid() != 0 {
-		if ci {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root")
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if ci {
-				t.Fatalf("needs %s", tool)
-			}
-			t.Skipf("needs %s", tool)
-		}
-	}
-}
-
-// testNetNS makes a network namespace with loopback up, removed at cleanup.
-func testNetNS(t *testing.T) (name string, fd int) {
-	t.Helper()
-	name = fmt.Sprintf("ftpalg-run-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v: %s", err, out)
-	}
-	return name, fd
-}
-
-// inNetNS runs f on a goroutine locked to a thread inside the namespace;
-// the thread exits with the goroutine and is never reused.
-func inNetNS(fd int, f func() error) <-chan error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-	}()
-	return errc
-}
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -97,8 +42,8 @@ func (s *syncBuffer) String() string {
 // two queues, status answered, a second daemon refused without touching the
 // first one's rules, and on shutdown the rules and the socket removed.
 func TestIntegrationRun(t *testing.T) {
-	needRootOrFail(t, "ip", "nft")
-	ns, fd := testNetNS(t)
+	testenv.NeedRoot(t, "ip", "nft")
+	ns := testenv.NewNetNS(t, "ftpalg-run")
 	conf := writeFile(t, "tayga.conf", ftpcap.TaygaConf)
 	sock := filepath.Join(t.TempDir(), "ftpalg.sock")
 	cfg, err := parseRunFlags([]string{"--tayga-conf", conf, "--queues", "2", "--queue-num", "20",
@@ -110,7 +55,7 @@ func TestIntegrationRun(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := inNetNS(fd, func() error { return run(ctx, cfg, log) })
+	done := testenv.Go(ns.FD, func() error { return run(ctx, cfg, log) })
 
 	var rep *statusReport
 	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
@@ -130,7 +75,7 @@ func TestIntegrationRun(t *testing.T) {
 		t.Errorf("status queues %+v, want 20 and 21", rep.Queues)
 	}
 	nftList := func() (string, error) {
-		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "table", "ip", "ftpalg").CombinedOutput()
+		out, err := exec.Command("ip", "netns", "exec", ns.Name, "nft", "list", "table", "ip", "ftpalg").CombinedOutput()
 		return string(out), err
 	}
 	if out, err := nftList(); err != nil || !strings.Contains(out, "dport 21") {
@@ -141,7 +86,7 @@ func TestIntegrationRun(t *testing.T) {
 	// leaves the first one's rules alone.
 	cfg2 := *cfg
 	cfg2.StatusSocket = filepath.Join(t.TempDir(), "second.sock")
-	err = <-inNetNS(fd, func() error { return run(context.Background(), &cfg2, log) })
+	err = <-testenv.Go(ns.FD, func() error { return run(context.Background(), &cfg2, log) })
 	if err == nil || !strings.Contains(err.Error(), "queue in use") {
 		t.Errorf("second daemon: %v, want queue in use", err)
 	}
@@ -152,7 +97,7 @@ func TestIntegrationRun(t *testing.T) {
 	// FTP-looking traffic on port 21 flows through the queues: 127.0.0.1
 	// is not translated by this Tayga, so it passes unchanged.
 	const conns = 8
-	err = <-inNetNS(fd, func() error {
+	err = <-testenv.Go(ns.FD, func() error {
 		ln, err := net.Listen("tcp", "127.0.0.1:21")
 		if err != nil {
 			return err
@@ -200,11 +145,15 @@ func TestIntegrationRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("traffic through the daemon: %v\n%s", err, logs.String())
 	}
-	time.Sleep(100 * time.Millisecond) // an engine tick
-	if rep, err = readStatus(sock); err != nil {
-		t.Fatal(err)
-	}
-	tot := rep.total()
+	// The counters settle within an engine tick: poll the status.
+	var tot queueStatus
+	testenv.Eventually(t, 10*time.Second, "every packet through the queues has its verdict and went through the engine", func() bool {
+		if rep, err = readStatus(sock); err != nil {
+			t.Fatal(err)
+		}
+		tot = rep.total()
+		return tot.NFQ.Packets >= conns*6 && tot.NFQ.Verdicts == tot.NFQ.Packets && tot.Engine.Packets == tot.NFQ.Packets
+	})
 	t.Logf("after %d connections: nfqueue %+v", conns, tot.NFQ)
 	if tot.NFQ.Packets < conns*6 || tot.NFQ.Verdicts != tot.NFQ.Packets || tot.Engine.Packets != tot.NFQ.Packets {
 		t.Errorf("counters %+v / engine %+v: want >= %d packets, each with a verdict and through the engine",

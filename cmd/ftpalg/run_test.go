@@ -339,7 +339,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	resp, err := http.Get("http://" + m.Addr().String() + "/metrics")
+	resp, err := http.Get("http://" + m.ln.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -309,8 +309,6 @@ func listenMetrics(addr string, log *slog.Logger, get func() statusReport) (*met
 }
 
 // Addr is the address the server listens on.
-func (m *metricsServer) Addr() net.Addr { return m.ln.Addr() }
-
 func (m *metricsServer) Close() error {
 	err := m.srv.Close()
 	<-m.done

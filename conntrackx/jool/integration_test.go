@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpalg/ftpalg/internal/testenv"
 	"github.com/ftpalg/ftpalg/mangle"
 	"golang.org/x/sys/unix"
 )
@@ -25,12 +26,7 @@ import (
 // (the QEMU lab sets it; ordinary CI hosts cannot load modules).
 func joolLab(t *testing.T) (ns string, nsFD int) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root")
-	}
+	testenv.NeedRoot(t)
 	need := func(format string, args ...any) {
 		t.Helper()
 		msg := fmt.Sprintf(format, args...)
@@ -498,7 +494,18 @@ func TestIntegrationJoolMapperTraffic(t *testing.T) {
 	}
 	c.Close()
 	got.Close()
-	time.Sleep(500 * time.Millisecond) // both FINs through Jool
+	testenv.Eventually(t, 10*time.Second, "Jool sees both FINs of the passive data connection", func() bool {
+		ss, err := j.BIBSessions(ProtoTCP, p46)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range ss {
+			if !s.Finished() {
+				return false
+			}
+		}
+		return true
+	})
 	if err := m.Expire(time.Now().Add(joolFinishedGrace)); err != nil {
 		t.Fatal(err)
 	}

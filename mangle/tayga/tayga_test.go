@@ -176,7 +176,7 @@ func TestParseMapFile(t *testing.T) {
 	}
 }
 
-// labConf is the lab's Tayga (LAB.md) on documentation addresses, with a
+// labConf is the test lab's Tayga (test/README.md) on documentation addresses, with a
 // host map and a subnet map.
 const labConf = `
 tun-device nat64

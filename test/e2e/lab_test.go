@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ftpalg/ftpalg/internal/testenv"
 )
 
 // Addresses of the lab, as test/lab/lab.sh builds it.
@@ -89,12 +91,7 @@ func runCleanup() {
 // needRoot skips or fails a test that cannot run here.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root")
-	}
+	testenv.NeedRoot(t)
 	if os.Getenv("FTPALG_E2E") != "1" {
 		t.Skip("end-to-end test: run test/e2e.sh (or set FTPALG_E2E=1)")
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Kinds of session (PROTOCOL.md).
+// Kinds of session (docs/PROTOCOL.md).
 const (
 	k46 = "46" // IPv4 client c4 -> 203.0.113.10 -> IPv6 server s6
 	k64 = "64" // IPv6 client c6 -> 2001:db8:64::198.51.100.10 -> IPv4 server s4

@@ -18,7 +18,7 @@
 # control connections work in both directions and 64 EPSV (which needs no
 # ALG) transfers data. Then the hook for the ALG (FTPALG_WITH_ALG=1), where
 # every cell must pass except an IPv6 client's PASV and PORT, which the ALG
-# leaves unchanged (PROTOCOL.md). Exit status 0 when both hold.
+# leaves unchanged (docs/PROTOCOL.md). Exit status 0 when both hold.
 #
 # Results in $FTPALG_OUT: matrix.tsv, jool-*.txt (bib/session/pool4 displays),
 # nat-*.pcap (all TCP on the router), vsftpd logs, wkp.txt.
@@ -88,7 +88,7 @@ declare -A EXPECT_WITHOUT=(
 	[46-curl-passive]=fail [46-curl-active]=fail [64-curl-passive]=pass [64-curl-active]=fail
 	[46-lftp-pasv]=fail [64-lftp-epsv]=pass
 )
-# expected outcome with ftpalg: everything passes except what PROTOCOL.md
+# expected outcome with ftpalg: everything passes except what docs/PROTOCOL.md
 # leaves unchanged in 64 sessions (an IPv6 client's PASV and PORT).
 declare -A EXPECT_WITH=([64-pasv]=fail [64-port]=fail)
 printf 'pass\tcell\tns\tclient\texpected\tresult\tseconds\tdetail\n' >"$OUT/matrix.tsv"

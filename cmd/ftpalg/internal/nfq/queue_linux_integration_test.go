@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,80 +15,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ftpalg/ftpalg/internal/testenv"
 )
-
-// needRoot skips a test that needs root, except in CI, where it fails.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("needs root")
-	}
-	t.Skip("needs root")
-}
-
-func needTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("needs %s: %v", name, err)
-		}
-		t.Skipf("needs %s", name)
-	}
-}
-
-// netns is a network namespace made for one test.
-type netns struct {
-	name string
-	fd   int
-}
-
-func newNetNS(t *testing.T) *netns {
-	t.Helper()
-	name := fmt.Sprintf("ftpalg-nfq-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
-	sh(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	n := &netns{name: name, fd: fd}
-	n.sh(t, "ip", "link", "set", "lo", "up")
-	return n
-}
-
-func sh(t *testing.T, args ...string) {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-func (n *netns) sh(t *testing.T, args ...string) {
-	t.Helper()
-	sh(t, append([]string{"ip", "netns", "exec", n.name}, args...)...)
-}
-
-// do runs f on a thread inside the namespace; the thread exits with it.
-func (n *netns) do(t *testing.T, f func() error) {
-	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-	}()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-}
 
 // testHandler rewrites, holds and accepts UDP datagrams by their payload:
 // "modify" becomes "MODIFY", "hold" waits for a Tick past holdFor,
@@ -202,25 +129,25 @@ func fixUDP6Checksum(p []byte) {
 }
 
 func TestIntegrationQueue(t *testing.T) {
-	needRoot(t)
-	needTool(t, "ip")
-	needTool(t, "iptables-nft")
-	needTool(t, "ip6tables-nft")
-	ns := newNetNS(t)
+	testenv.NeedRoot(t)
+	testenv.NeedTools(t, "ip")
+	testenv.NeedTools(t, "iptables-nft")
+	testenv.NeedTools(t, "ip6tables-nft")
+	ns := testenv.NewNetNS(t, "ftpalg-nfq")
 	const queueNum = 7
 	for _, tool := range []string{"iptables-nft", "ip6tables-nft"} {
-		ns.sh(t, tool, "-A", "OUTPUT", "-p", "udp", "--dport", "10000",
+		ns.Run(t, tool, "-A", "OUTPUT", "-p", "udp", "--dport", "10000",
 			"-j", "NFQUEUE", "--queue-num", fmt.Sprint(queueNum))
 	}
 
-	q, err := Open(&Config{Queue: queueNum, NetNS: ns.fd, FailOpen: true})
+	q, err := Open(&Config{Queue: queueNum, NetNS: ns.FD, FailOpen: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close()
 
 	// A second program on the same queue gets a clear error.
-	if q2, err := Open(&Config{Queue: queueNum, NetNS: ns.fd}); err == nil {
+	if q2, err := Open(&Config{Queue: queueNum, NetNS: ns.FD}); err == nil {
 		q2.Close()
 		t.Error("second Open of the same queue succeeded")
 	} else if !strings.Contains(err.Error(), "queue in use") {
@@ -235,7 +162,7 @@ func TestIntegrationQueue(t *testing.T) {
 	for _, addr := range []string{"127.0.0.1:10000", "[::1]:10000"} {
 		t.Run(addr, func(t *testing.T) {
 			var srv, cli *net.UDPConn
-			ns.do(t, func() (err error) {
+			ns.Do(t, func() (err error) {
 				ua, _ := net.ResolveUDPAddr("udp", addr)
 				if srv, err = net.ListenUDP("udp", ua); err != nil {
 					return err
@@ -283,7 +210,7 @@ func TestIntegrationQueue(t *testing.T) {
 	// datagram either).
 	t.Run("allocs", func(t *testing.T) {
 		var srv, cli *net.UDPConn
-		ns.do(t, func() (err error) {
+		ns.Do(t, func() (err error) {
 			ua, _ := net.ResolveUDPAddr("udp", "127.0.0.1:10000")
 			if srv, err = net.ListenUDP("udp", ua); err != nil {
 				return err
@@ -315,7 +242,7 @@ func TestIntegrationQueue(t *testing.T) {
 
 	// Shutdown: held packets get their verdicts from Close.
 	var srv, cli *net.UDPConn
-	ns.do(t, func() (err error) {
+	ns.Do(t, func() (err error) {
 		ua, _ := net.ResolveUDPAddr("udp", "127.0.0.1:10000")
 		if srv, err = net.ListenUDP("udp", ua); err != nil {
 			return err
@@ -326,7 +253,7 @@ func TestIntegrationQueue(t *testing.T) {
 	defer srv.Close()
 	defer cli.Close()
 	cli.Write([]byte("forever"))
-	time.Sleep(50 * time.Millisecond)
+	testenv.Eventually(t, 10*time.Second, "the queue reads the packet", func() bool { return q.Stats().Packets > before.Packets })
 	cancel()
 	if err := <-runErr; err != nil {
 		t.Errorf("Run after cancel: %v", err)
@@ -358,41 +285,41 @@ func TestIntegrationQueue(t *testing.T) {
 
 // Close from another goroutine ends Run with net.ErrClosed.
 func TestIntegrationClose(t *testing.T) {
-	needRoot(t)
-	needTool(t, "ip")
-	ns := newNetNS(t)
-	q, err := Open(&Config{Queue: 8, NetNS: ns.fd})
+	testenv.NeedRoot(t)
+	testenv.NeedTools(t, "ip")
+	ns := testenv.NewNetNS(t, "ftpalg-nfq")
+	q, err := Open(&Config{Queue: 8, NetNS: ns.FD})
 	if err != nil {
 		t.Fatal(err)
 	}
 	runErr := make(chan error, 1)
 	h := &testHandler{held: map[uint32]time.Time{}}
 	go func() { runErr <- q.Run(context.Background(), h) }()
-	time.Sleep(30 * time.Millisecond)
 	// The loop blocks in a raw system call holding its P: a GC's stop of
-	// the world still interrupts it at once.
+	// the world must still get through (it would hang here otherwise).
+	// How long it takes is logged, not asserted: on a loaded machine any
+	// bound would flake.
 	for range 3 {
 		start := time.Now()
 		runtime.GC()
-		if d := time.Since(start); d > 15*time.Millisecond {
-			t.Errorf("GC took %v with the loop blocked in a read", d)
-		}
+		t.Logf("GC with the loop blocked in a read: %v", time.Since(start))
 	}
-	start := time.Now()
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-runErr; !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Run: %v, want net.ErrClosed", err)
-	}
-	if d := time.Since(start); d > 500*time.Millisecond {
-		t.Errorf("Close took %v", d)
+	select {
+	case err := <-runErr:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Run: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still running 10 s after Close")
 	}
 	if !h.closed {
 		t.Error("Handler.Close was not called")
 	}
 	// The queue is free again.
-	q2, err := Open(&Config{Queue: 8, NetNS: ns.fd})
+	q2, err := Open(&Config{Queue: 8, NetNS: ns.FD})
 	if err != nil {
 		t.Fatalf("reopen after Close: %v", err)
 	}

@@ -63,14 +63,38 @@ func openJournal(dir string, maxAge time.Duration, log *slog.Logger) (*journal, 
 		if !ok || err != nil || !info.Mode().IsRegular() {
 			continue
 		}
-		if time.Since(info.ModTime()) > maxAge {
+		age := time.Since(info.ModTime())
+		closed := journalClosed(filepath.Join(dir, e.Name()))
+		if age > maxAge || closed && age > closedAge {
 			os.Remove(filepath.Join(dir, e.Name()))
 			continue
 		}
-		j.known[mangle.FlowKeyOf(c.Client, c.Server)] = struct{}{}
+		k := mangle.FlowKeyOf(c.Client, c.Server)
+		j.known[k] = struct{}{}
+		if closed {
+			j.closed[k] = struct{}{}
+		}
 		conns = append(conns, c)
 	}
 	return j, conns, nil
+}
+
+// closedAge is how long the state of a connection closed both ways is
+// kept: as long as the engine keeps such a flow, for late retransmissions
+// of its last segments.
+const closedAge = 2 * time.Minute
+
+// journalClosed reports whether the file holds the state of a connection
+// closed both ways.
+func journalClosed(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [4 + 8]byte
+	n, _ := f.ReadAt(b[:], 0)
+	return n == len(b) && mangle.StateClosed(b[4:])
 }
 
 func journalName(k mangle.FlowKey) string {

@@ -50,6 +50,25 @@ func TestJournal(t *testing.T) {
 	if b := j2.LoadFlow(k6, nil); b != nil || j2.open() != 1 {
 		t.Errorf("after DropFlow: %q, %d open", b, j2.open())
 	}
+	// A connection closed both ways counts as closed after a restart too,
+	// and goes once it is older than closedAge.
+	closedState := []byte{'F', 'T', 'S', 1, 1, 1 << 5, 0, 0}
+	kc := mangle.FlowKeyOf(netip.MustParseAddrPort("192.0.2.11:40001"), netip.MustParseAddrPort("198.51.100.1:21"))
+	j2.SaveFlow(kc, closedState)
+	if n := j2.open(); n != 1 {
+		t.Errorf("open() = %d with one open and one closed connection, want 1", n)
+	}
+	j3, _, err := openJournal(dir, time.Hour, log)
+	if err != nil || j3.open() != 1 || len(j3.known) != 2 {
+		t.Errorf("reopened: %v, open %d, known %d; want 1, 2", err, j3.open(), len(j3.known))
+	}
+	p := filepath.Join(dir, journalName(kc))
+	old = time.Now().Add(-3 * time.Minute)
+	os.Chtimes(p, old, old)
+	j4, _, _ := openJournal(dir, time.Hour, log)
+	if _, err := os.Stat(p); !os.IsNotExist(err) || len(j4.known) != 1 {
+		t.Errorf("closed connection's state kept past closedAge: %v, known %d", err, len(j4.known))
+	}
 	if j.errs.Load()+j2.errs.Load() != 0 {
 		t.Errorf("%d errors", j.errs.Load()+j2.errs.Load())
 	}

@@ -59,12 +59,23 @@ type Result struct {
 	Held bool
 	// Rewrites lists the lines rewritten by this call.
 	Rewrites []Rewrite
+	// Alerts lists the errors this call met, for the caller to log.
+	Alerts []Alert
+}
+
+// Alert is an error on one connection that an operator should see (the
+// engine itself never logs).
+type Alert struct {
+	Flow FlowKey
+	Kind Kind
+	Text string // a constant, such as AlertNoopRefused
 }
 
 func (r *Result) reset() {
 	r.Emits = r.Emits[:0]
 	r.Held = false
 	r.Rewrites = r.Rewrites[:0]
+	r.Alerts = r.Alerts[:0]
 }
 
 // Stats are the engine's counters. All only grow.
@@ -78,6 +89,9 @@ type Stats struct {
 	LocalReplies uint64 // commands answered by the ALG through NOOP substitution
 	BadSyntax    uint64 // commands or replies that should have been translated but did not parse (passed)
 	Bounce       uint64 // PORT/EPRT/LPRT naming a third party (passed untranslated)
+	Unverified   uint64 // 64 EPRT/LPRT passed untranslated: the client's IPv6 address is unknown or the Mapper cannot map it
+	Unparsed425  uint64 // 227/229 replies the client could not use and the ALG could not parse, answered 425
+	NoopRefused  uint64 // substituted NOOPs answered with other than 2xx: client told 421, connection torn down
 	MapFailed    uint64 // data-channel mappings the Mapper refused
 	AddrMismatch uint64 // 227 replies naming an address other than the server's
 	Held         uint64 // packets held

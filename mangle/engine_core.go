@@ -25,6 +25,7 @@ type Engine struct {
 	textBuf   []byte // replacement text being built
 	lastSweep time.Time
 	watcher   LengthWatcher // cfg.Mapper, if it is one
+	active    ActiveChecker // cfg.Mapper, if it is one
 }
 
 // New returns an engine. cfg.Mapper must be set.
@@ -44,6 +45,7 @@ func New(cfg *Config) *Engine {
 		e.cfg.ServerPorts = []uint16{21}
 	}
 	e.watcher, _ = e.cfg.Mapper.(LengthWatcher)
+	e.active, _ = e.cfg.Mapper.(ActiveChecker)
 	e.flows = make(map[FlowKey]*flow)
 	e.lineOut = make([]byte, 0, 2*maxRegionBytes)
 	e.textBuf = make([]byte, 0, 2*maxRegionBytes)

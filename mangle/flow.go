@@ -46,6 +46,7 @@ type replyState struct {
 	recode   bool
 	addrDone bool // the line carrying the address has been handled
 	first    bool
+	final    bool // the current line closes the reply
 }
 
 // heldPkt is a packet the engine keeps until the line it carries is
@@ -89,9 +90,16 @@ type flow struct {
 	desync      bool // replies can no longer be matched to commands
 	transparent bool // after a successful AUTH: no parsing
 	disabled    bool // ALGS DISABLE64
-	epsvAll     bool // EPSV ALL seen (64)
-	inHeldList  bool
-	lenChanged  bool // the Mapper was told of a length change
+	authPending bool // AUTH sent, its reply not yet seen: nothing is translated
+	// teardown: the server refused a substituted NOOP and the client was
+	// told 421 (RFC 6384 section 12). A packet ALG cannot close a
+	// connection by itself without desynchronising TCP, so it lets the
+	// endpoints do it: a client that got 421 closes (RFC 959 section
+	// 4.2), and every command it still sends reaches the server as QUIT,
+	// which makes the server close its side.
+	teardown   bool
+	inHeldList bool
+	lenChanged bool // the Mapper was told of a length change
 }
 
 func (f *flow) push(c pendingCmd) {

@@ -26,7 +26,12 @@ type fakeMapper struct {
 	fail    bool
 	calls   []DataRequest
 	noCalls bool // don't record (for allocation tests)
+	// noActive64 says the mapper cannot map a 64 EPRT (Jool without a
+	// port range for the ALG).
+	noActive64 bool
 }
+
+func (m *fakeMapper) CanMapActive64(Session) bool { return !m.noActive64 }
 
 func (m *fakeMapper) Classify(client, server netip.AddrPort) (Session, bool) { return m.sess, m.ok }
 
@@ -71,6 +76,15 @@ var (
 		Server6: netip.MustParseAddr("2001:db8:64::c633:640a"),
 	}
 )
+
+// sessDyn64 is a 64 session seen on the IPv4 leg whose client came from
+// a dynamic pool: its IPv6 address is unknown.
+var sessDyn64 = Session{
+	Kind:    Kind64,
+	Client4: netip.MustParseAddr("192.168.255.20"),
+	Server4: netip.MustParseAddr("198.51.100.10"),
+	Server6: netip.MustParseAddr("2001:db8:64::c633:640a"),
+}
 
 type peer struct {
 	addr   netip.AddrPort

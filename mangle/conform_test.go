@@ -1,6 +1,9 @@
 package mangle
 
 import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
 	"testing"
 )
 
@@ -34,4 +37,150 @@ func TestKeepAliveAfterShorterRewrite(t *testing.T) {
 			t.Errorf("%d-byte probe left with %d bytes", n, len(p.data()))
 		}
 	}
+}
+
+// A segment whose TCP checksum is wrong is never parsed (no rewrite, no
+// mapping) and leaves as wrong as it came, also where the stream is
+// shifted; its good retransmission is then translated as usual.
+func TestBadChecksum(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		s := newSim(t, sess46, v6)
+		s.handshake()
+		s.send(ToClient, "220 ready\r\n")
+		c := s.ends[ToServer]
+		// A corrupted PORT naming another port: no mapping, no rewrite.
+		s.injectCorrupt(ToServer, s.build(ToServer, c.sndNxt, tcpACK|0x08, []byte("PORT 192,0,2,10,7,209\r\n")))
+		if len(s.m.calls) != 0 {
+			t.Errorf("a corrupted segment created a mapping: %v", s.m.calls)
+		}
+		s.send(ToServer, "PORT 192,0,2,10,7,208\r\n")
+		s.send(ToClient, "200 ok\r\n")
+		// The stream is now shifted: a corrupted segment still leaves bad
+		// (checked by the sim), with its numbers mapped.
+		s.injectCorrupt(ToServer, s.build(ToServer, c.sndNxt, tcpACK|0x08, []byte("NOOP\r\n")))
+		s.injectCorrupt(ToClient, s.build(ToClient, s.ends[ToClient].sndNxt, tcpACK|0x08, []byte("200 x\r\n")))
+		s.send(ToServer, "NOOP\r\n")
+		s.send(ToClient, "200 ok\r\n")
+		if got, want := s.got(ToServer), lines("EPRT |2|2001:db8:64::c000:20a|2000|", "NOOP"); got != want {
+			t.Errorf("server got %q, want %q", got, want)
+		}
+		if len(s.m.calls) != 1 || s.m.calls[0].Target.Port() != 2000 {
+			t.Errorf("mapper calls %v, want one for port 2000", s.m.calls)
+		}
+		if st := s.e.Stats(); st.BadChecksum != 3 {
+			t.Errorf("BadChecksum = %d, want 3", st.BadChecksum)
+		}
+		s.done()
+	}
+}
+
+// The urgent pointer keeps pointing at the same byte after a rewrite
+// changed the segment's length (RFC 6384 section 5).
+func TestUrgentPointerAfterRewrite(t *testing.T) {
+	s := newSim(t, sess64, false)
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	c := s.ends[ToServer]
+	// ALGS STATUS64 becomes NOOP (9 bytes shorter); the urgent data is the
+	// IAC IP IAC DM before ABOR (RFC 959 section 4.1.3).
+	payload := "ALGS STATUS64\r\n\xff\xf4\xff\xf2ABOR\r\n"
+	b := s.build(ToServer, c.sndNxt, tcpACK|0x08|tcpURG, []byte(payload))
+	var p packet
+	p.decode(b)
+	const urg = 19 // the byte after IAC DM: 'A' of ABOR
+	binary.BigEndian.PutUint16(b[p.tcp+18:], urg)
+	fixChecksums(b, false, p.tcp)
+	c.sndNxt += uint32(len(payload))
+	s.inject(ToServer, b)
+	var q packet
+	out := s.res.Emits[0].Packet
+	if q.decode(out) != decodedTCP {
+		t.Fatal("not decodable")
+	}
+	u := binary.BigEndian.Uint16(out[q.tcp+18:])
+	if q.flags&tcpURG != 0 {
+		if got := q.data()[u]; u != urg-9 || got != 'A' {
+			t.Errorf("urgent pointer %d (at %q), want %d (at 'A')", u, got, urg-9)
+		}
+	}
+	if got, want := s.got(ToServer), "NOOP\r\n\xff\xf4\xff\xf2ABOR\r\n"; got != want {
+		t.Errorf("server got %q, want %q", got, want)
+	}
+}
+
+// Checksums are updated incrementally (RFC 1624): for a packet that came
+// in right the result equals a full recomputation, and one that came in
+// wrong stays wrong, whatever the rewrite changed.
+func TestIncrementalChecksum(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 2000; i++ {
+		v6 := i%2 == 1
+		src, dst := sess46.Client4, sess46.Server4
+		if v6 {
+			src, dst = sess46.Client6, sess46.Server6
+		}
+		payload := make([]byte, r.IntN(80))
+		for j := range payload {
+			payload[j] = byte(r.Uint32())
+		}
+		var sack [][2]uint32
+		if r.IntN(2) == 0 {
+			sack = [][2]uint32{{r.Uint32(), r.Uint32()}}
+		}
+		in := buildTCP(netip.AddrPortFrom(src, 40000), netip.AddrPortFrom(dst, 21), r.Uint32(), r.Uint32(), tcpACK|0x08, payload, sack)
+		var p packet
+		p.decode(in)
+		bad := r.IntN(3) == 0
+		if bad {
+			// Damage the numbers, the checksum or the payload (not the
+			// header's layout, which would make another packet).
+			k := p.tcp + 4 + r.IntN(8)
+			switch n := len(p.data()); {
+			case r.IntN(3) == 0:
+				k = p.tcp + 16
+			case n > 0 && r.IntN(2) == 0:
+				k = p.payload + r.IntN(n)
+			}
+			in[k] ^= byte(1 + r.IntN(255))
+			if checksumOK(in) {
+				continue
+			}
+		}
+		// A rewrite: new numbers, another payload of another length.
+		newPayload := make([]byte, r.IntN(80))
+		for j := range newPayload {
+			newPayload[j] = byte(r.Uint32())
+		}
+		out := rewriteForTest(in, r.Uint32(), r.Uint32(), newPayload)
+		full := append([]byte(nil), out...)
+		fixChecksums(full, v6, p.tcp)
+		switch {
+		case bad && checksumOK(out):
+			t.Fatalf("case %d: a wrong checksum became right", i)
+		case !bad && !checksumOK(out):
+			t.Fatalf("case %d: a right checksum became wrong", i)
+		case !bad && !sameChecksum(out, full, p.tcp):
+			t.Fatalf("case %d: incremental checksum differs from a full recomputation", i)
+		}
+	}
+}
+
+// sameChecksum compares the TCP checksums of a and b, taking 0x0000 and
+// 0xffff as the same one's-complement zero.
+func sameChecksum(a, b []byte, tcp int) bool {
+	x, y := binary.BigEndian.Uint16(a[tcp+16:]), binary.BigEndian.Uint16(b[tcp+16:])
+	return x == y || x|y == 0xffff && (x == 0 || y == 0)
+}
+
+// rewriteForTest rewrites packet b as emit does: new numbers and payload,
+// lengths and checksums updated.
+func rewriteForTest(b []byte, seq, ack uint32, payload []byte) []byte {
+	var p packet
+	p.decode(b)
+	old := p.mutableSum(true)
+	out := append(append([]byte(nil), p.b[:p.payload]...), payload...)
+	binary.BigEndian.PutUint32(out[p.tcp+4:], seq)
+	binary.BigEndian.PutUint32(out[p.tcp+8:], ack)
+	finishPacket(out, &p, old, true)
+	return out
 }

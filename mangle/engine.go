@@ -83,6 +83,7 @@ type Stats struct {
 	Packets      uint64 // packets processed
 	NotTCP       uint64 // packets that were not IPv4/IPv6 TCP (passed)
 	Malformed    uint64 // packets whose headers did not decode (passed)
+	BadChecksum  uint64 // packets whose TCP checksum was wrong on arrival (passed unparsed, still wrong)
 	Untranslated uint64 // packets of connections the Mapper does not translate
 	Modified     uint64 // packets sent with changes
 	Rewrites     uint64 // lines rewritten

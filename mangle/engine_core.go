@@ -125,6 +125,23 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 	if f == nil || f.key != key {
 		f = e.flows[key]
 	}
+	if f != nil && !f.translate {
+		e.stats.Untranslated++
+		e.emitOrig(tag, b)
+		return
+	}
+	if !p.checksumOK() {
+		// Never parsed, never the start of a flow: it leaves as wrong as
+		// it came (its numbers mapped, checksums updated incrementally),
+		// and its receiver drops it.
+		e.stats.BadChecksum++
+		if f == nil {
+			e.emitOrig(tag, b)
+		} else {
+			e.emit(f, d, tag, p, p.seq, true)
+		}
+		return
+	}
 	if f == nil || (p.flags&(tcpSYN|tcpACK) == tcpSYN && d == ToServer && f.s[ToServer].synced && p.seq+1 != f.s[ToServer].next) {
 		if p.flags&tcpRST != 0 {
 			e.stats.Untranslated++
@@ -392,7 +409,8 @@ func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable 
 	if ackMapped {
 		newAck = ot.hist.toOrig(p.ack, false)
 	}
-	if newSeq == p.seq && !payloadChanged && !ackMapped {
+	urg := p.flags&tcpURG != 0 && !st.hist.empty()
+	if newSeq == p.seq && !payloadChanged && !ackMapped && !urg {
 		if stable {
 			e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: p.raw})
 			return
@@ -401,6 +419,7 @@ func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable 
 		e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: out})
 		return
 	}
+	old := p.mutableSum(payloadChanged)
 	var out []byte
 	if payloadChanged {
 		out = e.outBuf(len(p.b) + 2*maxRegionBytes)
@@ -414,10 +433,27 @@ func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable 
 	if ackMapped {
 		mapSACK(out, p.tcp, p.payload, &ot.hist)
 	}
-	setLengths(out, p.v6)
-	fixChecksums(out, p.v6, p.tcp)
+	if urg {
+		mapUrgent(out, p, &st.hist, newSeq)
+	}
+	finishPacket(out, p, old, payloadChanged)
 	e.stats.Modified++
 	e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: out, Modified: true})
+}
+
+// mapUrgent keeps the urgent pointer of out (a rewrite of p, now at
+// sequence number newSeq) pointing at the same byte (RFC 9293 section
+// 3.8.5; RFC 6384 section 5): the byte it named in p's numbering, mapped
+// through the history. When that cannot be said in 16 bits, URG is
+// cleared (the receiver then reads the data in band, as FTP allows).
+func mapUrgent(out []byte, p *packet, h *history, newSeq uint32) {
+	u := uint32(binary.BigEndian.Uint16(out[p.tcp+18:]))
+	nu := h.toSent(p.seq+u) - newSeq
+	if u == 0 || int32(nu) <= 0 || nu > 0xffff {
+		out[p.tcp+13] &^= tcpURG
+		nu = 0
+	}
+	binary.BigEndian.PutUint16(out[p.tcp+18:], uint16(nu))
 }
 
 // mapSACK maps every SACK block (RFC 2018) back to the sender's numbering:

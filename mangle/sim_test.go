@@ -106,6 +106,7 @@ type sim struct {
 	emitted map[uint64]int
 	sack    [][2]uint32 // SACK blocks to put on the next packet
 	noCheck bool
+	corrupt map[uint64]bool // tags injected with a wrong TCP checksum
 }
 
 func newSim(t testing.TB, s Session, v6 bool) *sim {
@@ -125,7 +126,7 @@ func newSimMapper(t testing.TB, m *fakeMapper, v6 bool, cfg *Config) *sim {
 		c = netip.MustParseAddr("2001:db8:2::99")
 	}
 	return &sim{
-		t: t, e: New(cfg), m: m, now: time.Unix(1700000000, 0), held: map[uint64]bool{}, emitted: map[uint64]int{},
+		t: t, e: New(cfg), m: m, now: time.Unix(1700000000, 0), held: map[uint64]bool{}, emitted: map[uint64]int{}, corrupt: map[uint64]bool{},
 		ends: [2]*peer{
 			{addr: netip.AddrPortFrom(c, 40000), sndNxt: 1000},
 			{addr: netip.AddrPortFrom(s, 21), sndNxt: 0xfffffff0}, // wraps during the test
@@ -215,6 +216,18 @@ func (s *sim) ack(d Dir) {
 	s.inject(d, s.build(d, s.ends[d].sndNxt, tcpACK, nil))
 }
 
+// injectCorrupt injects b with its TCP checksum broken: it must leave
+// as broken as it came, and its receiver drops it.
+func (s *sim) injectCorrupt(d Dir, b []byte) {
+	var p packet
+	if p.decode(b) != decodedTCP {
+		s.t.Fatal("not a TCP packet")
+	}
+	b[p.tcp+16] ^= 0x5a
+	s.corrupt[s.tag+1] = true
+	s.inject(d, b)
+}
+
 func (s *sim) inject(d Dir, b []byte) {
 	s.tag++
 	s.e.Process(b, s.tag, s.now, &s.res)
@@ -240,6 +253,12 @@ func (s *sim) deliver(res *Result) {
 	for _, em := range res.Emits {
 		delete(s.held, em.Tag)
 		s.emitted[em.Tag]++
+		if s.corrupt[em.Tag] {
+			if checksumOK(em.Packet) {
+				s.t.Errorf("packet %d came in with a wrong checksum and left with a right one", em.Tag)
+			}
+			continue // its receiver drops it
+		}
 		s.check(em.Packet)
 		var p packet
 		if p.decode(em.Packet) != decodedTCP {

@@ -5,6 +5,9 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // Tests for the engine bugs that crafted captures found (the protocol
@@ -183,4 +186,69 @@ func rewriteForTest(b []byte, seq, ack uint32, payload []byte) []byte {
 	binary.BigEndian.PutUint32(out[p.tcp+8:], ack)
 	finishPacket(out, &p, old, true)
 	return out
+}
+
+// A reply to a translated command never leaves half translated, whatever
+// the timing of its segments: the rest of a 227 arriving after the hold
+// timeout (a retransmission after an RTO) still makes one 229.
+func TestLateSegmentOfTranslatedReply(t *testing.T) {
+	for _, sess := range []Session{sess64, sess46} {
+		s := newSim(t, sess, false)
+		s.handshake()
+		s.send(ToClient, "220 ready\r\n")
+		cmd, part1, part2, want := "EPSV\r\n", "227 Entering Passive Mode (198,51,", "100,10,7,208)\r\n", "229 Entering Extended Passive Mode (|||2000|)"
+		if sess.Kind == Kind46 {
+			cmd, part1, part2, want = "PASV\r\n", "229 Entering Extended Passive Mode (|||2", "000|)\r\n", "227 Entering Passive Mode (100,1,1,10,7,208)"
+		}
+		s.send(ToServer, cmd)
+		s.send(ToClient, part1)
+		s.expire(250 * time.Millisecond)
+		s.expire(time.Second)
+		s.send(ToClient, part2)
+		if diff := cmp.Diff(lines("220 ready", want), s.got(ToClient)); diff != "" {
+			t.Errorf("%v: client got (-want +got):\n%s", sess.Kind, diff)
+		}
+		s.done()
+	}
+}
+
+// Zero-window probes carrying the first byte of a 227, 300 ms apart, then
+// the whole line once the window opens: the client gets one 229, and the
+// probes that repeat a held byte are dropped (the held copy goes out).
+func TestZeroWindowProbesOfTranslatedReply(t *testing.T) {
+	s := newSim(t, sess64, false)
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	s.send(ToServer, "EPSV\r\n")
+	sv := s.ends[ToClient]
+	line := "227 Entering Passive Mode (198,51,100,10,7,208)\r\n"
+	for i := 0; i < 6; i++ {
+		s.inject(ToClient, s.build(ToClient, sv.sndNxt, tcpACK, []byte(line[:1])))
+		s.expire(300 * time.Millisecond)
+	}
+	s.inject(ToClient, s.build(ToClient, sv.sndNxt, tcpACK|0x08, []byte(line)))
+	sv.sndNxt += uint32(len(line))
+	if diff := cmp.Diff(lines("220 ready", "229 Entering Extended Passive Mode (|||2000|)"), s.got(ToClient)); diff != "" {
+		t.Errorf("client got (-want +got):\n%s", diff)
+	}
+	s.done()
+}
+
+// A command still held when the timeout fires leaves unmodified, and so
+// does its reply: the exchange stays untranslated on both sides.
+func TestLateSegmentOfCommand(t *testing.T) {
+	s := newSim(t, sess64, false)
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	s.send(ToServer, "EPS")
+	s.expire(time.Second)
+	s.send(ToServer, "V\r\n")
+	s.send(ToClient, "229 Entering Extended Passive Mode (|||2000|)\r\n")
+	if got := s.got(ToServer); got != "EPSV\r\n" {
+		t.Errorf("server got %q", got)
+	}
+	if diff := cmp.Diff(lines("220 ready", "229 Entering Extended Passive Mode (|||2000|)"), s.got(ToClient)); diff != "" {
+		t.Errorf("client got (-want +got):\n%s", diff)
+	}
+	s.done()
 }

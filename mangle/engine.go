@@ -37,6 +37,10 @@ type Emit struct {
 	Packet []byte
 	// Modified says the packet differs from what the caller passed in.
 	Modified bool
+	// Drop says the caller must drop the packet (Packet is nil): a
+	// repeat of bytes the engine holds, or a segment it cannot send
+	// before the line it belongs to is complete. TCP resends it.
+	Drop bool
 }
 
 // Rewrite records one line the engine changed, for logs and transcripts.
@@ -98,6 +102,7 @@ type Stats struct {
 	Held         uint64 // packets held
 	HeldTimeout  uint64 // held packets released unmodified by Expire or Flush
 	HeldOverflow uint64 // held packets released unmodified because the bound was hit
+	HeldDropped  uint64 // segments of a reply being translated dropped rather than sent half translated (TCP resends them)
 	Retransmits  uint64 // segments carrying data already seen
 	OutOfOrder   uint64 // segments beyond a hole
 	RegionsFull  uint64 // rewrites skipped because the per-direction history was full

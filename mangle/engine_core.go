@@ -285,6 +285,12 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 	switch {
 	case seqLT(s, st.next) && seqLE(end, st.next):
 		e.stats.Retransmits++
+		if st.nheld > 0 && st.coveredByHeld(s, end) {
+			// A repeat of bytes held: the held copy goes out once its
+			// line is complete (a zero-window probe, an early RTO).
+			e.drop(tag)
+			return
+		}
 	case seqLT(st.next, s):
 		e.stats.OutOfOrder++
 	default:

@@ -253,6 +253,9 @@ func (s *sim) deliver(res *Result) {
 	for _, em := range res.Emits {
 		delete(s.held, em.Tag)
 		s.emitted[em.Tag]++
+		if em.Drop {
+			continue // lost on the way, as far as the peers can tell
+		}
 		if s.corrupt[em.Tag] {
 			if checksumOK(em.Packet) {
 				s.t.Errorf("packet %d came in with a wrong checksum and left with a right one", em.Tag)

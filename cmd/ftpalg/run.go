@@ -110,7 +110,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl.BoolVar(&cfg.NoRules, "no-rules", false, "install no nftables rules (the operator installs them, see 'ftpalg rules')")
 	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
 	fl.BoolVar(&cfg.FailOpen, "fail-open", true, "let FTP control packets pass unchanged while the queue is full or no daemon runs,\ninstead of dropping them (--fail-open=false)")
-	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held, then it is sent unchanged")
+	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command is held, then it is sent unchanged (a reply the ALG has committed to translate is never sent half translated)")
 	fl.BoolVar(&cfg.Strict, "strict", false, "answer 425 to an IPv6 client when the IPv4 server's 227 names another address")
 	fl.Func("log-level", "log `level`: debug (every rewritten line), info, warn or error (default info)", func(s string) error {
 		return cfg.LogLevel.UnmarshalText([]byte(s))
@@ -472,11 +472,19 @@ func (h *engineHandler) Close(v *nfq.Verdicts) {
 func (h *engineHandler) emit(v *nfq.Verdicts) {
 	for i := range h.res.Emits {
 		e := &h.res.Emits[i]
+		if e.Drop {
+			v.Drop(uint32(e.Tag))
+			continue
+		}
 		if e.Modified {
 			v.AcceptModified(uint32(e.Tag), e.Packet)
 		} else {
 			v.Accept(uint32(e.Tag))
 		}
+	}
+	for i := range h.res.Alerts {
+		a := &h.res.Alerts[i]
+		h.log.Error("control connection", "queue", h.queue, "flow", a.Flow.String(), "kind", a.Kind.String(), "error", a.Text)
 	}
 	if h.debug {
 		for i := range h.res.Rewrites {

@@ -252,3 +252,50 @@ func TestLateSegmentOfCommand(t *testing.T) {
 	}
 	s.done()
 }
+
+// Telnet option negotiation from either side is refused by the ALG as an
+// FTP server would (RFC 1123 section 4.1.2.12: WILL x is answered DONT x,
+// DO x is answered WONT x) and never relayed (docs/PROTOCOL.md PB-6, RFC
+// 6384 section 5). The refusal rides at the end of the next line toward
+// the side that sent the negotiation.
+func TestTelnetNegotiationRefused(t *testing.T) {
+	for _, sess := range []Session{sess64, sess46} {
+		s := newSim(t, sess, false)
+		s.handshake()
+		// The server asks DO ECHO before its greeting.
+		s.send(ToClient, "\xff\xfd\x01220 ready\r\n")
+		// The client offers WILL TERMINAL-TYPE before USER, and WONT
+		// (a refusal, never relayed, never answered) after it.
+		s.send(ToServer, "\xff\xfb\x18USER a\r\n\xff\xfc\x03")
+		s.send(ToClient, "331 ok\r\n")
+		s.send(ToServer, "PASS b\r\n")
+		s.send(ToClient, "230 in\r\n")
+		if got, want := s.got(ToServer), "USER a\r\n\xff\xfc\x01PASS b\r\n"; got != want {
+			t.Errorf("%v: server got %q, want %q", sess.Kind, got, want)
+		}
+		if got, want := s.got(ToClient), "220 ready\r\n331 ok\r\n\xff\xfe\x18230 in\r\n"; got != want {
+			t.Errorf("%v: client got %q, want %q", sess.Kind, got, want)
+		}
+		s.done()
+	}
+}
+
+// A negotiation split across segments is held until it is complete, and
+// still removed; a refusal toward a line that is rewritten joins the
+// rewrite.
+func TestTelnetNegotiationSplit(t *testing.T) {
+	s := newSim(t, sess64, false)
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	s.send(ToServer, "\xff")
+	s.send(ToServer, "\xfd")
+	s.send(ToServer, "\x05EPSV\r\n")
+	s.send(ToClient, "227 Entering Passive Mode (198,51,100,10,7,208)\r\n")
+	if got, want := s.got(ToServer), "PASV\r\n"; got != want {
+		t.Errorf("server got %q, want %q", got, want)
+	}
+	if got, want := s.got(ToClient), "220 ready\r\n229 Entering Extended Passive Mode (|||2000|)\r\n\xff\xfc\x05"; got != want {
+		t.Errorf("client got %q, want %q", got, want)
+	}
+	s.done()
+}

@@ -84,33 +84,35 @@ func (r *Result) reset() {
 
 // Stats are the engine's counters. All only grow.
 type Stats struct {
-	Packets      uint64 // packets processed
-	NotTCP       uint64 // packets that were not IPv4/IPv6 TCP (passed)
-	Malformed    uint64 // packets whose headers did not decode (passed)
-	BadChecksum  uint64 // packets whose TCP checksum was wrong on arrival (passed unparsed, still wrong)
-	Untranslated uint64 // packets of connections the Mapper does not translate
-	Modified     uint64 // packets sent with changes
-	Rewrites     uint64 // lines rewritten
-	LocalReplies uint64 // commands answered by the ALG through NOOP substitution
-	BadSyntax    uint64 // commands or replies that should have been translated but did not parse (passed)
-	Bounce       uint64 // PORT/EPRT/LPRT naming a third party (passed untranslated)
-	Unverified   uint64 // 64 EPRT/LPRT passed untranslated: the client's IPv6 address is unknown or the Mapper cannot map it
-	Unparsed425  uint64 // 227/229 replies the client could not use and the ALG could not parse, answered 425
-	NoopRefused  uint64 // substituted NOOPs answered with other than 2xx: client told 421, connection torn down
-	MapFailed    uint64 // data-channel mappings the Mapper refused
-	AddrMismatch uint64 // 227 replies naming an address other than the server's
-	Held         uint64 // packets held
-	HeldTimeout  uint64 // held packets released unmodified by Expire or Flush
-	HeldOverflow uint64 // held packets released unmodified because the bound was hit
-	HeldDropped  uint64 // segments of a reply being translated dropped rather than sent half translated (TCP resends them)
-	Retransmits  uint64 // segments carrying data already seen
-	OutOfOrder   uint64 // segments beyond a hole
-	RegionsFull  uint64 // rewrites skipped because the per-direction history was full
-	Overlong     uint64 // lines longer than 1024 bytes (passed unparsed)
-	Desync       uint64 // replies that could not be matched to commands
-	Transparent  uint64 // sessions that became transparent after AUTH
-	Flows        uint64 // flows created
-	FlowsEvicted uint64 // flows dropped from a full table
+	Packets       uint64 // packets processed
+	NotTCP        uint64 // packets that were not IPv4/IPv6 TCP (passed)
+	Malformed     uint64 // packets whose headers did not decode (passed)
+	BadChecksum   uint64 // packets whose TCP checksum was wrong on arrival (passed unparsed, still wrong)
+	Untranslated  uint64 // packets of connections the Mapper does not translate
+	Modified      uint64 // packets sent with changes
+	Rewrites      uint64 // lines rewritten
+	LocalReplies  uint64 // commands answered by the ALG through NOOP substitution
+	BadSyntax     uint64 // commands or replies that should have been translated but did not parse (passed)
+	Bounce        uint64 // PORT/EPRT/LPRT naming a third party (passed untranslated)
+	Unverified    uint64 // 64 EPRT/LPRT passed untranslated: the client's IPv6 address is unknown or the Mapper cannot map it
+	Unparsed425   uint64 // 227/229 replies the client could not use and the ALG could not parse, answered 425
+	NoopRefused   uint64 // substituted NOOPs answered with other than 2xx: client told 421, connection torn down
+	MapFailed     uint64 // data-channel mappings the Mapper refused
+	AddrMismatch  uint64 // 227 replies naming an address other than the server's
+	Held          uint64 // packets held
+	HeldTimeout   uint64 // held packets released unmodified by Expire or Flush
+	HeldOverflow  uint64 // held packets released unmodified because the bound was hit
+	HeldDropped   uint64 // segments of a reply being translated dropped rather than sent half translated (TCP resends them)
+	Retransmits   uint64 // segments carrying data already seen
+	OutOfOrder    uint64 // segments beyond a hole
+	RegionsFull   uint64 // rewrites skipped because the per-direction history was full
+	Overlong      uint64 // lines longer than 1024 bytes (passed unparsed)
+	TelnetRefused uint64 // Telnet option negotiations removed from the stream (and refused where they asked)
+	TelnetRelayed uint64 // Telnet option negotiations or refusals that could not be handled so (relayed, or refusal dropped)
+	Desync        uint64 // replies that could not be matched to commands
+	Transparent   uint64 // sessions that became transparent after AUTH
+	Flows         uint64 // flows created
+	FlowsEvicted  uint64 // flows dropped from a full table
 }
 
 // FlowKey names a control connection on one leg, oriented client to

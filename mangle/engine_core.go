@@ -358,16 +358,21 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 		data = data[skip:]
 		s = st.next
 	}
+	unsent := s // bytes from here on have not been sent
 	for len(data) > 0 {
 		if !f.active() {
 			// Transparent or desynchronised: no parsing, only positions.
 			st.line.reset()
+			st.line.nneg = 0
 			s += uint32(len(data))
 			break
 		}
 		n, complete := st.line.push(s, data)
 		s += uint32(n)
 		data = data[n:]
+		if st.line.nneg > 0 {
+			e.telnet(f, d, unsent)
+		}
 		if complete {
 			if st.line.overlong {
 				e.stats.Overlong++
@@ -378,6 +383,9 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 				} else {
 					e.replyLine(f, s)
 				}
+			}
+			if st.nrefuse > 0 {
+				e.refuseAtLineEnd(f, d, s)
 			}
 			st.line.reset()
 		}

@@ -72,6 +72,10 @@ type stream struct {
 	nheld   int
 	held    [maxHeldCap]heldPkt
 	heldBuf []byte
+	// refuse holds the ALG's Telnet refusals (IAC DONT/WONT opt) to send
+	// in this direction, at the end of its next line (see telnet.go).
+	refuse  [maxRefuse]byte
+	nrefuse int
 }
 
 // flow is one control connection.

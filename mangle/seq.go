@@ -90,6 +90,12 @@ func (h *history) toOrig(y uint32, roundUp bool) uint32 {
 		r := &h.regions[i]
 		sent := r.start + d
 		off := y - sent
+		if off == 0 && r.nlen == 0 {
+			// A range removed (a Telnet negotiation): having everything
+			// before it is having it.
+			d += r.delta()
+			continue
+		}
 		if int32(off) <= 0 {
 			break
 		}
@@ -102,6 +108,15 @@ func (h *history) toOrig(y uint32, roundUp bool) uint32 {
 		d += r.delta()
 	}
 	return y - d
+}
+
+// lastEnd returns the end of the last region's original range.
+func (h *history) lastEnd() (uint32, bool) {
+	if h.n == 0 {
+		return 0, false
+	}
+	r := &h.regions[h.n-1]
+	return r.start + r.olen, true
 }
 
 // overlaps reports whether a region overlaps the original range [s, e).

@@ -118,7 +118,13 @@ func (f *flow) candidates() [][4]byte {
 // of direction d must wait for the rest of the line.
 func (f *flow) wantsHold(d Dir) bool {
 	l := &f.s[d].line
-	if !l.started || l.skip || l.frozen || l.overlong || l.telnet || !f.active() {
+	if !l.started || l.skip || l.frozen || !f.active() {
+		return false
+	}
+	if l.tn == tnIAC || l.tn == tnOption {
+		return true // inside a Telnet negotiation, which may be removed
+	}
+	if l.overlong || l.telnet {
 		return false
 	}
 	if d == ToClient {
@@ -160,10 +166,19 @@ func (e *Engine) replaceLine(f *flow, d Dir, lineEnd uint32, text []byte) bool {
 	}
 	nb := append(e.lineOut[:0], text...)
 	nb = append(nb, crlf...)
+	refused := false
+	if st.nrefuse > 0 && len(nb)+st.nrefuse <= maxRegionBytes {
+		// Telnet refusals waiting for this direction ride behind the line.
+		nb = append(nb, st.refuse[:st.nrefuse]...)
+		refused = true
+	}
 	e.lineOut = nb
 	if !st.hist.add(l.textStart, lineEnd-l.textStart, nb, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
 		e.stats.RegionsFull++
 		return false
+	}
+	if refused {
+		st.nrefuse = 0
 	}
 	e.noteLength(f, lineEnd-l.textStart, len(nb))
 	e.record(f, d, l.bytes(), text)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -298,4 +299,115 @@ func TestTelnetNegotiationSplit(t *testing.T) {
 		t.Errorf("client got %q, want %q", got, want)
 	}
 	s.done()
+}
+
+// A line that grows never makes a segment larger than the path allows
+// (RFC 6384 section 5; docs/PROTOCOL.md PB-8): without an MSS seen, 576
+// bytes on IPv4 and 1280 on IPv6; the rewritten segment is split, and the
+// urgent pointer and FIN stay right.
+func TestGrowingLineSplit(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		s := newSim(t, sess46, v6)
+		s.maxPacket = 576
+		hdr := 40
+		if v6 {
+			s.maxPacket, hdr = 1280, 60
+		}
+		s.handshake()
+		s.send(ToClient, "220 ready\r\n")
+		// A full-sized segment of pipelined commands ending in a PORT that
+		// grows by 14 bytes as EPRT |2|.
+		port := "PORT 192,0,2,10,7,208\r\n"
+		filler := fillerLines(s.maxPacket - hdr - len(port))
+		s.send(ToServer, filler+port)
+		if len(s.res.Emits) != 2 || !s.res.Emits[1].Extra {
+			t.Errorf("v6 %v: %d emits, want the segment and one Extra", v6, len(s.res.Emits))
+		}
+		want := filler + "EPRT |2|2001:db8:64::c000:20a|2000|\r\n"
+		if got := s.got(ToServer); got != want {
+			t.Errorf("v6 %v: server got %q, want %q", v6, got, want)
+		}
+		if st := s.e.Stats(); st.Split != 1 {
+			t.Errorf("Split = %d", st.Split)
+		}
+		s.done()
+	}
+}
+
+// The MSS a peer announces in its SYN bounds the segments toward it.
+func TestGrowingLineSplitMSS(t *testing.T) {
+	s := newSim(t, sess46, false)
+	c, sv := s.ends[ToServer], s.ends[ToClient]
+	syn := s.build(ToServer, c.sndNxt, tcpSYN, nil)
+	s.inject(ToServer, syn)
+	c.sndNxt++
+	sv.rcvNxt, sv.synced = c.sndNxt, true
+	// The server announces MSS 100.
+	sa := withMSS(s.build(ToClient, sv.sndNxt, tcpSYN|tcpACK, nil), 100)
+	s.inject(ToClient, sa)
+	sv.sndNxt++
+	c.rcvNxt, c.synced = sv.sndNxt, true
+	s.ack(ToServer)
+	s.maxPacket = 20 + 20 + 100
+	s.send(ToClient, "220 ready\r\n")
+	s.send(ToServer, strings.Repeat("NOOP\r\n", 10)+"PORT 192,0,2,10,7,208\r\n") // 83 bytes, 97 rewritten
+	s.send(ToServer, "PORT 192,0,2,10,7,208\r\nPORT 192,0,2,10,7,208\r\nPORT 192,0,2,10,7,208\r\nPORT 192,0,2,10,7,208\r\n")
+	want := strings.Repeat("NOOP\r\n", 10) + strings.Repeat("EPRT |2|2001:db8:64::c000:20a|2000|\r\n", 5)
+	if got := s.got(ToServer); got != want {
+		t.Errorf("server got %q, want %q", got, want)
+	}
+	s.done()
+}
+
+// A caller that cannot send the Extra part loses it on the wire; the
+// sender's retransmission then carries only what is missing, so the
+// stream still completes.
+func TestSplitTailLostThenRetransmitted(t *testing.T) {
+	s := newSim(t, sess46, false)
+	s.maxPacket = 576
+	s.dropExtra = true
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	c := s.ends[ToServer]
+	port := "PORT 192,0,2,10,7,208\r\n"
+	filler := fillerLines(576 - 40 - len(port))
+	b := []byte(filler + port)
+	seq := c.sndNxt
+	s.send(ToServer, string(b))
+	s.ack(ToClient) // the server acknowledges what it got
+	// The client's RTO: the whole segment again.
+	s.inject(ToServer, s.build(ToServer, seq, tcpACK|0x08, b))
+	want := filler + "EPRT |2|2001:db8:64::c000:20a|2000|\r\n"
+	if got := s.got(ToServer); got != want {
+		t.Errorf("server got %q, want %q", got, want)
+	}
+}
+
+// withMSS returns the SYN b with an MSS option.
+func withMSS(b []byte, mss uint16) []byte {
+	var p packet
+	p.decode(b)
+	out := append([]byte(nil), b[:p.payload]...)
+	out = append(out, tcpOptMSS, 4, byte(mss>>8), byte(mss))
+	out = append(out, b[p.payload:]...)
+	out[p.tcp+12] += 1 << 4
+	setLengths(out, p.v6)
+	fixChecksums(out, p.v6, p.tcp)
+	return out
+}
+
+// fillerLines returns n bytes of SITE commands, none over 500 bytes.
+func fillerLines(n int) string {
+	var b strings.Builder
+	for n > 0 {
+		k := min(n, 500)
+		if n-k > 0 && n-k < 8 {
+			k -= 8
+		}
+		b.WriteString("SITE ")
+		b.WriteString(strings.Repeat("x", k-7))
+		b.WriteString("\r\n")
+		n -= k
+	}
+	return b.String()
 }

@@ -37,6 +37,13 @@ type Emit struct {
 	Packet []byte
 	// Modified says the packet differs from what the caller passed in.
 	Modified bool
+	// Extra says the packet is an additional one for the same Tag, sent
+	// right after the packet of the verdict: a rewritten segment grown
+	// past what the path allows is split (RFC 6384 section 5). A caller
+	// that cannot send packets of its own may leave it out: the receiver
+	// then acknowledges only the first part, the sender retransmits, and
+	// the engine sends only the part still missing.
+	Extra bool
 	// Drop says the caller must drop the packet (Packet is nil): a
 	// repeat of bytes the engine holds, or a segment it cannot send
 	// before the line it belongs to is complete. TCP resends it.
@@ -90,6 +97,7 @@ type Stats struct {
 	BadChecksum   uint64 // packets whose TCP checksum was wrong on arrival (passed unparsed, still wrong)
 	Untranslated  uint64 // packets of connections the Mapper does not translate
 	Modified      uint64 // packets sent with changes
+	Split         uint64 // extra packets made by splitting a rewritten segment larger than the path allows
 	Rewrites      uint64 // lines rewritten
 	LocalReplies  uint64 // commands answered by the ALG through NOOP substitution
 	BadSyntax     uint64 // commands or replies that should have been translated but did not parse (passed)

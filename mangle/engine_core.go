@@ -246,6 +246,9 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 	s := p.seq
 	if p.flags&tcpSYN != 0 {
 		s++
+		// The MSS the sender announces bounds what its peer may send it
+		// (RFC 9293 section 3.7.1): the other direction's segments.
+		f.s[1-d].mss = p.mss()
 		if !st.synced || d == ToServer && f.n == 0 {
 			st.next = s
 			st.synced = true
@@ -334,6 +337,9 @@ func (e *Engine) afterAck(f *flow, d Dir) {
 	a := ot.hist.toOrig(p.ack, false)
 	if !ot.ackSeen || seqLT(ot.acked, a) {
 		ot.acked, ot.ackSeen = a, true
+	}
+	if !ot.rcvSeen || seqLT(ot.rcvAck, p.ack) {
+		ot.rcvAck, ot.rcvSeen = p.ack, true
 	}
 }
 
@@ -439,6 +445,10 @@ func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable 
 		out = e.outBuf(len(p.b) + 2*maxRegionBytes)
 		out = append(out, p.b[:p.payload]...)
 		out = st.hist.appendSent(out, ds, data)
+		if max := st.maxPacket(p); len(out) > max {
+			e.split(f, d, tag, p, out, newSeq, newAck, ackMapped, old, max)
+			return
+		}
 	} else {
 		out = append(e.outBuf(len(p.b)), p.b...)
 	}
@@ -453,6 +463,74 @@ func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable 
 	finishPacket(out, p, old, payloadChanged)
 	e.stats.Modified++
 	e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: out, Modified: true})
+}
+
+// maxPacket is the largest packet direction d may carry on this leg
+// (RFC 6384 section 5; docs/PROTOCOL.md PB-8): the MSS its receiver
+// announced plus the headers of p, else 1280 bytes on IPv6 and 576 on
+// IPv4 (RFC 8200 section 5, RFC 791); never less than p itself.
+func (st *stream) maxPacket(p *packet) int {
+	n := 576
+	if p.v6 {
+		n = 1280
+	}
+	if st.mss != 0 {
+		n = p.tcp + tcpMinLen + int(st.mss)
+	}
+	return max(n, len(p.b))
+}
+
+// split sends the rewritten packet out (headers of p, its new payload
+// after them), which is larger than max, as several packets of at most
+// max bytes: the first on p's verdict, the others as Extra emits. Bytes
+// the receiver already acknowledged are left out first (a retransmission
+// after a tail the caller could not send only carries what is missing,
+// so each one makes progress).
+func (e *Engine) split(f *flow, d Dir, tag uint64, p *packet, out []byte, seq, ack uint32, ackMapped bool, old uint64, max int) {
+	st, ot := &f.s[d], &f.s[1-d]
+	payload := out[p.payload:]
+	if st.rcvSeen {
+		if k := st.rcvAck - seq; int32(k) > 0 && int(k) < len(payload) {
+			payload, seq = payload[k:], st.rcvAck
+		}
+	}
+	room := max - p.payload
+	if room < 1 {
+		room = 1
+	}
+	e.stats.Modified++
+	for first := true; ; first = false {
+		n := min(room, len(payload))
+		last := n == len(payload)
+		var b []byte
+		if first {
+			b = out[:p.payload] // the payload is copied down over itself
+		} else {
+			b = append(e.outBuf(p.payload+n), p.b[:p.payload]...)
+		}
+		b = append(b, payload[:n]...)
+		binary.BigEndian.PutUint32(b[p.tcp+4:], seq)
+		binary.BigEndian.PutUint32(b[p.tcp+8:], ack)
+		if ackMapped {
+			mapSACK(b, p.tcp, p.payload, &ot.hist)
+		}
+		if p.flags&tcpURG != 0 {
+			mapUrgent(b, p, &st.hist, seq)
+		}
+		if !last {
+			b[p.tcp+13] &^= tcpFIN | tcpPSH // FIN and PSH belong to the last part
+		}
+		finishPacket(b, p, old, true)
+		e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: b, Modified: true, Extra: !first})
+		if !first {
+			e.stats.Split++
+		}
+		if last {
+			return
+		}
+		payload = payload[n:]
+		seq += uint32(n)
+	}
 }
 
 // mapUrgent keeps the urgent pointer of out (a rewrite of p, now at

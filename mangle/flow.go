@@ -66,6 +66,9 @@ type stream struct {
 	next    uint32 // next original sequence number the assembler expects
 	acked   uint32 // highest original number the receiver acknowledged
 	ackSeen bool
+	rcvAck  uint32 // highest number the receiver acknowledged, in its own (sent) numbering
+	rcvSeen bool
+	mss     uint16 // the MSS the receiver announced in its SYN (0: unknown)
 	synced  bool
 	fin     bool
 	line    lineState

@@ -24,11 +24,13 @@ const (
 	tcpFIN = 0x01
 	tcpSYN = 0x02
 	tcpRST = 0x04
+	tcpPSH = 0x08
 	tcpACK = 0x10
 	tcpURG = 0x20
 
 	tcpOptEnd  = 0
 	tcpOptNOP  = 1
+	tcpOptMSS  = 2 // RFC 9293 section 3.2
 	tcpOptSACK = 5 // RFC 2018
 )
 
@@ -169,6 +171,32 @@ func (p *packet) decodeTCP(off int) decodeStatus {
 	p.ack = binary.BigEndian.Uint32(b[off+8:])
 	p.flags = b[off+13]
 	return decodedTCP
+}
+
+// mss returns the MSS option of the segment, 0 when it has none.
+func (p *packet) mss() uint16 {
+	b := p.b
+	for i := p.tcp + tcpMinLen; i < p.payload; {
+		switch b[i] {
+		case tcpOptEnd:
+			return 0
+		case tcpOptNOP:
+			i++
+			continue
+		}
+		if i+1 >= p.payload {
+			return 0
+		}
+		n := int(b[i+1])
+		if n < 2 || i+n > p.payload {
+			return 0
+		}
+		if b[i] == tcpOptMSS && n == 4 {
+			return binary.BigEndian.Uint16(b[i+2:])
+		}
+		i += n
+	}
+	return 0
 }
 
 // data returns the TCP payload.

@@ -107,6 +107,11 @@ type sim struct {
 	sack    [][2]uint32 // SACK blocks to put on the next packet
 	noCheck bool
 	corrupt map[uint64]bool // tags injected with a wrong TCP checksum
+	// maxPacket, when set, is the largest packet the path allows.
+	maxPacket int
+	// dropExtra leaves out Extra emits, as a caller that cannot send
+	// packets of its own does.
+	dropExtra bool
 }
 
 func newSim(t testing.TB, s Session, v6 bool) *sim {
@@ -252,8 +257,13 @@ func (s *sim) deliver(res *Result) {
 	s.t.Helper()
 	for _, em := range res.Emits {
 		delete(s.held, em.Tag)
-		s.emitted[em.Tag]++
-		if em.Drop {
+		if !em.Extra {
+			s.emitted[em.Tag]++
+		}
+		if s.maxPacket > 0 && len(em.Packet) > s.maxPacket {
+			s.t.Errorf("packet of %d bytes, larger than the path allows (%d)", len(em.Packet), s.maxPacket)
+		}
+		if em.Drop || em.Extra && s.dropExtra {
 			continue // lost on the way, as far as the peers can tell
 		}
 		if s.corrupt[em.Tag] {

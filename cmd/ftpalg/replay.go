@@ -209,6 +209,7 @@ type replaySummary struct {
 	IP        int // frames handed to the engine
 	Modified  int // frames written with a changed IP packet
 	Dropped   int // frames the engine dropped (not written; see mangle.Emit)
+	Extra     int // frames written in addition: the rest of split segments
 	Rewrites  int // transcript lines
 	Truncated int // frames passed without the engine because the capture cut them short
 	OtherLeg  int // IP frames of the family --leg leaves out
@@ -229,6 +230,9 @@ func (s replaySummary) String() string {
 	}
 	if s.Dropped > 0 {
 		fmt.Fprintf(&b, ", dropped %d", s.Dropped)
+	}
+	if s.Extra > 0 {
+		fmt.Fprintf(&b, ", split into %d more", s.Extra)
 	}
 	b.WriteString("; engine:")
 	v := reflect.ValueOf(s.Stats)
@@ -538,12 +542,23 @@ func (rp *replayer) frame(data []byte, ci gopacket.CaptureInfo, flt layers.LinkT
 
 // drain writes what one engine call emitted and prints its rewrites.
 func (rp *replayer) drain() error {
+	var last pendingFrame
+	lastTag := ^uint64(0)
 	for _, em := range rp.res.Emits {
 		pf, ok := rp.pending[em.Tag]
+		if em.Extra && !ok && em.Tag == lastTag {
+			// The rest of a split segment: a frame of its own, right
+			// after the first part, with the same link header.
+			pf, ok = last, true
+		}
 		if !ok {
 			return fmt.Errorf("engine emitted frame %d, which is not pending (emitted twice or never given)", em.Tag+1)
 		}
 		delete(rp.pending, em.Tag)
+		last, lastTag = pf, em.Tag
+		if em.Extra {
+			rp.sum.Extra++
+		}
 		if em.Drop {
 			rp.sum.Dropped++
 			continue

@@ -476,6 +476,14 @@ func (h *engineHandler) emit(v *nfq.Verdicts) {
 			v.Drop(uint32(e.Tag))
 			continue
 		}
+		if e.Extra {
+			// The second part of a split segment: a verdict carries one
+			// packet, and the daemon sends none of its own. The part is
+			// lost on the wire; the receiver acknowledges the first part
+			// only, and the engine sends the rest when the sender
+			// retransmits (see mangle.Emit); Stats.Split counts them.
+			continue
+		}
 		if e.Modified {
 			v.AcceptModified(uint32(e.Tag), e.Packet)
 		} else {

@@ -78,6 +78,21 @@ func TestBadChecksum(t *testing.T) {
 	}
 }
 
+// With TrustChecksums (a capture from a host with checksum offload) a
+// segment is parsed whatever its checksum, which the rewrite keeps as
+// wrong as it was.
+func TestTrustChecksums(t *testing.T) {
+	m := &fakeMapper{sess: sess46, ok: true, ports: map[uint16]uint16{}}
+	s := newSimMapper(t, m, false, &Config{TrustChecksums: true})
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	s.injectCorrupt(ToServer, s.build(ToServer, s.ends[ToServer].sndNxt, tcpACK|0x08, []byte("PORT 192,0,2,10,7,208\r\n")))
+	if len(m.calls) != 1 || len(s.res.Rewrites) != 1 {
+		t.Errorf("not parsed: %d mapper calls, %d rewrites", len(m.calls), len(s.res.Rewrites))
+	}
+	s.done()
+}
+
 // The urgent pointer keeps pointing at the same byte after a rewrite
 // changed the segment's length (RFC 6384 section 5).
 func TestUrgentPointerAfterRewrite(t *testing.T) {

@@ -22,6 +22,12 @@ type Config struct {
 	// ServerPorts are the FTP control ports (default 21): a packet to one
 	// is from a client, a packet from one is from a server.
 	ServerPorts []uint16
+	// TrustChecksums parses segments whatever their TCP checksum says. By
+	// default a segment whose checksum is wrong is never parsed and leaves
+	// as wrong as it came (docs/PROTOCOL.md PB-12); NFQUEUE hands over
+	// complete checksums, so only a capture taken on a host with checksum
+	// offload (replay) needs this.
+	TrustChecksums bool
 	// IdleTimeout forgets a flow that saw no packet for this long
 	// (default 2h, roughly conntrack's established timeout).
 	IdleTimeout time.Duration

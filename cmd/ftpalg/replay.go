@@ -111,6 +111,7 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 	hold := fs.Duration("hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held (in capture time), then a command segment is sent unchanged (a reply being translated waits for its line); as 'ftpalg run --hold-timeout'")
 	leg := fs.String("leg", "", "`leg` whose packets go through the engine, ipv4 or ipv6, as the daemon queues only one; packets of the other pass unchanged (default: both, for a capture of one leg)")
 	strict := fs.Bool("strict", false, "answer a 64 session's 227 naming another address than the server's with 425")
+	trust := fs.Bool("trust-checksums", false, "parse segments whatever their TCP checksum says (a capture taken on a host with checksum offload); by default a segment whose checksum is wrong passes unparsed, as in the daemon")
 	ports := fs.String("ports", "21", "comma-separated FTP control `PORTS` of servers")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), replayUsage)
@@ -161,7 +162,7 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 	if err != nil {
 		return usageErr("--ports: %v", err)
 	}
-	ra.opts.Engine = mangle.Config{Strict: *strict, ServerPorts: serverPorts}
+	ra.opts.Engine = mangle.Config{Strict: *strict, ServerPorts: serverPorts, TrustChecksums: *trust}
 	return ra, 0
 }
 

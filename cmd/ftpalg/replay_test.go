@@ -190,6 +190,23 @@ var replayScenarios = []replayScenario{
 		},
 	},
 	{
+		// A 227 split over two segments 300 ms apart, past the 200 ms hold
+		// timeout (a retransmission after an RTO): the server got PASV, so
+		// the client must still get one 229, never a raw 227 (PB-13).
+		name: "64-late-reply-segment",
+		leg:  func() ftpcap.Leg { return ftpcap.Session64(50009).V4 },
+		link: ftpcap.Link{Type: layers.LinkTypeRaw},
+		conf: "tayga.conf",
+		cfg:  ftpcap.Config{Step: 300 * time.Millisecond},
+		script: func(c *ftpcap.Conv) {
+			ftpLogin(c)
+			c.Command("EPSV\r\n", "PASV\r\n")
+			c.Send(ftpcap.Write{From: ftpcap.Server, Data: "227 Entering Passive Mode (198,51,100,10,7,208)\r\n",
+				Want: "229 Entering Extended Passive Mode (|||2000|)\r\n", Split: []int{20}})
+			ftpQuit(c)
+		},
+	},
+	{
 		name: "46-auth",
 		leg:  func() ftpcap.Leg { return ftpcap.Session46(40007).V4 },
 		link: ftpcap.Link{Type: layers.LinkTypeEthernet},

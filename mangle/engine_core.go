@@ -15,17 +15,18 @@ type Engine struct {
 	free  []*flow
 	heldF []*flow // flows holding packets
 
-	pkt       packet
-	last      *flow // the flow of the previous packet: consecutive packets often share one
-	res       *Result
-	bufs      [][]byte // output packets of the current call
-	nbuf      int
-	scratch   []byte // transcript text of the current call
-	lineOut   []byte // a replacement line being built
-	textBuf   []byte // replacement text being built
-	lastSweep time.Time
-	watcher   LengthWatcher // cfg.Mapper, if it is one
-	active    ActiveChecker // cfg.Mapper, if it is one
+	pkt        packet
+	last       *flow // the flow of the previous packet: consecutive packets often share one
+	res        *Result
+	bufs       [][]byte // output packets of the current call
+	nbuf       int
+	scratch    []byte // transcript text of the current call
+	lineOut    []byte // a replacement line being built
+	textBuf    []byte // replacement text being built
+	lastSweep  time.Time
+	unverified bool          // the current packet's checksum was not verified (see retransmission)
+	watcher    LengthWatcher // cfg.Mapper, if it is one
+	active     ActiveChecker // cfg.Mapper, if it is one
 }
 
 // New returns an engine. cfg.Mapper must be set.
@@ -130,7 +131,8 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 		e.emitOrig(tag, b)
 		return
 	}
-	if !e.cfg.TrustChecksums && !p.checksumOK() {
+	e.unverified = !e.cfg.TrustChecksums && e.retransmission(f, d)
+	if !e.cfg.TrustChecksums && !e.unverified && !p.checksumOK() {
 		// Never parsed, never the start of a flow: it leaves as wrong as
 		// it came (its numbers mapped, checksums updated incrementally),
 		// and its receiver drops it.
@@ -325,13 +327,27 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 	e.afterAck(f, d)
 }
 
+// retransmission reports whether p carries only data of flow f's
+// direction d that the engine has already read: it is never parsed, and
+// an incremental checksum update keeps it as right or wrong as it came, so
+// its checksum need not be verified (that is the cost of a full pass).
+func (e *Engine) retransmission(f *flow, d Dir) bool {
+	p := &e.pkt
+	if f == nil || p.flags&(tcpSYN|tcpFIN|tcpRST) != 0 {
+		return false
+	}
+	st := &f.s[d]
+	n := uint32(len(p.b) - p.payload)
+	return st.synced && n > 0 && seqLE(p.seq+n, st.next)
+}
+
 // afterAck records how far the packet just processed acknowledged the
 // other direction (in that direction's original numbering), for the
 // history to know which rewrites no retransmission can need any more.
 func (e *Engine) afterAck(f *flow, d Dir) {
 	p := &e.pkt
-	if p.flags&tcpACK == 0 {
-		return
+	if p.flags&tcpACK == 0 || e.unverified {
+		return // an unverified acknowledgement might be a corrupted one
 	}
 	ot := &f.s[1-d]
 	a := ot.hist.toOrig(p.ack, false)

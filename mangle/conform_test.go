@@ -426,3 +426,19 @@ func fillerLines(n int) string {
 	}
 	return b.String()
 }
+
+// A reply segment held only because it ends inside a Telnet sequence is
+// not a committed translation: the hold timeout releases it.
+func TestTelnetHoldTimesOut(t *testing.T) {
+	s := newSim(t, sess64, false)
+	s.handshake()
+	s.send(ToClient, "220 ready\r\n")
+	s.send(ToServer, "NOOP\r\n")
+	s.send(ToClient, "200 ok\xff")
+	s.expire(time.Second)
+	if got := s.got(ToClient); got != "220 ready\r\n200 ok\xff" {
+		t.Errorf("client got %q after the timeout", got)
+	}
+	s.send(ToClient, "\xf1\r\n") // IAC NOP
+	s.done()
+}

@@ -95,7 +95,15 @@ const maxCommittedHold = 2 * time.Minute
 // committed reports whether the line being assembled in direction d has a
 // translation the engine is already bound to (see the top of this file).
 func (f *flow) committed(d Dir) bool {
-	return d == ToClient && f.wantsHold(ToClient)
+	if d != ToClient {
+		return false
+	}
+	l := &f.s[d].line
+	if !l.started || l.skip || l.frozen || l.overlong || l.telnet || !f.active() {
+		return false
+	}
+	c, ok := f.head()
+	return ok && c.kind.translated()
 }
 
 // drainParsed feeds held segments that the hole before them no longer

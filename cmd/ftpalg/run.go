@@ -557,6 +557,7 @@ func warnLoop(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, hs []*
 
 var troubleNames = []string{
 	"map_failed", "bad_syntax", "addr_mismatch", "desync", "held_overflow", "regions_full",
+	"bad_checksum", "noop_refused", "unparsed_425", "split_lost", "telnet_relayed",
 	"flows_evicted", "enobufs", "verdict_errors", "write_errors", "truncated", "oversize",
 	"queue_drops", "socket_drops",
 }
@@ -568,6 +569,11 @@ var troubleText = map[string]string{
 	"desync":         "replies that could not be matched to commands",
 	"held_overflow":  "held segments released unchanged: too many held per flow",
 	"regions_full":   "rewrites skipped: sequence history full",
+	"bad_checksum":   "segments whose TCP checksum was wrong on arrival (passed unparsed)",
+	"noop_refused":   "substituted NOOPs the server refused: client told 421, session ended",
+	"unparsed_425":   "227/229 replies the client could not use and the ALG could not parse (425)",
+	"split_lost":     "second parts of split segments the daemon could not send (TCP resends them)",
+	"telnet_relayed": "Telnet negotiations the ALG could not remove or refuse",
 	"flows_evicted":  "flows evicted from a full flow table",
 	"enobufs":        "netlink receive buffer overruns (packets lost to the queue)",
 	"verdict_errors": "verdicts the kernel refused",
@@ -589,6 +595,11 @@ func troubleCounters(queues []*nfq.Queue, hs []*engineHandler) map[string]uint64
 		m["desync"] += es.Desync
 		m["held_overflow"] += es.HeldOverflow
 		m["regions_full"] += es.RegionsFull
+		m["bad_checksum"] += es.BadChecksum
+		m["noop_refused"] += es.NoopRefused
+		m["unparsed_425"] += es.Unparsed425
+		m["split_lost"] += es.Split
+		m["telnet_relayed"] += es.TelnetRelayed
 		m["flows_evicted"] += es.FlowsEvicted
 		m["enobufs"] += qs.ENOBUFS
 		m["verdict_errors"] += qs.VerdictErrors

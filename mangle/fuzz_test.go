@@ -79,6 +79,7 @@ func FuzzStream(f *testing.F) {
 			b   []byte
 		}
 		var sent []seg
+		byTag := map[uint64]seg{}
 		for len(in) > 0 {
 			c := in[0]
 			in = in[1:]
@@ -96,6 +97,7 @@ func FuzzStream(f *testing.F) {
 			b := append([]byte(nil), in[:n]...)
 			in = in[n:]
 			sent = append(sent, seg{d, s.ends[d].sndNxt, b})
+			byTag[s.tag+1] = sent[len(sent)-1]
 			s.send(d, string(b))
 			for _, em := range s.res.Emits {
 				if !naiveChecksum(em.Packet) {
@@ -104,6 +106,18 @@ func FuzzStream(f *testing.F) {
 			}
 		}
 		s.flush()
+		// Segments the engine dropped are lost as far as the peers can
+		// tell: their senders resend them, as TCP would.
+		for round := 0; len(s.dropped) > 0 && round < 4; round++ {
+			tags := s.dropped
+			s.dropped = nil
+			for _, tag := range tags {
+				if g, ok := byTag[tag]; ok {
+					s.inject(g.d, s.build(g.d, g.seq, tcpACK|0x08, g.b))
+				}
+			}
+			s.flush()
+		}
 		s.done()
 		// The shift equals the length change, in each direction.
 		f := s.e.flows[flowKeyOf(s)]

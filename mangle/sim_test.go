@@ -112,6 +112,8 @@ type sim struct {
 	// dropExtra leaves out Extra emits, as a caller that cannot send
 	// packets of its own does.
 	dropExtra bool
+	// dropped lists the tags the engine dropped, for a test to resend.
+	dropped []uint64
 }
 
 func newSim(t testing.TB, s Session, v6 bool) *sim {
@@ -262,6 +264,9 @@ func (s *sim) deliver(res *Result) {
 		}
 		if s.maxPacket > 0 && len(em.Packet) > s.maxPacket {
 			s.t.Errorf("packet of %d bytes, larger than the path allows (%d)", len(em.Packet), s.maxPacket)
+		}
+		if em.Drop {
+			s.dropped = append(s.dropped, em.Tag)
 		}
 		if em.Drop || em.Extra && s.dropExtra {
 			continue // lost on the way, as far as the peers can tell

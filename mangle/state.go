@@ -44,18 +44,19 @@ func FlowKeyOf(client, server netip.AddrPort) FlowKey {
 }
 
 // stateMagic opens an encoded flow state; its last byte is the version.
-var stateMagic = [4]byte{'F', 'T', 'S', 1}
+var stateMagic = [4]byte{'F', 'T', 'S', 2}
 
 // MaxStateLen bounds the length of an encoded flow state.
-const MaxStateLen = 4 + 2 + 4*17 + 1 + 2*maxPending + 9 + 2*(14+maxRegions*(9+maxRegionBytes)) + 4
+const MaxStateLen = 4 + 2 + 4*17 + 1 + 2*maxPending + 9 + 2*(20+maxRegions*(9+maxRegionBytes)) + 4
 
 const (
 	stDesync = 1 << iota
 	stTransparent
 	stDisabled
-	stEpsvAll
+	stAuthPending
 	stLenChanged
 	stClosed
+	stTeardown
 )
 
 const (
@@ -63,6 +64,7 @@ const (
 	stFin
 	stSynced
 	stMidLine
+	stRcvSeen
 )
 
 // needsState reports whether the flow's state must be saved: every
@@ -174,7 +176,7 @@ func (f *flow) appendState(b []byte) []byte {
 	b = append(b, stateMagic[:]...)
 	b = append(b, byte(f.sess.Kind))
 	var fl byte
-	for i, v := range []bool{f.desync, f.transparent, f.disabled, f.epsvAll, f.lenChanged, f.closed} {
+	for i, v := range []bool{f.desync, f.transparent, f.disabled, f.authPending, f.lenChanged, f.closed, f.teardown} {
 		if v {
 			fl |= 1 << i
 		}
@@ -191,7 +193,7 @@ func (f *flow) appendState(b []byte) []byte {
 	}
 	r := &f.rep
 	var rf byte
-	for i, v := range []bool{r.active, r.recode, r.addrDone, r.first} {
+	for i, v := range []bool{r.active, r.recode, r.addrDone, r.first, r.final} {
 		if v {
 			rf |= 1 << i
 		}
@@ -229,7 +231,12 @@ func (f *flow) appendState(b []byte) []byte {
 		if mid {
 			sf |= stMidLine
 		}
+		if st.rcvSeen {
+			sf |= stRcvSeen
+		}
 		b = append(b, sf)
+		b = binary.BigEndian.AppendUint32(b, st.rcvAck)
+		b = binary.BigEndian.AppendUint16(b, st.mss)
 		h := &st.hist
 		b = binary.BigEndian.AppendUint32(b, h.base)
 		b = append(b, byte(h.n))
@@ -292,7 +299,8 @@ func (f *flow) decodeState(b []byte) bool {
 	g.sess.Kind = Kind(r.u8())
 	fl := r.u8()
 	g.desync, g.transparent, g.disabled = fl&stDesync != 0, fl&stTransparent != 0, fl&stDisabled != 0
-	g.epsvAll, g.lenChanged, g.closed = fl&stEpsvAll != 0, fl&stLenChanged != 0, fl&stClosed != 0
+	g.authPending, g.lenChanged, g.closed = fl&stAuthPending != 0, fl&stLenChanged != 0, fl&stClosed != 0
+	g.teardown = fl&stTeardown != 0
 	g.sess.Client4, g.sess.Client6 = r.addr(), r.addr()
 	g.sess.Server4, g.sess.Server6 = r.addr(), r.addr()
 	n := int(r.u8())
@@ -305,6 +313,7 @@ func (f *flow) decodeState(b []byte) bool {
 	g.n = n
 	rf := r.u8()
 	g.rep.active, g.rep.recode, g.rep.addrDone, g.rep.first = rf&1 != 0, rf&2 != 0, rf&4 != 0, rf&8 != 0
+	g.rep.final = rf&16 != 0
 	g.rep.code = int(r.u16())
 	g.rep.codeText = [3]byte(r.next(3))
 	g.rep.newCode = [3]byte(r.next(3))
@@ -314,6 +323,8 @@ func (f *flow) decodeState(b []byte) bool {
 		sf := r.u8()
 		st.ackSeen, st.fin = sf&stAckSeen != 0, sf&stFin != 0
 		st.synced = sf&stSynced != 0
+		st.rcvSeen = sf&stRcvSeen != 0
+		st.rcvAck, st.mss = r.u32(), r.u16()
 		if sf&stMidLine != 0 {
 			st.line.started, st.line.start, st.line.skip = true, st.next, true
 		}
@@ -337,13 +348,15 @@ func (f *flow) decodeState(b []byte) bool {
 	}
 	f.sess, f.translate = g.sess, true
 	f.pending, f.phead, f.n, f.rep = g.pending, 0, g.n, g.rep
-	f.desync, f.transparent, f.disabled, f.epsvAll = g.desync, g.transparent, g.disabled, g.epsvAll
+	f.desync, f.transparent, f.disabled = g.desync, g.transparent, g.disabled
+	f.authPending, f.teardown = g.authPending, g.teardown
 	f.lenChanged, f.closed, f.saved = g.lenChanged, g.closed, true
 	for d := range f.s {
 		st, gs := &f.s[d], &g.s[d]
 		st.hist = gs.hist
 		st.next, st.acked, st.ackSeen, st.fin = gs.next, gs.acked, gs.ackSeen, gs.fin
 		st.synced = gs.synced
+		st.rcvAck, st.rcvSeen, st.mss = gs.rcvAck, gs.rcvSeen, gs.mss
 		st.line.reset()
 		st.line.started, st.line.start, st.line.skip = gs.line.started, gs.line.start, gs.line.skip
 	}

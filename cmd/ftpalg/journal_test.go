@@ -52,7 +52,7 @@ func TestJournal(t *testing.T) {
 	}
 	// A connection closed both ways counts as closed after a restart too,
 	// and goes once it is older than closedAge.
-	closedState := []byte{'F', 'T', 'S', 1, 1, 1 << 5, 0, 0}
+	closedState := []byte{'F', 'T', 'S', 2, 1, 1 << 5, 0, 0}
 	kc := mangle.FlowKeyOf(netip.MustParseAddrPort("192.0.2.11:40001"), netip.MustParseAddrPort("198.51.100.1:21"))
 	j2.SaveFlow(kc, closedState)
 	if n := j2.open(); n != 1 {

@@ -119,7 +119,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl.BoolVar(&cfg.NoRules, "no-rules", false, "install no nftables rules (the operator installs them, see 'ftpalg rules')")
 	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
 	fl.BoolVar(&cfg.FailOpen, "fail-open", true, "let FTP control packets pass unchanged while the queue is full or no daemon runs,\ninstead of dropping them (--fail-open=false)")
-	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held, then it is sent unchanged")
+	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command is held, then it is sent unchanged (a reply the ALG has committed to translate is never sent half translated)")
 	fl.BoolVar(&cfg.Strict, "strict", false, "answer 425 to an IPv6 client when the IPv4 server's 227 names another address")
 	fl.Func("log-level", "log `level`: debug (every rewritten line), info, warn or error (default info)", func(s string) error {
 		return cfg.LogLevel.UnmarshalText([]byte(s))
@@ -553,11 +553,27 @@ func (h *engineHandler) Close(v *nfq.Verdicts) {
 func (h *engineHandler) emit(v *nfq.Verdicts) {
 	for i := range h.res.Emits {
 		e := &h.res.Emits[i]
+		if e.Drop {
+			v.Drop(uint32(e.Tag))
+			continue
+		}
+		if e.Extra {
+			// The second part of a split segment: a verdict carries one
+			// packet, and the daemon sends none of its own. The part is
+			// lost on the wire; the receiver acknowledges the first part
+			// only, and the engine sends the rest when the sender
+			// retransmits (see mangle.Emit); Stats.Split counts them.
+			continue
+		}
 		if e.Modified {
 			v.AcceptModified(uint32(e.Tag), e.Packet)
 		} else {
 			v.Accept(uint32(e.Tag))
 		}
+	}
+	for i := range h.res.Alerts {
+		a := &h.res.Alerts[i]
+		h.log.Error("control connection", "queue", h.queue, "flow", a.Flow.String(), "kind", a.Kind.String(), "error", a.Text)
 	}
 	if h.debug {
 		for i := range h.res.Rewrites {
@@ -622,6 +638,7 @@ func warnLoop(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, hs []*
 
 var troubleNames = []string{
 	"map_failed", "bad_syntax", "addr_mismatch", "desync", "held_overflow", "regions_full",
+	"bad_checksum", "noop_refused", "unparsed_425", "split_lost", "telnet_relayed",
 	"flows_evicted", "enobufs", "verdict_errors", "write_errors", "truncated", "oversize",
 	"queue_drops", "socket_drops",
 }
@@ -633,6 +650,11 @@ var troubleText = map[string]string{
 	"desync":         "replies that could not be matched to commands",
 	"held_overflow":  "held segments released unchanged: too many held per flow",
 	"regions_full":   "rewrites skipped: sequence history full",
+	"bad_checksum":   "segments whose TCP checksum was wrong on arrival (passed unparsed)",
+	"noop_refused":   "substituted NOOPs the server refused: client told 421, session ended",
+	"unparsed_425":   "227/229 replies the client could not use and the ALG could not parse (425)",
+	"split_lost":     "second parts of split segments the daemon could not send (TCP resends them)",
+	"telnet_relayed": "Telnet negotiations the ALG could not remove or refuse",
 	"flows_evicted":  "flows evicted from a full flow table",
 	"enobufs":        "netlink receive buffer overruns (packets lost to the queue)",
 	"verdict_errors": "verdicts the kernel refused",
@@ -654,6 +676,11 @@ func troubleCounters(queues []*nfq.Queue, hs []*engineHandler) map[string]uint64
 		m["desync"] += es.Desync
 		m["held_overflow"] += es.HeldOverflow
 		m["regions_full"] += es.RegionsFull
+		m["bad_checksum"] += es.BadChecksum
+		m["noop_refused"] += es.NoopRefused
+		m["unparsed_425"] += es.Unparsed425
+		m["split_lost"] += es.Split
+		m["telnet_relayed"] += es.TelnetRelayed
 		m["flows_evicted"] += es.FlowsEvicted
 		m["enobufs"] += qs.ENOBUFS
 		m["verdict_errors"] += qs.VerdictErrors

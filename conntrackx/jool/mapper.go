@@ -427,6 +427,12 @@ func (m *Mapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 	return netip.AddrPort{}, fmt.Errorf("jool map: unknown mode %v", req.Mode)
 }
 
+// CanMapActive64 implements mangle.ActiveChecker: an EPRT needs a static
+// BIB entry, which the mapper adds only inside its reserved port range.
+// Without one the engine answers ALGS with the token EPSV and passes EPRT
+// unchanged (RFC 6384 section 11: the token must be true).
+func (m *Mapper) CanMapActive64(mangle.Session) bool { return m.lo != 0 }
+
 // mapStatic returns a4:p4 bound to target by a static BIB entry of ours,
 // adding one if needed. Called with m.mu held.
 func (m *Mapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.AddrPort, error) {

@@ -572,3 +572,22 @@ func TestJoolMapperConcurrent(t *testing.T) {
 		t.Errorf("%d mappings for 40 targets", got)
 	}
 }
+
+// An EPRT needs a static BIB entry in the reserved range: without one the
+// mapper says so, and the engine then answers ALGS with the token EPSV and
+// passes EPRT unchanged (RFC 6384 section 11; docs/PROTOCOL.md P64-6).
+func TestJoolMapperCanMapActive64(t *testing.T) {
+	f := newFakeTables()
+	with, _ := newTestMapper(t, f, MapperConfig{})
+	without, err := NewMapper(&MapperConfig{Tables: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var _ mangle.ActiveChecker = with
+	if !with.CanMapActive64(mangle.Session{}) {
+		t.Error("with a reserved range: CanMapActive64 false")
+	}
+	if without.CanMapActive64(mangle.Session{}) {
+		t.Error("without a reserved range: CanMapActive64 true")
+	}
+}

@@ -390,10 +390,10 @@ func (q *Queue) dispatch(b []byte, p *packet, h Handler, v *Verdicts) {
 
 // sendVerdicts writes the collected verdicts, if any.
 func (q *Queue) sendVerdicts(v *Verdicts) {
-	q.st.verdicts.Add(v.accepted)
+	q.st.verdicts.Add(v.accepted + v.dropped)
 	q.st.modified.Add(v.modified)
 	q.st.oversize.Add(v.oversize)
-	v.accepted, v.modified, v.oversize = 0, 0, 0
+	v.accepted, v.modified, v.oversize, v.dropped = 0, 0, 0, 0
 	v.flush()
 }
 

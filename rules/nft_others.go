@@ -27,3 +27,11 @@ func Remove(cfg *Config) error {
 func NativeQueue() (bool, error) {
 	return false, errors.ErrUnsupported
 }
+
+// NewKeeper needs Linux nftables.
+func NewKeeper(cfg *Config) (*Keeper, error) {
+	if _, err := newPlan(cfg); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("keep rules: %w", errors.ErrUnsupported)
+}

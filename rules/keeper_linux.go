@@ -1,0 +1,120 @@
+//go:build linux
+
+package rules
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/nftables"
+)
+
+// NewKeeper returns a Keeper of the ruleset of cfg, in the namespace of
+// cfg.NetNS. It installs nothing yet.
+func NewKeeper(cfg *Config) (*Keeper, error) {
+	p, err := newPlan(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Keeper{
+		k:     &nftKernel{p: p, cfg: *cfg},
+		table: p.table,
+		poll:  5 * time.Second,
+		retry: 200 * time.Millisecond,
+	}, nil
+}
+
+// nftKernel is the keeperKernel of a plan.
+type nftKernel struct {
+	p   *plan
+	cfg Config
+}
+
+func (n *nftKernel) install() error {
+	conn, err := dial(&n.cfg)
+	if err != nil {
+		return fmt.Errorf("install rules: %w", err)
+	}
+	return n.p.install(conn)
+}
+
+func (n *nftKernel) remove() error { return Remove(&n.cfg) }
+
+// present lists the chains of the plan's tables and counts their rules.
+func (n *nftKernel) present() (bool, error) {
+	conn, err := dial(&n.cfg)
+	if err != nil {
+		return false, err
+	}
+	want := n.p.ruleCounts()
+	for f, chains := range want {
+		fam := nftables.TableFamilyIPv4
+		if f == familyIP6 {
+			fam = nftables.TableFamilyIPv6
+		}
+		all, err := conn.ListChainsOfTableFamily(fam)
+		if err != nil {
+			return false, err
+		}
+		found := 0
+		for _, c := range all {
+			count, ok := chains[c.Name]
+			if c.Table.Name != n.p.table || !ok {
+				continue
+			}
+			found++
+			rules, err := conn.GetRules(c.Table, c)
+			if err != nil {
+				return false, err
+			}
+			if len(rules) != count {
+				return false, nil
+			}
+		}
+		if found != len(chains) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// watch subscribes to the nftables netlink group and sends once per
+// transaction (generation) of the ruleset.
+func (n *nftKernel) watch(ctx context.Context) (<-chan struct{}, error) {
+	conn, err := dial(&n.cfg)
+	if err != nil {
+		return nil, err
+	}
+	mon := nftables.NewMonitor(nftables.WithMonitorObject(nftables.MonitorObjectAny))
+	gens, err := conn.AddGenerationalMonitor(mon)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			mon.Close()
+		case <-done:
+		}
+	}()
+	go func() {
+		defer close(out)
+		defer close(done)
+		for g := range gens {
+			if g.GeneratedBy != nil && g.GeneratedBy.Error != nil {
+				// The monitor stops after an error (an ENOBUFS
+				// overrun, for one); the caller watches again.
+				mon.Close()
+				continue
+			}
+			select {
+			case out <- struct{}{}:
+			default: // a check is pending already
+			}
+		}
+	}()
+	return out, nil
+}

@@ -20,6 +20,17 @@ type Keeper struct {
 	retry     time.Duration // after a failed restore, try again this soon
 	installed atomic.Bool
 	restores  atomic.Uint64
+	close     func() error // may be nil
+}
+
+// Close releases what NewKeeper holds. The rules stay: Remove removes them.
+func (k *Keeper) Close() error {
+	if k.close == nil {
+		return nil
+	}
+	err := k.close()
+	k.close = nil
+	return err
 }
 
 // keeperKernel is what a Keeper needs of nftables; the Linux one is

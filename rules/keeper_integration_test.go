@@ -44,6 +44,7 @@ func TestIntegrationKeeperFlush(t *testing.T) {
 		if err := k.Remove(); err != nil {
 			t.Error(err)
 		}
+		k.Close()
 	})
 	before := listing(p.router.Run(t, "nft", "list", "ruleset"))
 	r := readQueues(t, p.router, cfg.QueueNum, 1)

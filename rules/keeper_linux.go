@@ -8,17 +8,31 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 )
 
 // NewKeeper returns a Keeper of the ruleset of cfg, in the namespace of
-// cfg.NetNS. It installs nothing yet.
+// cfg.NetNS, or else in the namespace of the calling thread: the Keeper
+// holds that namespace, so its goroutines work there whatever thread they
+// run on. It installs nothing yet. Close releases the namespace.
 func NewKeeper(cfg *Config) (*Keeper, error) {
 	p, err := newPlan(cfg)
 	if err != nil {
 		return nil, err
 	}
+	c := *cfg
+	var closeNS func() error
+	if c.NetNS == 0 {
+		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("keep rules: this thread's network namespace: %w", err)
+		}
+		c.NetNS = fd
+		closeNS = func() error { return unix.Close(fd) }
+	}
 	return &Keeper{
-		k:     &nftKernel{p: p, cfg: *cfg},
+		close: closeNS,
+		k:     &nftKernel{p: p, cfg: c},
 		table: p.table,
 		poll:  5 * time.Second,
 		retry: 200 * time.Millisecond,

@@ -43,7 +43,7 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 		// Bindings Tayga saved when it last stopped.
 		log.Warn("tayga dynamic map", "err", l.Warn)
 	}
-	dm := &daemonMapper{Mapper: l.Mapper, close: closeRes}
+	dm := &daemonMapper{Mapper: l.Mapper, close: closeRes, scope: taygaScope(l.Config)}
 	if !cfg.NoPinholes {
 		// Firewall pinholes: the conntrack expectations of data
 		// connections on the rewritten leg (rules/README.md, Pinholes).
@@ -89,7 +89,14 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	if cfg.JoolPorts == [2]uint16{} {
 		log.Warn("jool: no --jool-ports: 46 passive and 64 active data channels will not be mapped")
 	}
+	scope, err := joolScope(j)
+	if err != nil {
+		m.Close()
+		j.Close()
+		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
+	}
 	return &daemonMapper{
+		scope:  scope,
 		Mapper: m,
 		expire: m.Expire,
 		close: func() error {

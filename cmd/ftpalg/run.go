@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -48,6 +49,7 @@ type runConfig struct {
 	LogFormat    string
 	StatusSocket string
 	MetricsAddr  string
+	Table        string
 }
 
 const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [flags]
@@ -107,6 +109,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 		return nil
 	})
 	fl.StringVar(&cfg.Leg, "leg", rules.LegIPv4, "`leg` of the translator whose packets are queued: ipv4 or ipv6")
+	fl.StringVar(&cfg.Table, "table", rules.DefaultTable, "the daemon's nftables `table`, one per instance: several daemons in one network namespace\nneed their own --table and --queue-num")
 	fl.BoolVar(&cfg.NoRules, "no-rules", false, "install no nftables rules (the operator installs them, see 'ftpalg rules')")
 	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
 	fl.BoolVar(&cfg.FailOpen, "fail-open", true, "let FTP control packets pass unchanged while the queue is full or no daemon runs,\ninstead of dropping them (--fail-open=false)")
@@ -171,8 +174,12 @@ func (c *runConfig) translator() string {
 	return rules.Tayga
 }
 
-func (c *runConfig) rules() *rules.Config {
+// rules is the ruleset of the daemon; scope is the translator's own
+// addresses (daemonMapper.scope).
+func (c *runConfig) rules(scope []netip.Prefix) *rules.Config {
 	return &rules.Config{
+		Table:      c.Table,
+		Scope:      scope,
 		Translator: c.translator(),
 		Leg:        c.Leg,
 		Ports:      c.Ports,
@@ -222,6 +229,7 @@ type daemonMapper struct {
 	mangle.Mapper
 	expire func(now time.Time) error
 	close  func() error
+	scope  []netip.Prefix // the translator's addresses (rules.Config.Scope)
 }
 
 // errNotRoot is returned when the daemon lacks CAP_NET_ADMIN.
@@ -244,6 +252,17 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	if ok, known := hasNetAdmin(); known && !ok {
 		return errNotRoot
 	}
+	// One daemon per table and per queue in a namespace: a second one
+	// stops here, before it touches the first one's rules or queues.
+	queueNums := make([]uint16, cfg.Queues)
+	for i := range queueNums {
+		queueNums[i] = cfg.QueueNum + uint16(i)
+	}
+	release, err := claimInstance(cfg.Table, queueNums)
+	if err != nil {
+		return err
+	}
+	defer release()
 
 	// Queues first: a second daemon stops here, before it touches the
 	// first one's rules.
@@ -269,7 +288,14 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		}, cfg.HoldTimeout, log)
 	}
 	started := time.Now()
-	getReport := func() statusReport { return report(cfg, started, queues, handlers) }
+	var keeper *rules.Keeper
+	if !cfg.NoRules {
+		if keeper, err = rules.NewKeeper(cfg.rules(mapper.scope)); err != nil {
+			return err
+		}
+		defer keeper.Close()
+	}
+	getReport := func() statusReport { return report(cfg, started, queues, handlers, keeper) }
 	stopServers, err := serveReports(cfg, log, getReport)
 	if err != nil {
 		return err
@@ -277,16 +303,15 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	defer stopServers()
 
 	// Rules last: nothing can fail after them but the loops themselves.
-	rc := cfg.rules()
-	if !cfg.NoRules {
-		if err := rules.Install(rc); err != nil {
+	if keeper != nil {
+		if err := keeper.Install(); err != nil {
 			return err
 		}
 		// The queues close first (below, after the loops end): between
 		// that and this, queued packets pass unchanged with the bypass
 		// flag (--fail-open) or are dropped.
 		defer func() {
-			if rerr := rules.Remove(rc); rerr != nil {
+			if rerr := keeper.Remove(); rerr != nil {
 				log.Error("remove rules", "err", rerr)
 				if err == nil {
 					err = rerr
@@ -296,15 +321,15 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	}
 	log.Info("ftpalg running",
 		"version", version, "translator", cfg.translator(), "conf", cfg.TaygaConf+cfg.JoolInstance,
-		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules,
+		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules, "table", cfg.Table,
 		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket, "metrics_addr", cfg.MetricsAddr)
 
-	loopErr := runLoops(ctx, log, queues, handlers, mapper.expire)
+	loopErr := runLoops(ctx, log, queues, handlers, keeper, mapper.expire)
 	// The loops gave every held packet its verdict; the kernel drops what
 	// is still queued when a queue closes.
 	closeQueues()
 
-	sum := report(cfg, started, queues, handlers).total()
+	sum := report(cfg, started, queues, handlers, keeper).total()
 	log.Info("ftpalg stopped", "uptime", time.Since(started).Round(time.Millisecond).String(),
 		"packets", sum.NFQ.Packets, "modified", sum.NFQ.Modified, "rewrites", sum.Engine.Rewrites,
 		"flows", sum.Engine.Flows, "held_timeout", sum.Engine.HeldTimeout,
@@ -357,10 +382,11 @@ func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport) (st
 	return stop, nil
 }
 
-// runLoops runs one loop per queue, the warning loop and, if expire is
-// not nil, the mapper's expiry loop, until ctx is done or a queue's loop
-// fails (the first to fail stops the others).
-func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handlers []*engineHandler, expire func(time.Time) error) error {
+// runLoops runs one loop per queue, the warning loop, if keeper is not
+// nil the loop that keeps the rules installed and, if expire is not nil,
+// the mapper's expiry loop, until ctx is done or a queue's loop fails (the
+// first to fail stops the others).
+func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handlers []*engineHandler, keeper *rules.Keeper, expire func(time.Time) error) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -380,6 +406,13 @@ func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handle
 		defer wg.Done()
 		warnLoop(runCtx, log, queues, handlers, 10*time.Second)
 	}()
+	if keeper != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keepRules(runCtx, log, keeper)
+		}()
+	}
 	if expire != nil {
 		wg.Add(1)
 		go func() {
@@ -389,6 +422,20 @@ func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handle
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// keepRules puts the rules back whenever they are removed under the daemon
+// (an "nft flush ruleset", a "systemctl reload nftables").
+func keepRules(ctx context.Context, log *slog.Logger, k *rules.Keeper) {
+	k.Run(ctx, func(e rules.KeeperEvent) {
+		switch {
+		case e.Restored:
+			log.Warn("rules: the table was removed or changed under the daemon (nft flush ruleset? systemctl reload nftables?); restored",
+				"table", k.Table(), "restores", k.Restores())
+		case e.Err != nil:
+			log.Error("rules", "table", k.Table(), "installed", k.Installed(), "err", e.Err)
+		}
+	})
 }
 
 func queueRange(cfg *runConfig) string {

@@ -34,7 +34,7 @@ func writeFile(t *testing.T, name, text string) string {
 func TestParseRunFlags(t *testing.T) {
 	defaults := runConfig{
 		TaygaConf: "t.conf", Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
-		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock",
+		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock", Table: "ftpalg",
 	}
 	with := func(f func(c *runConfig)) *runConfig {
 		c := defaults
@@ -47,8 +47,9 @@ func TestParseRunFlags(t *testing.T) {
 		wantErr string
 	}{
 		{args: "--tayga-conf t.conf", want: &defaults},
-		{args: "--tayga-conf t.conf --queues 4 --queue-num 10 --ports 21,2121 --leg ipv6 --no-rules --fail-open=false --hold-timeout 1s --strict --log-level debug --log-format json --status-socket=",
+		{args: "--tayga-conf t.conf --queues 4 --queue-num 10 --ports 21,2121 --leg ipv6 --no-rules --fail-open=false --hold-timeout 1s --strict --log-level debug --log-format json --status-socket= --table nat64b",
 			want: with(func(c *runConfig) {
+				c.Table = "nat64b"
 				c.Queues, c.QueueNum, c.Ports, c.Leg, c.NoRules, c.FailOpen = 4, 10, []uint16{21, 2121}, "ipv6", true, false
 				c.HoldTimeout, c.Strict, c.LogLevel, c.LogFormat, c.StatusSocket = time.Second, true, slog.LevelDebug, "json", ""
 			})},
@@ -56,7 +57,7 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg.sock"}},
+			StatusSocket: "/run/ftpalg.sock", Table: "ftpalg"}},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},
 		{args: "--tayga-conf a --jool-ports 61000-61999", wantErr: "--jool-ports needs --jool-instance"},
 		{args: "--tayga-conf a --leg ipv5", wantErr: `--leg "ipv5": want ipv4 or ipv6`},

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
 	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/rules"
 )
 
 func init() {
@@ -41,7 +42,9 @@ type statusReport struct {
 	Conf       string        `json:"conf"`
 	Leg        string        `json:"leg"`
 	Ports      []uint16      `json:"ports"`
+	Table      string        `json:"table"`
 	Rules      bool          `json:"rules_installed"`
+	Restores   uint64        `json:"rules_restored"`
 	Queues     []queueStatus `json:"queues"`
 }
 
@@ -56,7 +59,8 @@ type queueStatus struct {
 	Flows  int              `json:"flows"`
 }
 
-func report(cfg *runConfig, started time.Time, queues []*nfq.Queue, hs []*engineHandler) statusReport {
+// report is the daemon's state; keeper is nil with --no-rules.
+func report(cfg *runConfig, started time.Time, queues []*nfq.Queue, hs []*engineHandler, keeper *rules.Keeper) statusReport {
 	r := statusReport{
 		Version:    version,
 		PID:        os.Getpid(),
@@ -66,7 +70,10 @@ func report(cfg *runConfig, started time.Time, queues []*nfq.Queue, hs []*engine
 		Conf:       cfg.TaygaConf + cfg.JoolInstance,
 		Leg:        cfg.Leg,
 		Ports:      cfg.Ports,
-		Rules:      !cfg.NoRules,
+		Table:      cfg.Table,
+	}
+	if keeper != nil {
+		r.Rules, r.Restores = keeper.Installed(), keeper.Restores()
 	}
 	for i, q := range queues {
 		qs := queueStatus{Queue: q.Num(), NFQ: q.Stats()}
@@ -224,7 +231,8 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 // counters per queue (and a total when there are several).
 func printStatus(w io.Writer, r *statusReport) {
 	fmt.Fprintf(w, "ftpalg %s, pid %d, up %s (since %s)\n", r.Version, r.PID, r.Uptime, r.Started.Format(time.RFC3339))
-	fmt.Fprintf(w, "translator %s (%s), leg %s, ports %v, rules installed: %v\n\n", r.Translator, r.Conf, r.Leg, r.Ports, r.Rules)
+	fmt.Fprintf(w, "translator %s (%s), leg %s, ports %v, table %s, rules installed: %v, restored %d times\n\n",
+		r.Translator, r.Conf, r.Leg, r.Ports, r.Table, r.Rules, r.Restores)
 	cols := r.Queues
 	head := []string{"counter"}
 	for _, q := range r.Queues {

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/ftpalg/ftpalg/conntrackx/jool"
 	"github.com/ftpalg/ftpalg/mangle/tayga"
 )
 
@@ -71,33 +70,3 @@ func taygaScope(tc *tayga.Config) []netip.Prefix {
 // errInstance is wrapped by the error of a second daemon on the same table
 // or queue.
 var errInstance = errors.New("instance in use")
-
-// joolPools is what joolScope needs of a Jool instance.
-type joolPools interface {
-	Pool4List(proto uint8) ([]jool.Pool4Entry, error)
-	Pool6() (netip.Prefix, bool, error)
-}
-
-// joolScope is the set of addresses a Jool translates from or to: its
-// pool4 addresses (TCP) and its pool6.
-func joolScope(j joolPools) ([]netip.Prefix, error) {
-	pool4, err := j.Pool4List(6) // TCP
-	if err != nil {
-		return nil, fmt.Errorf("read pool4: %w", err)
-	}
-	var s []netip.Prefix
-	for _, e := range pool4 {
-		s = append(s, e.Prefix)
-	}
-	if len(s) == 0 {
-		return nil, errors.New("its pool4 has no TCP addresses (ftpalg needs an explicit pool4)")
-	}
-	pool6, ok, err := j.Pool6()
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("read pool6: %w", err)
-	case !ok:
-		return nil, errors.New("the instance has no pool6")
-	}
-	return append(s, pool6), nil
-}

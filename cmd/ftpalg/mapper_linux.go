@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/ftpalg/ftpalg/conntrackx"
@@ -54,7 +55,12 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 			}
 			return nil, err
 		}
-		dm.Mapper = conntrackx.NewPinholeMapper(l.Mapper, x, log)
+		pm := conntrackx.NewPinholeMapper(l.Mapper, x, log)
+		dm.Mapper = pm
+		dm.pinholes = func() pinholeStats {
+			s := pm.Stats()
+			return pinholeStats{Created: s.Created, Failed: s.Failed, Refused: s.Refused}
+		}
 		dm.close = func() error {
 			var err error
 			if closeRes != nil {
@@ -103,4 +109,34 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 			return errors.Join(m.Close(), j.Close())
 		},
 	}, nil
+}
+
+// joolPools is what joolScope needs of a Jool instance.
+type joolPools interface {
+	Pool4List(proto uint8) ([]jool.Pool4Entry, error)
+	Pool6() (netip.Prefix, bool, error)
+}
+
+// joolScope is the set of addresses a Jool translates from or to: its
+// pool4 addresses (TCP) and its pool6.
+func joolScope(j joolPools) ([]netip.Prefix, error) {
+	pool4, err := j.Pool4List(6) // TCP
+	if err != nil {
+		return nil, fmt.Errorf("read pool4: %w", err)
+	}
+	var s []netip.Prefix
+	for _, e := range pool4 {
+		s = append(s, e.Prefix)
+	}
+	if len(s) == 0 {
+		return nil, errors.New("its pool4 has no TCP addresses (ftpalg needs an explicit pool4)")
+	}
+	pool6, ok, err := j.Pool6()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("read pool6: %w", err)
+	case !ok:
+		return nil, errors.New("the instance has no pool6")
+	}
+	return append(s, pool6), nil
 }

@@ -230,6 +230,8 @@ type daemonMapper struct {
 	expire func(now time.Time) error
 	close  func() error
 	scope  []netip.Prefix // the translator's addresses (rules.Config.Scope)
+	// pinholes returns the pinhole decorator's counters; nil without it.
+	pinholes func() pinholeStats
 }
 
 // errNotRoot is returned when the daemon lacks CAP_NET_ADMIN.
@@ -295,8 +297,14 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		}
 		defer keeper.Close()
 	}
-	getReport := func() statusReport { return report(cfg, started, queues, handlers, keeper) }
-	stopServers, err := serveReports(cfg, log, getReport)
+	getReport := func() statusReport { return report(cfg, started, queues, handlers, keeper, mapper.pinholes) }
+	ready := func() error {
+		if keeper != nil && !keeper.Installed() {
+			return errors.New("rules not installed")
+		}
+		return nil
+	}
+	stopServers, err := serveReports(cfg, log, getReport, ready)
 	if err != nil {
 		return err
 	}
@@ -329,7 +337,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	// is still queued when a queue closes.
 	closeQueues()
 
-	sum := report(cfg, started, queues, handlers, keeper).total()
+	sum := report(cfg, started, queues, handlers, keeper, mapper.pinholes).total()
 	log.Info("ftpalg stopped", "uptime", time.Since(started).Round(time.Millisecond).String(),
 		"packets", sum.NFQ.Packets, "modified", sum.NFQ.Modified, "rewrites", sum.Engine.Rewrites,
 		"flows", sum.Engine.Flows, "held_timeout", sum.Engine.HeldTimeout,
@@ -353,8 +361,9 @@ func openQueues(cfg *runConfig) ([]*nfq.Queue, error) {
 }
 
 // serveReports starts the status socket and the metrics listener that
-// cfg asks for; stop closes them.
-func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport) (stop func(), err error) {
+// cfg asks for; stop closes them. ready tells /readyz whether the daemon
+// translates.
+func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport, ready func() error) (stop func(), err error) {
 	var closers []func() error
 	stop = func() {
 		for _, c := range closers {
@@ -372,7 +381,7 @@ func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport) (st
 		}
 	}
 	if cfg.MetricsAddr != "" {
-		ms, err := listenMetrics(cfg.MetricsAddr, log, get)
+		ms, err := listenMetrics(cfg.MetricsAddr, log, get, ready)
 		if err != nil {
 			stop()
 			return nil, err

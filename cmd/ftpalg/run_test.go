@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
@@ -281,13 +282,16 @@ func TestStatusSocket(t *testing.T) {
 		t.Fatalf("status: exit %d: %s", code, errOut.String())
 	}
 	text := out.String()
-	for _, want := range []string{"queue 0", "queue 1", "total", "nfqueue.Packets", "engine.Rewrites", "nfqueue.ENOBUFS"} {
+	for _, want := range []string{"queue 0", "queue 1", "total", "packets queued", "lines rewritten", "receive buffer overruns", "dropped: queue full"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status text lacks %q:\n%s", want, text)
 		}
 	}
 	if !strings.Contains(text, "15") {
 		t.Errorf("status text lacks the total of 15 packets:\n%s", text)
+	}
+	if strings.Contains(text, "nfqueue.") || strings.Contains(text, "ENOBUFS") || strings.Contains(text, "engine.") {
+		t.Errorf("status text shows Go field names:\n%s", text)
 	}
 
 	out.Reset()
@@ -315,28 +319,40 @@ func TestStatusSocket(t *testing.T) {
 	}
 }
 
-func TestSnake(t *testing.T) {
-	for in, want := range map[string]string{
-		"Packets": "packets", "VerdictErrors": "verdict_errors", "ENOBUFS": "enobufs",
-		"NotTCP": "not_tcp", "HeldTimeout": "held_timeout", "FlowsEvicted": "flows_evicted",
-	} {
-		if got := snake(in); got != want {
-			t.Errorf("snake(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestMetrics(t *testing.T) {
 	rep := statusReport{Version: "v1", Translator: "tayga", Leg: "ipv4", Started: time.Unix(1700000000, 0),
 		Queues: []queueStatus{
 			{Queue: 0, NFQ: nfq.Stats{Packets: 10, ENOBUFS: 2}, Engine: mangle.Stats{NotTCP: 3}, Flows: 4},
 			{Queue: 1, Kernel: &nfq.KernelStats{QueueDrops: 5}},
 		}}
-	m, err := listenMetrics("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)), func() statusReport { return rep })
+	rep.Table, rep.Rules, rep.Restores = "ftpalg", true, 2
+	rep.Pinholes = &pinholeStats{Created: 7, Failed: 1}
+	var notReady error
+	m, err := listenMetrics("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)), func() statusReport { return rep },
+		func() error { return notReady })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + m.ln.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
+		t.Errorf("/readyz: %d %q", code, body)
+	}
+	notReady = errors.New("rules not installed")
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "rules not installed") {
+		t.Errorf("/readyz while not ready: %d %q", code, body)
+	}
 	resp, err := http.Get("http://" + m.ln.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -345,8 +361,15 @@ func TestMetrics(t *testing.T) {
 	resp.Body.Close()
 	text := string(body)
 	for _, want := range []string{
-		`ftpalg_info{version="v1",translator="tayga",leg="ipv4"} 1`,
-		"ftpalg_start_time_seconds 1700000000",
+		`ftpalg_info{leg="ipv4",table="ftpalg",translator="tayga"} 1`,
+		"ftpalg_start_time_seconds 1.7e+09",
+		"ftpalg_rules_installed 1",
+		"ftpalg_rules_restored_total 2",
+		"ftpalg_pinholes_created_total 7",
+		"ftpalg_pinholes_failed_total 1",
+		"# HELP ftpalg_kernel_queue_drops_total Packets the kernel dropped, or accepted unchanged with fail-open, because the queue was full.",
+		"# TYPE go_goroutines gauge",
+		"# TYPE process_cpu_seconds_total counter",
 		"# TYPE ftpalg_nfqueue_packets_total counter",
 		`ftpalg_nfqueue_packets_total{queue="0"} 10`,
 		`ftpalg_nfqueue_enobufs_total{queue="0"} 2`,

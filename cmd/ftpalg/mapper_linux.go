@@ -6,11 +6,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"time"
 
 	"github.com/ftpalg/ftpalg/conntrackx"
 	"github.com/ftpalg/ftpalg/conntrackx/jool"
 	"github.com/ftpalg/ftpalg/mangle/tayga"
+	"golang.org/x/sys/unix"
 )
 
 // loadMapper builds the Mapper of the configured translator.
@@ -82,15 +84,29 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
 	}
-	m, err := jool.NewMapper(&jool.MapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts})
+	ledger, err := joolLedger(cfg)
+	if err != nil {
+		j.Close()
+		return nil, err
+	}
+	m, err := jool.NewMapper(&jool.MapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts, Ledger: ledger})
 	if err != nil {
 		j.Close()
 		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
 	}
-	if n, err := m.Cleanup(); err != nil {
+	n, err := m.Cleanup()
+	if n > 0 {
+		log.Info("jool: removed the static BIB entries an earlier run of this instance left", "count", n, "record", ledger.Path)
+	}
+	var inUse *jool.ReservedInUseError
+	if errors.As(err, &inUse) {
+		// An operator's entries in the range: refuse, touch nothing.
+		m.Close()
+		j.Close()
+		return nil, fmt.Errorf("--jool-ports %d-%d: %w", cfg.JoolPorts[0], cfg.JoolPorts[1], inUse)
+	}
+	if err != nil {
 		log.Warn("jool: remove stale static BIB entries", "err", err)
-	} else if n > 0 {
-		log.Info("jool: removed static BIB entries left by an earlier run", "count", n)
 	}
 	if cfg.JoolPorts == [2]uint16{} {
 		log.Warn("jool: no --jool-ports: 46 passive and 64 active data channels will not be mapped")
@@ -139,4 +155,17 @@ func joolScope(j joolPools) ([]netip.Prefix, error) {
 		return nil, errors.New("the instance has no pool6")
 	}
 	return append(s, pool6), nil
+}
+
+// joolLedger is where the daemon records the static BIB entries it adds:
+// /run/ftpalg/TABLE/jool-INSTANCE-NETNS.bib, one file per daemon (the table
+// is per instance, the network namespace's inode tells apart daemons in
+// different namespaces that share /run).
+func joolLedger(cfg *runConfig) (*jool.FileLedger, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return nil, fmt.Errorf("jool: this network namespace: %w", err)
+	}
+	name := fmt.Sprintf("jool-%s-%d.bib", cfg.JoolInstance, st.Ino)
+	return &jool.FileLedger{Path: filepath.Join(cfg.StateDir, cfg.Table, name)}, nil
 }

@@ -50,6 +50,9 @@ type runConfig struct {
 	StatusSocket string
 	MetricsAddr  string
 	Table        string
+	// StateDir holds what must survive a crash of the daemon (the Jool
+	// static BIB entries it added), per --table; not a flag yet.
+	StateDir string
 }
 
 const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [flags]
@@ -61,6 +64,9 @@ rules again on SIGINT or SIGTERM. Needs root (CAP_NET_ADMIN).
 
 Flags:
 `
+
+// defaultStateDir is where the daemon keeps its records under /run.
+const defaultStateDir = "/run/ftpalg"
 
 // defaultStatusSocket is where "ftpalg status" finds the daemon.
 const defaultStatusSocket = "/run/ftpalg.sock"
@@ -126,7 +132,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 
 // parseRunFlags parses and checks the flags of "ftpalg run".
 func parseRunFlags(args []string, stderr io.Writer) (*runConfig, error) {
-	cfg := &runConfig{Queues: 1, Ports: []uint16{21}}
+	cfg := &runConfig{Queues: 1, Ports: []uint16{21}, StateDir: defaultStateDir}
 	fl := newRunFlags(cfg, stderr)
 	if err := fl.Parse(args); err != nil {
 		return nil, err
@@ -148,6 +154,13 @@ func (c *runConfig) check() error {
 		return errors.New("--tayga-conf and --jool-instance exclude each other")
 	case c.JoolPorts != [2]uint16{} && c.JoolInstance == "":
 		return errors.New("--jool-ports needs --jool-instance")
+	}
+	if lo, hi := c.JoolPorts[0], c.JoolPorts[1]; lo != 0 {
+		for _, p := range c.Ports {
+			if p >= lo && p <= hi {
+				return fmt.Errorf("--jool-ports %d-%d holds FTP control port %d (--ports): choose a range without it", lo, hi, p)
+			}
+		}
 	}
 	if c.Leg != rules.LegIPv4 && c.Leg != rules.LegIPv6 {
 		return fmt.Errorf("--leg %q: want ipv4 or ipv6", c.Leg)

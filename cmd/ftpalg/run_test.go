@@ -35,7 +35,7 @@ func writeFile(t *testing.T, name, text string) string {
 func TestParseRunFlags(t *testing.T) {
 	defaults := runConfig{
 		TaygaConf: "t.conf", Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
-		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock", Table: "ftpalg",
+		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock", Table: "ftpalg", StateDir: "/run/ftpalg",
 	}
 	with := func(f func(c *runConfig)) *runConfig {
 		c := defaults
@@ -58,8 +58,9 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg.sock", Table: "ftpalg"}},
+			StatusSocket: "/run/ftpalg.sock", Table: "ftpalg", StateDir: "/run/ftpalg"}},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},
+		{args: "--jool-instance j --jool-ports 2000-3000 --ports 21,2121", wantErr: "--jool-ports 2000-3000 holds FTP control port 2121 (--ports): choose a range without it"},
 		{args: "--tayga-conf a --jool-ports 61000-61999", wantErr: "--jool-ports needs --jool-instance"},
 		{args: "--tayga-conf a --leg ipv5", wantErr: `--leg "ipv5": want ipv4 or ipv6`},
 		{args: "--tayga-conf a --ports 21,0", wantErr: `bad port "0"`},

@@ -294,10 +294,14 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		return err
 	}
 
+	// The engines get the translator's Mapper itself (not daemonMapper,
+	// which would hide its optional LengthWatcher), wrapped in the
+	// recorder of data channels for 'ftpalg sessions'.
+	rec := newDataRecorder(mapper.Mapper, mapper.pinholes != nil)
 	handlers := make([]*engineHandler, len(queues))
 	for i, q := range queues {
 		handlers[i] = newEngineHandler(q.Num(), &mangle.Config{
-			Mapper:      mapper,
+			Mapper:      rec,
 			Strict:      cfg.Strict,
 			ServerPorts: cfg.Ports,
 		}, cfg.HoldTimeout, log)
@@ -317,7 +321,8 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		}
 		return nil
 	}
-	stopServers, err := serveReports(cfg, log, getReport, ready)
+	getSessions := func() sessionsReport { return sessions(cfg.Leg, rec, handlers, time.Now()) }
+	stopServers, err := serveReports(cfg, log, getReport, getSessions, ready)
 	if err != nil {
 		return err
 	}
@@ -373,10 +378,10 @@ func openQueues(cfg *runConfig) ([]*nfq.Queue, error) {
 	return queues, nil
 }
 
-// serveReports starts the status socket and the metrics listener that
-// cfg asks for; stop closes them. ready tells /readyz whether the daemon
-// translates.
-func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport, ready func() error) (stop func(), err error) {
+// serveReports starts the status socket (status and sessions) and the
+// metrics listener that cfg asks for; stop closes them. ready tells
+// /readyz whether the daemon translates.
+func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport, sess func() sessionsReport, ready func() error) (stop func(), err error) {
 	var closers []func() error
 	stop = func() {
 		for _, c := range closers {
@@ -390,7 +395,7 @@ func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport, rea
 			log.Warn("no status socket: 'ftpalg status' cannot reach this daemon (see --status-socket)", "err", err)
 		} else {
 			closers = append(closers, status.Close)
-			status.serve(get)
+			status.serve(get, sess)
 		}
 	}
 	if cfg.MetricsAddr != "" {
@@ -507,15 +512,39 @@ type engineHandler struct {
 	mu    sync.Mutex
 	stats mangle.Stats // copied from the engine at every Tick
 	flows int
+
+	// listReq carries requests for the engine's flows ('ftpalg
+	// sessions'), answered at the next Tick on the loop goroutine.
+	listReq chan chan []mangle.FlowInfo
+}
+
+// Flows returns the engine's flows, as listed by the queue's loop at its
+// next Tick; ok is false if the loop did not answer within timeout.
+func (h *engineHandler) Flows(timeout time.Duration) ([]mangle.FlowInfo, bool) {
+	reply := make(chan []mangle.FlowInfo, 1)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case h.listReq <- reply:
+	case <-t.C:
+		return nil, false
+	}
+	select {
+	case f := <-reply:
+		return f, true
+	case <-t.C:
+		return nil, false
+	}
 }
 
 func newEngineHandler(queue uint16, cfg *mangle.Config, hold time.Duration, log *slog.Logger) *engineHandler {
 	return &engineHandler{
-		queue: queue,
-		eng:   mangle.New(cfg),
-		hold:  hold,
-		log:   log,
-		debug: log.Enabled(context.Background(), slog.LevelDebug),
+		listReq: make(chan chan []mangle.FlowInfo),
+		queue:   queue,
+		eng:     mangle.New(cfg),
+		hold:    hold,
+		log:     log,
+		debug:   log.Enabled(context.Background(), slog.LevelDebug),
 	}
 }
 
@@ -528,6 +557,11 @@ func (h *engineHandler) Tick(now time.Time, v *nfq.Verdicts) {
 	h.eng.Expire(now, h.hold, &h.res)
 	h.emit(v)
 	h.snapshot()
+	select {
+	case reply := <-h.listReq:
+		reply <- h.eng.AppendFlows(nil)
+	default:
+	}
 }
 
 func (h *engineHandler) Close(v *nfq.Verdicts) {

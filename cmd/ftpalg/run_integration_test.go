@@ -176,6 +176,46 @@ func TestIntegrationRun(t *testing.T) {
 		t.Errorf("engine %+v: want the loopback flows counted untranslated", tot.Engine)
 	}
 
+	// 'ftpalg sessions' lists a control connection while it is open.
+	err = <-testenv.Go(ns.FD, func() error {
+		ln, err := net.Listen("tcp", self+":21")
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		listed := make(chan struct{})
+		defer close(listed)
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				c.Write([]byte("220 ready\r\n"))
+				<-listed // held open while listed
+				c.Close()
+			}
+		}()
+		c, err := net.DialTimeout("tcp", self+":21", 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			return err
+		}
+		var sr sessionsReport
+		if err := askDaemon(sock, "sessions", &sr); err != nil {
+			return err
+		}
+		for _, s := range sr.Sessions {
+			if s.Client.String() == c.LocalAddr().String() && s.Server.String() == self+":21" && !s.Translated && s.State == "open" {
+				return nil
+			}
+		}
+		return fmt.Errorf("sessions %+v: want the open connection from %v", sr, c.LocalAddr())
+	})
+	if err != nil {
+		t.Errorf("ftpalg sessions: %v", err)
+	}
+
 	// An operator flushes the ruleset (systemctl reload nftables on
 	// Debian): the table is back within a second, status says so, and
 	// packets are queued again.

@@ -272,7 +272,7 @@ func TestStatusSocket(t *testing.T) {
 			{Queue: 0, NFQ: nfq.Stats{Packets: 10, Verdicts: 10}, Engine: mangle.Stats{Packets: 10, Rewrites: 2}, Flows: 1},
 			{Queue: 1, NFQ: nfq.Stats{Packets: 5, Verdicts: 5, ENOBUFS: 1}, Kernel: &nfq.KernelStats{QueueDrops: 3}},
 		}}
-	s.serve(func() statusReport { return rep })
+	s.serve(func() statusReport { return rep }, nil)
 
 	if _, err := listenStatus(path, log); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second listener: %v, want in use", err)

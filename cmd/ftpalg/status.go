@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -166,7 +167,10 @@ func listenStatus(path string, log *slog.Logger) (*statusServer, error) {
 	return &statusServer{ln: ln, path: path, log: log}, nil
 }
 
-func (s *statusServer) serve(get func() statusReport) {
+// serve answers each connection: a client that sends "sessions\n" gets
+// sessions' report, any other (or one that sends nothing for half a
+// second) the status report. sessions may be nil.
+func (s *statusServer) serve(get func() statusReport, sessions func() sessionsReport) {
 	done := make(chan struct{})
 	s.done = done
 	go func() {
@@ -179,8 +183,14 @@ func (s *statusServer) serve(get func() statusReport) {
 				}
 				return
 			}
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			line, _ := bufio.NewReader(io.LimitReader(c, 64)).ReadString('\n')
 			c.SetDeadline(time.Now().Add(2 * time.Second))
-			if err := json.NewEncoder(c).Encode(get()); err != nil {
+			var answer any = get()
+			if strings.TrimSpace(line) == "sessions" && sessions != nil {
+				answer = sessions()
+			}
+			if err := json.NewEncoder(c).Encode(answer); err != nil {
 				s.log.Debug("status socket", "err", err)
 			}
 			c.Close()
@@ -201,20 +211,29 @@ func (s *statusServer) Close() error {
 }
 
 func readStatus(path string) (*statusReport, error) {
+	var r statusReport
+	return &r, askDaemon(path, "status", &r)
+}
+
+// askDaemon sends a request line to the daemon's status socket and decodes
+// its JSON answer into v.
+func askDaemon(path, request string, v any) error {
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("no daemon answers on %s (is 'ftpalg run' running?)", path)
+			return fmt.Errorf("no daemon answers on %s (is 'ftpalg run' running?)", path)
 		}
-		return nil, err
+		return err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	var r statusReport
-	if err := json.NewDecoder(c).Decode(&r); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	if _, err := io.WriteString(c, request+"\n"); err != nil {
+		return fmt.Errorf("ask %s: %w", path, err)
 	}
-	return &r, nil
+	if err := json.NewDecoder(c).Decode(v); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
 }
 
 func statusMain(args []string, stdout, stderr io.Writer) int {

@@ -344,7 +344,7 @@ func newPlan(cfg *Config) (*plan, error) {
 	}
 	p.scope4, p.scope6 = normScope(p.scope4), normScope(p.scope6)
 	if p.helper && (len(p.scope4) == 0 || len(p.scope6) == 0) {
-		return nil, fmt.Errorf("%w: the conntrack helper needs the translator's addresses of both families (scope): unscoped, it would take plain FTP from the kernel's own FTP helper", ErrConfig)
+		return nil, fmt.Errorf("%w: the conntrack helper needs the translator's addresses of both families (Scope, --scope): unscoped, it would take plain FTP from the kernel's own FTP helper", ErrConfig)
 	}
 	p.chains = chainsFor(p.translator, p.family)
 	return p, nil

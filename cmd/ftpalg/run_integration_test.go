@@ -102,6 +102,32 @@ func TestIntegrationRun(t *testing.T) {
 		}
 	}
 
+	// A second instance with its own table and queues runs beside the
+	// first; when it stops, it removes its own table only.
+	{
+		cfg3 := *cfg
+		cfg3.Table, cfg3.QueueNum, cfg3.Queues = "second", 30, 1
+		cfg3.StatusSocket = filepath.Join(t.TempDir(), "third.sock")
+		ctx3, cancel3 := context.WithCancel(context.Background())
+		done3 := testenv.Go(ns.FD, func() error { return run(ctx3, &cfg3, log) })
+		testenv.Eventually(t, 10*time.Second, "the second instance's status socket", func() bool {
+			r, err := readStatus(cfg3.StatusSocket)
+			return err == nil && r.Rules
+		})
+		tables := testenv.Run(t, "ip", "netns", "exec", ns.Name, "nft", "list", "tables")
+		if !strings.Contains(tables, "table ip ftpalg\n") || !strings.Contains(tables, "table ip second\n") {
+			t.Errorf("two instances: tables\n%s", tables)
+		}
+		cancel3()
+		if err := <-done3; err != nil {
+			t.Errorf("second instance: %v", err)
+		}
+		tables = testenv.Run(t, "ip", "netns", "exec", ns.Name, "nft", "list", "tables")
+		if !strings.Contains(tables, "table ip ftpalg\n") || strings.Contains(tables, "second") {
+			t.Errorf("after the second instance stopped: tables\n%s", tables)
+		}
+	}
+
 	// FTP-looking traffic on port 21 flows through the queues: Tayga's
 	// own address is in the rules' scope, and a connection from it to
 	// itself is not translated, so it passes unchanged.

@@ -54,6 +54,8 @@ func TestIntegrationKeeperFlush(t *testing.T) {
 		"flush ruleset",
 		"delete table ip " + DefaultTable,
 		"flush chain ip " + DefaultTable + " " + divertChain,
+		// A reload that puts back the table with other addresses.
+		"flush set ip " + DefaultTable + " " + scopeSet + "; add element ip " + DefaultTable + " " + scopeSet + " { 198.51.100.99 }",
 	} {
 		p.router.Run(t, "nft", cmd)
 		start := time.Now()

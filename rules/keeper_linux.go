@@ -4,6 +4,7 @@ package rules
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -89,8 +90,48 @@ func (n *nftKernel) present() (bool, error) {
 		if found != len(chains) {
 			return false, nil
 		}
+		if ok, err := n.scopeIntact(conn, f, fam); !ok || err != nil {
+			return false, err
+		}
 	}
 	return true, nil
+}
+
+// scopeIntact reports whether the set of the translator's addresses in
+// family f holds exactly the plan's prefixes: a reload that put back a
+// table with other addresses (the shipped file's examples, say) must be
+// replaced.
+func (n *nftKernel) scopeIntact(conn *nftables.Conn, f family, fam nftables.TableFamily) (bool, error) {
+	scope := n.p.scopeOf(f)
+	if len(scope) == 0 || (f != n.p.family && !n.p.helper) {
+		return true, nil
+	}
+	set, err := conn.GetSetByName(&nftables.Table{Family: fam, Name: n.p.table}, scopeSet)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, err
+	}
+	elems, err := conn.GetSetElements(set)
+	if err != nil {
+		return false, err
+	}
+	want := map[string]bool{}
+	for _, q := range scope {
+		want[string(q.Addr().AsSlice())] = true
+	}
+	got := 0
+	for _, e := range elems {
+		if e.IntervalEnd {
+			continue
+		}
+		if !want[string(e.Key)] {
+			return false, nil
+		}
+		got++
+	}
+	return got == len(want), nil
 }
 
 // watch subscribes to the nftables netlink group and sends once per

@@ -192,7 +192,7 @@ func (e *Engine) newFlow(key FlowKey, now time.Time) *flow {
 		f = new(flow)
 	}
 	f.key = key
-	f.last = now
+	f.last, f.started = now, now
 	f.sess, f.translate = e.cfg.Mapper.Classify(key.Client(), key.Server())
 	if f.translate && f.sess.Kind == KindNone {
 		f.translate = false

@@ -88,7 +88,8 @@ type flow struct {
 	translate bool
 	s         [2]stream
 	last      time.Time
-	closed    bool // RST seen, or FIN both ways
+	started   time.Time // when the engine began to follow it
+	closed    bool      // RST seen, or FIN both ways
 
 	pending  [maxPending]pendingCmd
 	phead, n int

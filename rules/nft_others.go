@@ -42,3 +42,11 @@ func (s *Shifted) Delete(c Conn) error { return nil }
 
 // Close needs Linux nftables.
 func (s *Shifted) Close() error { return nil }
+
+// NewKeeper needs Linux nftables.
+func NewKeeper(cfg *Config) (*Keeper, error) {
+	if _, err := newPlan(cfg); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("keep rules: %w", errors.ErrUnsupported)
+}

@@ -216,6 +216,23 @@ func (j *journal) open() int {
 	return len(j.known) - len(j.closed)
 }
 
+// conns lists the connections the journal holds that this daemon did not
+// see closed, for the ruleset's set of shifted connections.
+func (j *journal) conns() []rules.Conn {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var cs []rules.Conn
+	for k := range j.known {
+		if _, closed := j.closed[k]; closed {
+			continue
+		}
+		if c, ok := parseJournalName(journalName(k)); ok {
+			cs = append(cs, c)
+		}
+	}
+	return cs
+}
+
 func (j *journal) fail(what string, k mangle.FlowKey, err error) {
 	if j.errs.Add(1) <= 10 {
 		j.log.Warn("state journal: "+what, "flow", k.String(), "err", err)

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
+	"path/filepath"
 	"time"
 
 	"github.com/ftpalg/ftpalg/conntrackx"
 	"github.com/ftpalg/ftpalg/conntrackx/jool"
 	"github.com/ftpalg/ftpalg/mangle/tayga"
+	"golang.org/x/sys/unix"
 )
 
 // loadMapper builds the Mapper of the configured translator.
@@ -43,7 +46,7 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 		// Bindings Tayga saved when it last stopped.
 		log.Warn("tayga dynamic map", "err", l.Warn)
 	}
-	dm := &daemonMapper{Mapper: l.Mapper, close: closeRes}
+	dm := &daemonMapper{Mapper: l.Mapper, close: closeRes, scope: taygaScope(l.Config)}
 	if !cfg.NoPinholes {
 		// Firewall pinholes: the conntrack expectations of data
 		// connections on the rewritten leg (rules/README.md, Pinholes).
@@ -54,7 +57,12 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 			}
 			return nil, err
 		}
-		dm.Mapper = conntrackx.NewPinholeMapper(l.Mapper, x, log)
+		pm := conntrackx.NewPinholeMapper(l.Mapper, x, log)
+		dm.Mapper = pm
+		dm.pinholes = func() pinholeStats {
+			s := pm.Stats()
+			return pinholeStats{Created: s.Created, Failed: s.Failed, Refused: s.Refused}
+		}
 		dm.close = func() error {
 			var err error
 			if closeRes != nil {
@@ -76,24 +84,88 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
 	}
-	m, err := jool.NewMapper(&jool.MapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts})
+	ledger, err := joolLedger(cfg)
+	if err != nil {
+		j.Close()
+		return nil, err
+	}
+	m, err := jool.NewMapper(&jool.MapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts, Ledger: ledger})
 	if err != nil {
 		j.Close()
 		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
 	}
-	if n, err := m.Cleanup(); err != nil {
+	n, err := m.Cleanup()
+	if n > 0 {
+		log.Info("jool: removed the static BIB entries an earlier run of this instance left", "count", n, "record", ledger.Path)
+	}
+	var inUse *jool.ReservedInUseError
+	if errors.As(err, &inUse) {
+		// An operator's entries in the range: refuse, touch nothing.
+		m.Close()
+		j.Close()
+		return nil, fmt.Errorf("--jool-ports %d-%d: %w", cfg.JoolPorts[0], cfg.JoolPorts[1], inUse)
+	}
+	if err != nil {
 		log.Warn("jool: remove stale static BIB entries", "err", err)
-	} else if n > 0 {
-		log.Info("jool: removed static BIB entries left by an earlier run", "count", n)
 	}
 	if cfg.JoolPorts == [2]uint16{} {
 		log.Warn("jool: no --jool-ports: 46 passive and 64 active data channels will not be mapped")
 	}
+	scope, err := joolScope(j)
+	if err != nil {
+		m.Close()
+		j.Close()
+		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
+	}
 	return &daemonMapper{
+		scope:  scope,
 		Mapper: m,
 		expire: m.Expire,
 		close: func() error {
 			return errors.Join(m.Close(), j.Close())
 		},
 	}, nil
+}
+
+// joolPools is what joolScope needs of a Jool instance.
+type joolPools interface {
+	Pool4List(proto uint8) ([]jool.Pool4Entry, error)
+	Pool6() (netip.Prefix, bool, error)
+}
+
+// joolScope is the set of addresses a Jool translates from or to: its
+// pool4 addresses (TCP) and its pool6.
+func joolScope(j joolPools) ([]netip.Prefix, error) {
+	pool4, err := j.Pool4List(6) // TCP
+	if err != nil {
+		return nil, fmt.Errorf("read pool4: %w", err)
+	}
+	var s []netip.Prefix
+	for _, e := range pool4 {
+		s = append(s, e.Prefix)
+	}
+	if len(s) == 0 {
+		return nil, errors.New("its pool4 has no TCP addresses (ftpalg needs an explicit pool4)")
+	}
+	pool6, ok, err := j.Pool6()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("read pool6: %w", err)
+	case !ok:
+		return nil, errors.New("the instance has no pool6")
+	}
+	return append(s, pool6), nil
+}
+
+// joolLedger is where the daemon records the static BIB entries it adds:
+// /run/ftpalg/TABLE/jool-INSTANCE-NETNS.bib, one file per daemon (the table
+// is per instance, the network namespace's inode tells apart daemons in
+// different namespaces that share /run).
+func joolLedger(cfg *runConfig) (*jool.FileLedger, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return nil, fmt.Errorf("jool: this network namespace: %w", err)
+	}
+	name := fmt.Sprintf("jool-%s-%d.bib", cfg.JoolInstance, st.Ino)
+	return &jool.FileLedger{Path: filepath.Join(cfg.RunDir, cfg.Table, name)}, nil
 }

@@ -51,6 +51,14 @@ Flags:
                            open firewall pinholes for data connections
                            (rules/README.md, Pinholes; 'ftpalg run' does)
   --table NAME             the daemon's table (default ftpalg)
+  --scope LIST             the translator's own addresses and prefixes,
+                           comma-separated, both families (Tayga: its
+                           addresses, dynamic-pool, prefix and map entries;
+                           Jool: pool4 and pool6): only FTP from or to them
+                           is queued or gets a helper, so plain FTP through
+                           the box (NAT44) keeps the kernel's own helper.
+                           Required with --helper; 'ftpalg run' finds it in
+                           the translator's configuration
 
 Exit status: 0 on success, 1 if loading or removing failed, 2 for a usage
 error.
@@ -78,6 +86,7 @@ func parseRulesArgs(args []string) (rulesArgs, error) {
 	fs.BoolVar(&r.cfg.Bypass, "bypass", false, "")
 	fs.BoolVar(&r.cfg.Helper, "helper", false, "")
 	fs.StringVar(&r.cfg.Table, "table", rules.DefaultTable, "")
+	fs.Var((*scopeFlag)(&r.cfg.Scope), "scope", "")
 
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		r.action, args = args[0], args[1:]

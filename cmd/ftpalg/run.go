@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -48,8 +49,14 @@ type runConfig struct {
 	LogFormat    string
 	StatusSocket string
 	MetricsAddr  string
-	StateDir     string
-	KeepRules    string
+	Table        string
+	// StateDir keeps the state of translated control connections for a
+	// restarted daemon (--state-dir, journal.go).
+	StateDir  string
+	KeepRules string
+	// RunDir holds what must survive a crash of the daemon (the Jool
+	// static BIB entries it added), per --table; not a flag yet.
+	RunDir string
 }
 
 const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [flags]
@@ -61,6 +68,9 @@ rules again on SIGINT or SIGTERM. Needs root (CAP_NET_ADMIN).
 
 Flags:
 `
+
+// defaultRunDir is where the daemon keeps its records under /run.
+const defaultRunDir = "/run/ftpalg"
 
 // defaultStatusSocket is where "ftpalg status" finds the daemon.
 const defaultStatusSocket = "/run/ftpalg.sock"
@@ -116,6 +126,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 		return nil
 	})
 	fl.StringVar(&cfg.Leg, "leg", rules.LegIPv4, "`leg` of the translator whose packets are queued: ipv4 or ipv6")
+	fl.StringVar(&cfg.Table, "table", rules.DefaultTable, "the daemon's nftables `table`, one per instance: several daemons in one network namespace\nneed their own --table and --queue-num")
 	fl.BoolVar(&cfg.NoRules, "no-rules", false, "install no nftables rules (the operator installs them, see 'ftpalg rules')")
 	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
 	fl.BoolVar(&cfg.FailOpen, "fail-open", true, "let FTP control packets pass unchanged while the queue is full or no daemon runs,\ninstead of dropping them (--fail-open=false)")
@@ -134,7 +145,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 
 // parseRunFlags parses and checks the flags of "ftpalg run".
 func parseRunFlags(args []string, stderr io.Writer) (*runConfig, error) {
-	cfg := &runConfig{Queues: 1, Ports: []uint16{21}}
+	cfg := &runConfig{Queues: 1, Ports: []uint16{21}, StateDir: defaultStateDir, RunDir: defaultRunDir}
 	fl := newRunFlags(cfg, stderr)
 	if err := fl.Parse(args); err != nil {
 		return nil, err
@@ -156,6 +167,13 @@ func (c *runConfig) check() error {
 		return errors.New("--tayga-conf and --jool-instance exclude each other")
 	case c.JoolPorts != [2]uint16{} && c.JoolInstance == "":
 		return errors.New("--jool-ports needs --jool-instance")
+	}
+	if lo, hi := c.JoolPorts[0], c.JoolPorts[1]; lo != 0 {
+		for _, p := range c.Ports {
+			if p >= lo && p <= hi {
+				return fmt.Errorf("--jool-ports %d-%d holds FTP control port %d (--ports): choose a range without it", lo, hi, p)
+			}
+		}
 	}
 	if c.Leg != rules.LegIPv4 && c.Leg != rules.LegIPv6 {
 		return fmt.Errorf("--leg %q: want ipv4 or ipv6", c.Leg)
@@ -185,8 +203,12 @@ func (c *runConfig) translator() string {
 	return rules.Tayga
 }
 
-func (c *runConfig) rules() *rules.Config {
+// rules is the ruleset of the daemon; scope is the translator's own
+// addresses (daemonMapper.scope).
+func (c *runConfig) rules(scope []netip.Prefix) *rules.Config {
 	return &rules.Config{
+		Table:      c.Table,
+		Scope:      scope,
 		Translator: c.translator(),
 		Leg:        c.Leg,
 		Ports:      c.Ports,
@@ -236,6 +258,9 @@ type daemonMapper struct {
 	mangle.Mapper
 	expire func(now time.Time) error
 	close  func() error
+	scope  []netip.Prefix // the translator's addresses (rules.Config.Scope)
+	// pinholes returns the pinhole decorator's counters; nil without it.
+	pinholes func() pinholeStats
 }
 
 // errNotRoot is returned when the daemon lacks CAP_NET_ADMIN.
@@ -258,6 +283,17 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	if ok, known := hasNetAdmin(); known && !ok {
 		return errNotRoot
 	}
+	// One daemon per table and per queue in a namespace: a second one
+	// stops here, before it touches the first one's rules or queues.
+	queueNums := make([]uint16, cfg.Queues)
+	for i := range queueNums {
+		queueNums[i] = cfg.QueueNum + uint16(i)
+	}
+	release, err := claimInstance(cfg.Table, queueNums)
+	if err != nil {
+		return err
+	}
+	defer release()
 
 	// Queues first: a second daemon stops here, before it touches the
 	// first one's rules.
@@ -276,7 +312,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 
 	// The state of the connections an earlier daemon shifted: the engines
 	// resume them, the rules keep them fail-closed.
-	rc := cfg.rules()
+	rc := cfg.rules(mapper.scope)
 	var jn *journal
 	if cfg.StateDir != "" {
 		var conns []rules.Conn
@@ -294,10 +330,14 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 			log.Info("resuming shifted control connections of an earlier daemon", "count", len(conns), "state_dir", dir)
 		}
 	}
+	// The engines get the translator's Mapper itself (not daemonMapper,
+	// which would hide its optional LengthWatcher), wrapped in the
+	// recorder of data channels for 'ftpalg sessions'.
+	rec := newDataRecorder(mapper.Mapper, mapper.pinholes != nil)
 	handlers := make([]*engineHandler, len(queues))
 	for i, q := range queues {
 		mc := &mangle.Config{
-			Mapper:      mapper,
+			Mapper:      rec,
 			Strict:      cfg.Strict,
 			ServerPorts: cfg.Ports,
 		}
@@ -308,8 +348,25 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	}
 
 	started := time.Now()
-	getReport := func() statusReport { return report(cfg, started, queues, handlers) }
-	stopServers, err := serveReports(cfg, log, getReport)
+	var keeper *rules.Keeper
+	if !cfg.NoRules {
+		if jn != nil {
+			rc.ShiftedNow = jn.conns
+		}
+		if keeper, err = rules.NewKeeper(rc); err != nil {
+			return err
+		}
+		defer keeper.Close()
+	}
+	getReport := func() statusReport { return report(cfg, started, queues, handlers, keeper, mapper.pinholes) }
+	ready := func() error {
+		if keeper != nil && !keeper.Installed() {
+			return errors.New("rules not installed")
+		}
+		return nil
+	}
+	getSessions := func() sessionsReport { return sessions(cfg.Leg, rec, handlers, time.Now()) }
+	stopServers, err := serveReports(cfg, log, getReport, getSessions, ready)
 	if err != nil {
 		return err
 	}
@@ -319,8 +376,8 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	// Install replaces a table an earlier daemon left, atomically, with
 	// its shifted connections in the new table's set.
 	keep := false
-	if !cfg.NoRules {
-		if err := rules.Install(rc); err != nil {
+	if keeper != nil {
+		if err := keeper.Install(); err != nil {
 			return err
 		}
 		if jn != nil {
@@ -338,8 +395,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 					"shifted", jn.open())
 				return
 			}
-			if rerr := rules.Remove(rc); rerr != nil {
-
+			if rerr := keeper.Remove(); rerr != nil {
 				log.Error("remove rules", "err", rerr)
 				if err == nil {
 					err = rerr
@@ -349,7 +405,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	}
 	log.Info("ftpalg running",
 		"version", version, "translator", cfg.translator(), "conf", cfg.TaygaConf+cfg.JoolInstance,
-		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules,
+		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules, "table", cfg.Table,
 		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket, "metrics_addr", cfg.MetricsAddr)
 
 	// Keep the rules when the next daemon must find the shifted
@@ -362,13 +418,13 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	for _, h := range handlers {
 		h.dropHeld = keepRules
 	}
-	loopErr := runLoops(ctx, log, queues, handlers, mapper.expire)
+	loopErr := runLoops(ctx, log, queues, handlers, keeper, mapper.expire)
 	keep = keepRules()
 	// The loops gave every held packet its verdict (unless dropHeld); the
 	// kernel drops what is still queued when a queue closes.
 	closeQueues()
 
-	sum := report(cfg, started, queues, handlers).total()
+	sum := report(cfg, started, queues, handlers, keeper, mapper.pinholes).total()
 	log.Info("ftpalg stopped", "uptime", time.Since(started).Round(time.Millisecond).String(),
 		"packets", sum.NFQ.Packets, "modified", sum.NFQ.Modified, "rewrites", sum.Engine.Rewrites,
 		"flows", sum.Engine.Flows, "restored", sum.Engine.Restored, "restore_failed", sum.Engine.RestoreFailed,
@@ -398,9 +454,10 @@ func openQueues(cfg *runConfig) ([]*nfq.Queue, error) {
 	return queues, nil
 }
 
-// serveReports starts the status socket and the metrics listener that
-// cfg asks for; stop closes them.
-func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport) (stop func(), err error) {
+// serveReports starts the status socket (status and sessions) and the
+// metrics listener that cfg asks for; stop closes them. ready tells
+// /readyz whether the daemon translates.
+func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport, sess func() sessionsReport, ready func() error) (stop func(), err error) {
 	var closers []func() error
 	stop = func() {
 		for _, c := range closers {
@@ -414,11 +471,11 @@ func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport) (st
 			log.Warn("no status socket: 'ftpalg status' cannot reach this daemon (see --status-socket)", "err", err)
 		} else {
 			closers = append(closers, status.Close)
-			status.serve(get)
+			status.serve(get, sess)
 		}
 	}
 	if cfg.MetricsAddr != "" {
-		ms, err := listenMetrics(cfg.MetricsAddr, log, get)
+		ms, err := listenMetrics(cfg.MetricsAddr, log, get, ready)
 		if err != nil {
 			stop()
 			return nil, err
@@ -428,10 +485,11 @@ func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport) (st
 	return stop, nil
 }
 
-// runLoops runs one loop per queue, the warning loop and, if expire is
-// not nil, the mapper's expiry loop, until ctx is done or a queue's loop
-// fails (the first to fail stops the others).
-func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handlers []*engineHandler, expire func(time.Time) error) error {
+// runLoops runs one loop per queue, the warning loop, if keeper is not
+// nil the loop that keeps the rules installed and, if expire is not nil,
+// the mapper's expiry loop, until ctx is done or a queue's loop fails (the
+// first to fail stops the others).
+func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handlers []*engineHandler, keeper *rules.Keeper, expire func(time.Time) error) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -451,6 +509,13 @@ func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handle
 		defer wg.Done()
 		warnLoop(runCtx, log, queues, handlers, 10*time.Second)
 	}()
+	if keeper != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keepRules(runCtx, log, keeper)
+		}()
+	}
 	if expire != nil {
 		wg.Add(1)
 		go func() {
@@ -460,6 +525,20 @@ func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handle
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// keepRules puts the rules back whenever they are removed under the daemon
+// (an "nft flush ruleset", a "systemctl reload nftables").
+func keepRules(ctx context.Context, log *slog.Logger, k *rules.Keeper) {
+	k.Run(ctx, func(e rules.KeeperEvent) {
+		switch {
+		case e.Restored:
+			log.Warn("rules: the table was removed or changed under the daemon (nft flush ruleset? systemctl reload nftables?); restored",
+				"table", k.Table(), "restores", k.Restores())
+		case e.Err != nil:
+			log.Error("rules", "table", k.Table(), "installed", k.Installed(), "err", e.Err)
+		}
+	})
 }
 
 func queueRange(cfg *runConfig) string {
@@ -511,15 +590,39 @@ type engineHandler struct {
 	flows int
 
 	dropHeld func() bool // at Close, leave held packets without a verdict (nil: never)
+
+	// listReq carries requests for the engine's flows ('ftpalg
+	// sessions'), answered at the next Tick on the loop goroutine.
+	listReq chan chan []mangle.FlowInfo
+}
+
+// Flows returns the engine's flows, as listed by the queue's loop at its
+// next Tick; ok is false if the loop did not answer within timeout.
+func (h *engineHandler) Flows(timeout time.Duration) ([]mangle.FlowInfo, bool) {
+	reply := make(chan []mangle.FlowInfo, 1)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case h.listReq <- reply:
+	case <-t.C:
+		return nil, false
+	}
+	select {
+	case f := <-reply:
+		return f, true
+	case <-t.C:
+		return nil, false
+	}
 }
 
 func newEngineHandler(queue uint16, cfg *mangle.Config, hold time.Duration, log *slog.Logger) *engineHandler {
 	return &engineHandler{
-		queue: queue,
-		eng:   mangle.New(cfg),
-		hold:  hold,
-		log:   log,
-		debug: log.Enabled(context.Background(), slog.LevelDebug),
+		listReq: make(chan chan []mangle.FlowInfo),
+		queue:   queue,
+		eng:     mangle.New(cfg),
+		hold:    hold,
+		log:     log,
+		debug:   log.Enabled(context.Background(), slog.LevelDebug),
 	}
 }
 
@@ -532,6 +635,11 @@ func (h *engineHandler) Tick(now time.Time, v *nfq.Verdicts) {
 	h.eng.Expire(now, h.hold, &h.res)
 	h.emit(v)
 	h.snapshot()
+	select {
+	case reply := <-h.listReq:
+		reply <- h.eng.AppendFlows(nil)
+	default:
+	}
 }
 
 // LeaveQueued tells the queue loop to leave what is still queued at

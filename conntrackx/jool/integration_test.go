@@ -159,7 +159,9 @@ func TestIntegrationJoolMapper(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer j.Close()
-	// Leftovers of a killed daemon.
+	// Leftovers of a killed daemon, in its ledger.
+	ledger := &FileLedger{Path: filepath.Join(t.TempDir(), "jool-bib")}
+	var leftovers []BIBEntry
 	for i := range 3 {
 		e := BIBEntry{
 			Addr6: netip.AddrPortFrom(netip.MustParseAddr("2001:db8::30"), uint16(2000+i)),
@@ -169,8 +171,13 @@ func TestIntegrationJoolMapper(t *testing.T) {
 		if err := j.BIBAdd(e); err != nil {
 			t.Fatal(err)
 		}
+		e.Static = true
+		leftovers = append(leftovers, e)
 	}
-	m, err := NewMapper(&MapperConfig{Tables: j, ReservedPorts: [2]uint16{61000, 61999}, IdleTimeout: time.Minute})
+	if err := ledger.Store(leftovers); err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMapper(&MapperConfig{Tables: j, ReservedPorts: [2]uint16{61000, 61999}, IdleTimeout: time.Minute, Ledger: ledger})
 	if err != nil {
 		t.Fatal(err)
 	}

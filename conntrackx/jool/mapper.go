@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -91,6 +92,11 @@ type MapperConfig struct {
 	// entry that is requested again in that time go early again (before
 	// its new connection came); too short only keeps entries longer.
 	TCPTransTimeout time.Duration
+	// Ledger records the static entries the mapper adds, as it adds and
+	// removes them, so that Cleanup in a later run (after a crash)
+	// removes those and nothing else. Without one, Cleanup removes
+	// nothing: an entry in ReservedPorts may be an operator's.
+	Ledger Ledger
 }
 
 const (
@@ -155,6 +161,9 @@ type Mapper struct {
 
 	owned map[netip.AddrPort]*joolMapping // by IPv6 side (the target)
 	used  map[netip.AddrPort]bool         // IPv4 sides of owned entries
+
+	ledger    Ledger // may be nil
+	ledgerErr error  // the last failure to store the ledger, reported by Expire
 }
 
 type joolMapping struct {
@@ -171,6 +180,7 @@ func NewMapper(cfg *MapperConfig) (*Mapper, error) {
 		return nil, errors.New("jool mapper: no jool tables")
 	}
 	m := &Mapper{
+		ledger:  cfg.Ledger,
 		t:       cfg.Tables,
 		pool6:   cfg.Pool6,
 		lo:      cfg.ReservedPorts[0],
@@ -519,6 +529,26 @@ func (m *Mapper) reserved(p uint16) bool { return m.lo != 0 && p >= m.lo && p <=
 func (m *Mapper) record(e BIBEntry, now time.Time) {
 	m.owned[e.Addr6] = &joolMapping{entry: e, requested: now}
 	m.used[e.Addr4] = true
+	m.storeLedger()
+}
+
+// storeLedger writes the entries the mapper holds to the ledger. A failure
+// does not fail the mapping (the transfer matters more; the entry would
+// only outlive a crash); Expire reports it. Called with m.mu held.
+func (m *Mapper) storeLedger() {
+	if m.ledger == nil {
+		return
+	}
+	held := make([]BIBEntry, 0, len(m.owned))
+	for _, om := range m.owned {
+		held = append(held, om.entry)
+	}
+	slices.SortFunc(held, func(a, b BIBEntry) int { return a.Addr4.Compare(b.Addr4) })
+	if err := m.ledger.Store(held); err != nil {
+		m.ledgerErr = fmt.Errorf("jool mapper: record the static BIB entries: %w", err)
+	} else {
+		m.ledgerErr = nil
+	}
 }
 
 // embed6 is pool6::a (RFC 6052), or the zero Addr when a is not IPv4.

@@ -113,7 +113,7 @@ func newLab() (*lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, tool := range []string{"tayga", "vsftpd", "curl", "lftp", "python3", "nft", "ip", "ss"} {
+	for _, tool := range []string{"tayga", "vsftpd", "curl", "lftp", "python3", "nft", "ip", "ss", "conntrack"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s not found: run test/deps.sh", tool)
 		}

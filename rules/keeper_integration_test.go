@@ -4,10 +4,12 @@ package rules
 
 import (
 	"context"
-	"github.com/ftpalg/ftpalg/internal/testenv"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpalg/ftpalg/internal/testenv"
 )
 
 // TestIntegrationKeeperFlush installs through a Keeper, lets an operator
@@ -90,4 +92,47 @@ func mustPackets(t *testing.T, r *reader) []seen {
 		t.Errorf("queue reader: %v", err)
 	}
 	return got
+}
+
+// TestIntegrationKeeperShifted flushes the ruleset of a fail-open daemon
+// whose set of shifted connections changed after its start: the restored
+// set holds the connections ShiftedNow gives at the restore, not those
+// of the first install (their packets would otherwise bypass a daemon
+// that is away and arrive unshifted).
+func TestIntegrationKeeperShifted(t *testing.T) {
+	testenv.NeedRoot(t, "ip", "nft")
+	p := newPair(t)
+	first := Conn{Client: netip.MustParseAddrPort(client4s[0] + ":40001"), Server: netip.MustParseAddrPort(router4 + ":21")}
+	later := Conn{Client: netip.MustParseAddrPort(client4s[1] + ":40002"), Server: netip.MustParseAddrPort(router4 + ":21")}
+	now := []Conn{first}
+	cfg := Config{Translator: Tayga, QueueNum: 8, Bypass: true, NetNS: p.router.FD,
+		ShiftedNow: func() []Conn { return now }}
+	k, err := NewKeeper(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Install(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		k.Remove()
+		k.Close()
+	})
+	set := func() string { return p.router.Run(t, "nft", "list", "set", "ip", DefaultTable, ShiftedSet) }
+	if s := set(); !strings.Contains(s, client4s[0]+" . 40001") {
+		t.Fatalf("installed set lacks the first connection:\n%s", s)
+	}
+	now = []Conn{later}
+	p.router.Run(t, "nft", "flush ruleset")
+	if k.check(func(e KeeperEvent) {
+		if e.Err != nil {
+			t.Error(e.Err)
+		}
+	}) != true || k.Restores() != 1 {
+		t.Fatalf("check after flush: restores %d, want 1", k.Restores())
+	}
+	s := set()
+	if !strings.Contains(s, client4s[1]+" . 40002") || strings.Contains(s, client4s[0]+" . 40001") {
+		t.Errorf("restored set does not hold exactly the connections of now:\n%s", s)
+	}
 }

@@ -172,6 +172,9 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 			})
 			conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: p.helperExprs(conn, t, h.obj)})
 		}
+		if f == familyIP {
+			p.addPeerFilter(conn, t)
+		}
 	}
 }
 

@@ -63,6 +63,7 @@ func (p *plan) render() string {
 			w("\n")
 		}
 		w("table %s %s {\n", f, p.table)
+		p.renderPeerSets(&b, f)
 		h := p.helperOf(f)
 		if p.helper {
 			w("\tct helper %s {\n", h.obj)
@@ -98,6 +99,7 @@ func (p *plan) render() string {
 			w("\t\ttcp dport %s ct state new counter ct helper set \"%s\"\n", p.portsText(), h.obj)
 			w("\t}\n")
 		}
+		p.renderPeerChains(&b, f, f != p.family && !p.helper)
 		w("}\n")
 	}
 	return b.String()
@@ -136,6 +138,9 @@ func (p *plan) flags() []string {
 	}
 	if p.helper {
 		f = append(f, "--helper")
+	}
+	if p.peerFilter() {
+		f = append(f, fmt.Sprintf("--jool-ports %d-%d", p.peerPorts[0], p.peerPorts[1]))
 	}
 	if p.table != DefaultTable {
 		f = append(f, "--table "+p.table)

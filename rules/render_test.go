@@ -29,6 +29,8 @@ var goldens = []struct {
 	{"testdata/jool-ports-table.nft", Config{Translator: Jool, Ports: []uint16{21, 990, 2121}, QueueNum: 7, Table: "nat64_ftp"}},
 	{"testdata/tayga-helper.nft", Config{Translator: Tayga, Helper: true}},
 	{"testdata/tayga-ipv6-helper-ports.nft", Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Ports: []uint16{2121, 21}, Bypass: true}},
+	{"testdata/jool-peerfilter.nft", Config{Translator: Jool, PeerFilter: [2]uint16{61000, 61999}}},
+	{"testdata/jool-ipv6-peerfilter.nft", Config{Translator: Jool, Leg: LegIPv6, PeerFilter: [2]uint16{61000, 61000}, Bypass: true}},
 }
 
 func TestRenderGolden(t *testing.T) {
@@ -261,6 +263,8 @@ func TestRenderFlags(t *testing.T) {
 		"testdata/jool-ports-table.nft":          "--translator jool --ports 21,990,2121 --queue-num 7 --table nat64_ftp",
 		"testdata/tayga-helper.nft":              "--translator tayga --helper",
 		"testdata/tayga-ipv6-helper-ports.nft":   "--translator tayga --leg ipv6 --ports 21,2121 --bypass --helper",
+		"testdata/jool-peerfilter.nft":           "--translator jool --jool-ports 61000-61999",
+		"testdata/jool-ipv6-peerfilter.nft":      "--translator jool --leg ipv6 --bypass --jool-ports 61000-61000",
 	}
 	for _, g := range goldens {
 		got, err := Render(&g.cfg)

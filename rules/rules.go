@@ -62,6 +62,13 @@ type Config struct {
 	// asking for them is an error.
 	Helper bool
 
+	// PeerFilter, if not zero, is the first and last port (inclusive) of
+	// the Jool ALG's reserved range (ftpalg run --jool-ports): the ruleset
+	// then also has the peer filter, which admits only the control
+	// connection's peer through each data-channel mapping the daemon
+	// guards (PeerGuard; README.md, "Peer filter"). Jool only.
+	PeerFilter [2]uint16
+
 	// NetNS, if not zero, is an open file descriptor of the network
 	// namespace that Install and Remove work in; zero means the
 	// namespace of the calling thread. Render ignores it.
@@ -138,7 +145,8 @@ type plan struct {
 	queueNum   uint16
 	queues     uint16
 	bypass     bool
-	helper     bool // attach the FTP conntrack helper, in both families
+	helper     bool      // attach the FTP conntrack helper, in both families
+	peerPorts  [2]uint16 // the peer filter's port range; zero: none
 	chains     []chainPlan
 }
 
@@ -259,6 +267,9 @@ func newPlan(cfg *Config) (*plan, error) {
 	if p.table, err = tableOf(cfg); err != nil {
 		return nil, err
 	}
+	if err := p.checkPeerFilter(cfg.PeerFilter); err != nil {
+		return nil, err
+	}
 	if p.queues == 0 {
 		p.queues = 1
 	}
@@ -351,9 +362,9 @@ func (p *plan) portsText() string {
 }
 
 // families are the families of the plan's tables: the leg's, and with the
-// helper also the other one.
+// helper also the other one; with the peer filter also ip.
 func (p *plan) families() []family {
-	if p.helper {
+	if p.helper || p.peerFilter() && p.family != familyIP {
 		return []family{p.family, p.family.other()}
 	}
 	return []family{p.family}

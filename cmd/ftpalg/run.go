@@ -72,15 +72,9 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	}
 	fl.StringVar(&cfg.TaygaConf, "tayga-conf", "", "Tayga's configuration `file` (tayga.conf): translate for that Tayga")
 	fl.StringVar(&cfg.JoolInstance, "jool-instance", "", "Jool instance `name`: translate for that Jool (its pool4 must be explicit)")
-	fl.Func("jool-ports", "with --jool-instance: the pool4 port `range` (LO-HI) reserved for the ALG's static BIB entries;\nwithout it 46 passive and 64 active data channels are not mapped", func(s string) error {
-		lo, hi, ok := strings.Cut(s, "-")
-		a, err1 := strconv.ParseUint(lo, 10, 16)
-		b, err2 := strconv.ParseUint(hi, 10, 16)
-		if !ok || err1 != nil || err2 != nil || a == 0 || a > b {
-			return errors.New("want LO-HI, for example 61000-61999")
-		}
-		cfg.JoolPorts = [2]uint16{uint16(a), uint16(b)}
-		return nil
+	fl.Func("jool-ports", "with --jool-instance: the pool4 port `range` (LO-HI) reserved for the ALG's static BIB entries;\nwithout it 46 passive and 64 active data channels are not mapped", func(s string) (err error) {
+		cfg.JoolPorts, err = parsePortRange(s)
+		return err
 	})
 	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default 1)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)

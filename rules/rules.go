@@ -145,9 +145,10 @@ type plan struct {
 	queueNum   uint16
 	queues     uint16
 	bypass     bool
-	helper     bool      // attach the FTP conntrack helper, in both families
-	peerPorts  [2]uint16 // the peer filter's port range; zero: none
+	helper     bool // attach the FTP conntrack helper, in both families
 	chains     []chainPlan
+
+	peerPorts [2]uint16 // the peer filter's port range (peerfilter.go); zero: none
 }
 
 // helperChain is the chain that attaches a conntrack helper to new

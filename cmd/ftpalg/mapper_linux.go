@@ -66,6 +66,8 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	return dm, nil
 }
 
+var _ jool.PeerGuard = (*peerGuard)(nil)
+
 // loadJoolMapper connects to the Jool instance and removes the static BIB
 // entries a killed daemon may have left in the reserved range.
 //
@@ -76,7 +78,13 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
 	}
-	m, err := jool.NewMapper(&jool.MapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts})
+	mc := &jool.MapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts, IdleTimeout: cfg.JoolIdle}
+	var guard *peerGuard
+	if pf := cfg.peerFilter(); pf != [2]uint16{} {
+		guard = &peerGuard{cfg: cfg.rules()}
+		mc.Guard = guard
+	}
+	m, err := jool.NewMapper(mc)
 	if err != nil {
 		j.Close()
 		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
@@ -95,5 +103,6 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 		close: func() error {
 			return errors.Join(m.Close(), j.Close())
 		},
+		guard: guard,
 	}, nil
 }

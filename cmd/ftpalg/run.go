@@ -35,6 +35,7 @@ type runConfig struct {
 	TaygaConf    string
 	JoolInstance string
 	JoolPorts    [2]uint16
+	JoolIdle     time.Duration
 	Queues       uint16
 	QueueNum     uint16
 	Ports        []uint16
@@ -76,6 +77,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 		cfg.JoolPorts, err = parsePortRange(s)
 		return err
 	})
+	fl.DurationVar(&cfg.JoolIdle, "jool-idle-timeout", 30*time.Second, "with --jool-ports: how long a data-channel mapping nobody connects through lives,\nand the peer's admission through it (rules/README.md, Peer filter)")
 	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default 1)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil || n == 0 {
@@ -139,6 +141,8 @@ func (c *runConfig) check() error {
 		return errors.New("--tayga-conf and --jool-instance exclude each other")
 	case c.JoolPorts != [2]uint16{} && c.JoolInstance == "":
 		return errors.New("--jool-ports needs --jool-instance")
+	case c.JoolIdle <= 0:
+		return fmt.Errorf("--jool-idle-timeout %v: want a positive duration", c.JoolIdle)
 	}
 	if c.Leg != rules.LegIPv4 && c.Leg != rules.LegIPv6 {
 		return fmt.Errorf("--leg %q: want ipv4 or ipv6", c.Leg)
@@ -174,6 +178,7 @@ func (c *runConfig) rules() *rules.Config {
 		Queues:     c.Queues,
 		Bypass:     c.FailOpen,
 		Helper:     c.translator() == rules.Tayga && !c.NoPinholes,
+		PeerFilter: c.peerFilter(),
 	}
 }
 
@@ -216,6 +221,9 @@ type daemonMapper struct {
 	mangle.Mapper
 	expire func(now time.Time) error
 	close  func() error
+	// guard is the Jool mapper's peer filter (nil without one); run
+	// opens it once the rules are in.
+	guard *peerGuard
 }
 
 // errNotRoot is returned when the daemon lacks CAP_NET_ADMIN.
@@ -280,6 +288,13 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		// that and this, queued packets pass unchanged with the bypass
 		// flag (--fail-open) or are dropped.
 		defer func() {
+			// The mappings go before the peer filter that guards them.
+			if mapper.close != nil {
+				if cerr := mapper.close(); cerr != nil {
+					log.Warn("close mapper", "err", cerr)
+				}
+				mapper.close = nil
+			}
 			if rerr := rules.Remove(rc); rerr != nil {
 				log.Error("remove rules", "err", rerr)
 				if err == nil {
@@ -287,6 +302,16 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 				}
 			}
 		}()
+	}
+	if mapper.guard != nil {
+		if err := mapper.guard.open(); err != nil {
+			if !cfg.NoRules {
+				return err
+			}
+			// The operator installs the rules: until the peer filter is
+			// in, the mapper refuses mappings (fail closed).
+			log.Warn("jool: no peer filter yet: 46 passive and 64 active data channels are refused until 'ftpalg rules install --translator jool --jool-ports ...' is done", "err", err)
+		}
 	}
 	log.Info("ftpalg running",
 		"version", version, "translator", cfg.translator(), "conf", cfg.TaygaConf+cfg.JoolInstance,

@@ -35,6 +35,7 @@ func TestParseRunFlags(t *testing.T) {
 	defaults := runConfig{
 		TaygaConf: "t.conf", Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
 		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock",
+		JoolIdle: 30 * time.Second,
 	}
 	with := func(f func(c *runConfig)) *runConfig {
 		c := defaults
@@ -56,7 +57,11 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg.sock"}},
+			StatusSocket: "/run/ftpalg.sock", JoolIdle: 30 * time.Second}},
+		{args: "--jool-instance j --jool-ports 61000-61999 --jool-idle-timeout 45s", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
+			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
+			StatusSocket: "/run/ftpalg.sock", JoolIdle: 45 * time.Second}},
+		{args: "--jool-instance j --jool-idle-timeout 0s", wantErr: "--jool-idle-timeout 0s: want a positive duration"},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},
 		{args: "--tayga-conf a --jool-ports 61000-61999", wantErr: "--jool-ports needs --jool-instance"},
 		{args: "--tayga-conf a --leg ipv5", wantErr: `--leg "ipv5": want ipv4 or ipv6`},
@@ -85,6 +90,27 @@ func TestParseRunFlags(t *testing.T) {
 				t.Errorf("config (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// The daemon's rules carry the peer filter exactly when it maps Jool data
+// channels (--jool-ports).
+func TestRunConfigPeerFilter(t *testing.T) {
+	for _, tc := range []struct {
+		args string
+		want [2]uint16
+	}{
+		{"--jool-instance j --jool-ports 61000-61999", [2]uint16{61000, 61999}},
+		{"--jool-instance j", [2]uint16{}},
+		{"--tayga-conf t.conf", [2]uint16{}},
+	} {
+		cfg, err := parseRunFlags(strings.Fields(tc.args), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.rules().PeerFilter; got != tc.want {
+			t.Errorf("%s: rules PeerFilter %v, want %v", tc.args, got, tc.want)
+		}
 	}
 }
 

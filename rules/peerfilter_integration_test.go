@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && integration
 
 package rules
 
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpalg/ftpalg/internal/testenv"
 )
 
 // TestIntegrationPeerFilter pushes real TCP connections through the peer
@@ -14,12 +16,12 @@ import (
 // listeners on ports of the reserved range; the client namespace holds
 // both the admitted peer (192.0.2.2) and a third party (192.0.2.10).
 func TestIntegrationPeerFilter(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip", "nft")
 	p := newPair(t)
 	const mapped, other = 61005, 61006
 	p.serve(t, mapped)
 	p.serve(t, other)
-	cfg := &Config{Translator: Jool, PeerFilter: [2]uint16{61000, 61999}, Bypass: true, NetNS: p.router.fd}
+	cfg := &Config{Translator: Jool, PeerFilter: [2]uint16{61000, 61999}, Bypass: true, NetNS: p.router.FD}
 	if err := Install(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +92,7 @@ func TestIntegrationPeerFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustPass(peer, mapped, "the peer whose SYN-ACK was lost")
-	if out := p.client.run(t, "nft", "list", "table", "inet", "lossy"); !strings.Contains(out, "quota 1 bytes used") {
+	if out := p.client.Run(t, "nft", "list", "table", "inet", "lossy"); !strings.Contains(out, "quota 1 bytes used") {
 		t.Errorf("the first SYN-ACK was not dropped, no retransmission tested:\n%s", out)
 	}
 
@@ -98,19 +100,10 @@ func TestIntegrationPeerFilter(t *testing.T) {
 	if err := g.Admit(netip.MustParseAddr(peer), m, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(patient); ; {
+	testenv.Eventually(t, patient, "the admission expires after its 1 s timeout", func() bool {
 		_, peers, _, err := g.GuardedCount()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if peers == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("admission still there after its timeout")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil && peers == 0
+	})
 	mustFail(peer, mapped, "after the admission expired")
 
 	// Released: nothing of it is left, and the port is unguarded.
@@ -133,9 +126,9 @@ func TestIntegrationPeerFilter(t *testing.T) {
 // TestIntegrationPeerGuardNoFilter: without the filter installed the guard
 // cannot be opened, so the daemon maps nothing unguarded.
 func TestIntegrationPeerGuardNoFilter(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t, "ip", "nft")
 	ns := newNetNS(t)
-	cfg := &Config{Translator: Jool, NetNS: ns.fd}
+	cfg := &Config{Translator: Jool, NetNS: ns.FD}
 	if err := Install(cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -185,7 +185,9 @@ stop_server() {
 }
 
 # --- ftpalg -------------------------------------------------------------------------
-nx nat "$BIN" run --jool-instance "$INSTANCE" --jool-ports "$ALG_PORTS" --status-socket= ${FTPALG_RUN_ARGS:-} >"$OUT/ftpalg.log" 2>&1 &
+# Not through nx: "nx ... &" forks a subshell, and $! must be ftpalg's pid.
+# shellcheck disable=SC2086
+ip netns exec nat "$BIN" run --jool-instance "$INSTANCE" --jool-ports "$ALG_PORTS" --status-socket= ${FTPALG_RUN_ARGS:-} >"$OUT/ftpalg.log" 2>&1 &
 alg_pid=$!
 pids+=("$alg_pid")
 for _ in $(seq 100); do
@@ -248,10 +250,23 @@ if [ "$CONTROL" = 1 ]; then
 fi
 
 kill -TERM "$alg_pid" 2>/dev/null
-for _ in $(seq 50); do kill -0 "$alg_pid" 2>/dev/null || break; sleep 0.2; done
+for _ in $(seq 100); do kill -0 "$alg_pid" 2>/dev/null || break; sleep 0.2; done
+if kill -0 "$alg_pid" 2>/dev/null; then
+	log "ftpalg still running 20 s after SIGTERM; killing it"
+	kill -KILL "$alg_pid" 2>/dev/null
+	status=1
+fi
 wait "$alg_pid" 2>/dev/null
 jool_nat bib display --tcp --numeric >"$OUT/jool-bib-after-alg.txt" 2>&1
 nx nat nft list ruleset >"$OUT/nft-after-alg.txt" 2>&1
+# The daemon removes its mappings, then the filter, at exit.
+left=$(grep -cE '^\[Static TCP\] [0-9.]+#61[0-9]{3} ' "$OUT/jool-bib-after-alg.txt")
+if [ "$left" != 0 ] || grep -q 'table ip ftpalg' "$OUT/nft-after-alg.txt"; then
+	log "after ftpalg exited: $left static entries in $ALG_PORTS, and its table: $(grep -c 'table ip ftpalg' "$OUT/nft-after-alg.txt")"
+	status=1
+else
+	log "after ftpalg exited: none of its entries, no ftpalg table"
+fi
 
 # --- verdict ---------------------------------------------------------------------
 read -r g_cells g_pass g_probes g_through < <(awk -F'\t' '$1 == "guarded" { n++; if ($4 == "pass") p++; t += $6; th += $7 } END { print n+0, p+0, t+0, th+0 }' "$OUT/third-party.tsv")

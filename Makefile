@@ -57,6 +57,7 @@ e2e: build
 e2e-jool: build
 	FTPALG_WITH_ALG=1 test/jool/run.sh test/jool/guest/ftp-matrix.sh
 	test/jool/run.sh test/jool/guest/bib-churn.sh 1000 60 3
+	test/jool/run.sh test/jool/guest/third-party.sh
 	test/jool/gotest.sh --run 'TestIntegration.*Jool' ./conntrackx/jool
 
 test: deps unit integration e2e e2e-jool

@@ -205,6 +205,9 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 				conn.AddRule(&nftables.Rule{Table: t, Chain: helper, Exprs: e})
 			}
 		}
+		if f == familyIP {
+			p.addPeerFilter(conn, t)
+		}
 	}
 }
 

@@ -139,14 +139,21 @@ func (p *plan) renderTable(w func(string, ...any), f family, queueRules bool) {
 		w("\t}\n")
 		sep = "\n"
 	}
-	if f == p.family {
-		if p.shifted() {
-			w(sep)
-			for _, line := range p.shiftedDecl() {
-				w("\t%s\n", line)
-			}
-			sep = "\n"
+	if f == p.family && p.shifted() {
+		w(sep)
+		for _, line := range p.shiftedDecl() {
+			w("\t%s\n", line)
 		}
+		sep = "\n"
+	}
+	if p.peerFilter() && f == familyIP {
+		w(sep)
+		var pb strings.Builder
+		p.renderPeerSets(&pb, f)
+		w("%s", strings.TrimSuffix(pb.String(), "\n"))
+		sep = "\n"
+	}
+	if f == p.family {
 		for _, c := range p.chains {
 			w(sep)
 			for _, line := range c.why {
@@ -188,6 +195,12 @@ func (p *plan) renderTable(w func(string, ...any), f family, queueRules bool) {
 			w("\t\t%s %s @%s tcp dport %s ct state new counter ct helper set \"%s\"\n", f, dir, scopeSet, p.portsText(), h.obj)
 		}
 		w("\t}\n")
+		sep = "\n"
+	}
+	if p.peerFilter() && f == familyIP {
+		var pb strings.Builder
+		p.renderPeerChains(&pb, f, sep == "")
+		w("%s", pb.String())
 	}
 	w("}\n")
 }
@@ -242,6 +255,9 @@ func (p *plan) flags() []string {
 	}
 	if p.helper {
 		f = append(f, "--helper")
+	}
+	if p.peerFilter() {
+		f = append(f, fmt.Sprintf("--jool-ports %d-%d", p.peerPorts[0], p.peerPorts[1]))
 	}
 	if p.table != DefaultTable {
 		f = append(f, "--table "+p.table)

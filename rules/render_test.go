@@ -31,6 +31,8 @@ var goldens = []struct {
 	{"testdata/tayga-ports-queues-bypass.nft", Config{Translator: Tayga, Ports: []uint16{2121, 21}, QueueNum: 4, Queues: 2, Bypass: true}},
 	{"testdata/jool-ports-table.nft", Config{Translator: Jool, Ports: []uint16{21, 990, 2121}, QueueNum: 7, Table: "nat64_ftp"}},
 	{"testdata/tayga-ipv6-helper-ports.nft", Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Ports: []uint16{2121, 21}, Bypass: true, Scope: exampleTaygaScope}},
+	{"testdata/jool-peerfilter.nft", Config{Translator: Jool, PeerFilter: [2]uint16{61000, 61999}}},
+	{"testdata/jool-ipv6-peerfilter.nft", Config{Translator: Jool, Leg: LegIPv6, PeerFilter: [2]uint16{61000, 61000}, Bypass: true}},
 }
 
 // shipped pairs the files operators include with the Config they are
@@ -374,6 +376,8 @@ func TestRenderFlags(t *testing.T) {
 		"testdata/tayga-ports-queues-bypass.nft": "--translator tayga --ports 21,2121 --queue-num 4 --queues 2 --bypass",
 		"testdata/jool-ports-table.nft":          "--translator jool --ports 21,990,2121 --queue-num 7 --table nat64_ftp",
 		"testdata/tayga-ipv6-helper-ports.nft":   "--translator tayga --leg ipv6 --ports 21,2121 --bypass --helper --scope 192.168.255.0/24,203.0.113.10,2001:db8:1::10,2001:db8:64::/96,2001:db8:ffff::1",
+		"testdata/jool-peerfilter.nft":           "--translator jool --jool-ports 61000-61999",
+		"testdata/jool-ipv6-peerfilter.nft":      "--translator jool --leg ipv6 --bypass --jool-ports 61000-61000",
 	}
 	for _, g := range goldens {
 		got, err := Render(&g.cfg)

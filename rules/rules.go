@@ -83,6 +83,13 @@ type Config struct {
 	// then, not those of the daemon's start.
 	ShiftedNow func() []Conn
 
+	// PeerFilter, if not zero, is the first and last port (inclusive) of
+	// the Jool ALG's reserved range (ftpalg run --jool-ports): the ruleset
+	// then also has the peer filter, which admits only the control
+	// connection's peer through each data-channel mapping the daemon
+	// guards (PeerGuard; README.md, "Peer filter"). Jool only.
+	PeerFilter [2]uint16
+
 	// NetNS, if not zero, is an open file descriptor of the network
 	// namespace that Install and Remove work in; zero means the
 	// namespace of the calling thread. Render ignores it.
@@ -164,6 +171,8 @@ type plan struct {
 	chains     []chainPlan
 	scope4     []netip.Prefix // Config.Scope's IPv4 prefixes, normalised
 	scope6     []netip.Prefix // and its IPv6 ones
+
+	peerPorts [2]uint16 // the peer filter's port range (peerfilter.go); zero: none
 }
 
 // scopeSet is the name of the set of the translator's addresses, in each
@@ -326,6 +335,9 @@ func newPlan(cfg *Config) (*plan, error) {
 	if p.table, err = tableOf(cfg); err != nil {
 		return nil, err
 	}
+	if err := p.checkPeerFilter(cfg.PeerFilter); err != nil {
+		return nil, err
+	}
 	if p.queues == 0 {
 		p.queues = 1
 	}
@@ -434,9 +446,9 @@ func (p *plan) portsText() string {
 }
 
 // families are the families of the plan's tables: the leg's, and with the
-// helper also the other one.
+// helper also the other one; with the peer filter also ip.
 func (p *plan) families() []family {
-	if p.helper {
+	if p.helper || p.peerFilter() && p.family != familyIP {
 		return []family{p.family, p.family.other()}
 	}
 	return []family{p.family}
@@ -472,6 +484,10 @@ func (p *plan) ruleCounts() map[family]map[string]int {
 		}
 		if p.helper {
 			chains[helperChain] = 2
+		}
+		if p.peerFilter() && f == familyIP {
+			chains[peerChain] = 1
+			chains[admitChain] = 3
 		}
 		m[f] = chains
 	}

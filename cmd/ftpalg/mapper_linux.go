@@ -74,6 +74,8 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	return dm, nil
 }
 
+var _ jool.PeerGuard = (*peerGuard)(nil)
+
 // loadJoolMapper connects to the Jool instance and removes the static BIB
 // entries a killed daemon may have left in the reserved range.
 //
@@ -89,7 +91,13 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 		j.Close()
 		return nil, err
 	}
-	m, err := jool.NewMapper(&jool.MapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts, Ledger: ledger})
+	mc := &jool.MapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts, IdleTimeout: cfg.JoolIdle, Ledger: ledger}
+	var guard *peerGuard
+	if pf := cfg.peerFilter(); pf != [2]uint16{} {
+		guard = &peerGuard{cfg: cfg.rules(nil)}
+		mc.Guard = guard
+	}
+	m, err := jool.NewMapper(mc)
 	if err != nil {
 		j.Close()
 		return nil, fmt.Errorf("--jool-instance %s: %w", cfg.JoolInstance, err)
@@ -124,6 +132,7 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 		close: func() error {
 			return errors.Join(m.Close(), j.Close())
 		},
+		guard: guard,
 	}, nil
 }
 

@@ -50,6 +50,11 @@ Flags:
   --helper                 Tayga: attach conntrack helpers so the daemon can
                            open firewall pinholes for data connections
                            (rules/README.md, Pinholes; 'ftpalg run' does)
+  --jool-ports LO-HI       Jool: the ALG's reserved port range ('ftpalg run
+                           --jool-ports'): add the peer filter, which admits
+                           only the control connection's peer through a
+                           data-channel mapping (rules/README.md, Peer filter;
+                           'ftpalg run' does)
   --table NAME             the daemon's table (default ftpalg)
   --scope LIST             the translator's own addresses and prefixes,
                            comma-separated, both families (Tayga: its
@@ -85,6 +90,10 @@ func parseRulesArgs(args []string) (rulesArgs, error) {
 	fs.Var((*queuesFlag)(&r.cfg.Queues), "queues", "")
 	fs.BoolVar(&r.cfg.Bypass, "bypass", false, "")
 	fs.BoolVar(&r.cfg.Helper, "helper", false, "")
+	fs.Func("jool-ports", "", func(s string) (err error) {
+		r.cfg.PeerFilter, err = parsePortRange(s)
+		return err
+	})
 	fs.StringVar(&r.cfg.Table, "table", rules.DefaultTable, "")
 	fs.Var((*scopeFlag)(&r.cfg.Scope), "scope", "")
 

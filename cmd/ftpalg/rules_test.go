@@ -33,6 +33,12 @@ func TestParseRulesArgs(t *testing.T) {
 			c.QueueNum = 65535
 			return c
 		}()},
+		{args: []string{"print", "--translator", "jool", "--jool-ports", "61000-61999"}, action: "print", cfg: func() rules.Config {
+			c := def("jool")
+			c.PeerFilter = [2]uint16{61000, 61999}
+			return c
+		}()},
+		{args: []string{"print", "--jool-ports", "61999-61000"}, wantErr: "want LO-HI"},
 		{args: nil, wantErr: "missing action"},
 		{args: []string{"--translator", "tayga"}, wantErr: "missing action"},
 		{args: []string{"show"}, wantErr: `unknown action "show"`},

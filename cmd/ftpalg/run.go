@@ -36,6 +36,7 @@ type runConfig struct {
 	TaygaConf    string
 	JoolInstance string
 	JoolPorts    [2]uint16
+	JoolIdle     time.Duration
 	Queues       uint16
 	QueueNum     uint16
 	Ports        []uint16
@@ -91,16 +92,11 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	}
 	fl.StringVar(&cfg.TaygaConf, "tayga-conf", "", "Tayga's configuration `file` (tayga.conf): translate for that Tayga")
 	fl.StringVar(&cfg.JoolInstance, "jool-instance", "", "Jool instance `name`: translate for that Jool (its pool4 must be explicit)")
-	fl.Func("jool-ports", "with --jool-instance: the pool4 port `range` (LO-HI) reserved for the ALG's static BIB entries;\nwithout it 46 passive and 64 active data channels are not mapped", func(s string) error {
-		lo, hi, ok := strings.Cut(s, "-")
-		a, err1 := strconv.ParseUint(lo, 10, 16)
-		b, err2 := strconv.ParseUint(hi, 10, 16)
-		if !ok || err1 != nil || err2 != nil || a == 0 || a > b {
-			return errors.New("want LO-HI, for example 61000-61999")
-		}
-		cfg.JoolPorts = [2]uint16{uint16(a), uint16(b)}
-		return nil
+	fl.Func("jool-ports", "with --jool-instance: the pool4 port `range` (LO-HI) reserved for the ALG's static BIB entries;\nwithout it 46 passive and 64 active data channels are not mapped", func(s string) (err error) {
+		cfg.JoolPorts, err = parsePortRange(s)
+		return err
 	})
+	fl.DurationVar(&cfg.JoolIdle, "jool-idle-timeout", 30*time.Second, "with --jool-ports: how long a data-channel mapping nobody connects through lives,\nand the peer's admission through it (rules/README.md, Peer filter)")
 	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default 1)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil || n == 0 {
@@ -167,6 +163,8 @@ func (c *runConfig) check() error {
 		return errors.New("--tayga-conf and --jool-instance exclude each other")
 	case c.JoolPorts != [2]uint16{} && c.JoolInstance == "":
 		return errors.New("--jool-ports needs --jool-instance")
+	case c.JoolIdle <= 0:
+		return fmt.Errorf("--jool-idle-timeout %v: want a positive duration", c.JoolIdle)
 	}
 	if lo, hi := c.JoolPorts[0], c.JoolPorts[1]; lo != 0 {
 		for _, p := range c.Ports {
@@ -216,6 +214,7 @@ func (c *runConfig) rules(scope []netip.Prefix) *rules.Config {
 		Queues:     c.Queues,
 		Bypass:     c.FailOpen,
 		Helper:     c.translator() == rules.Tayga && !c.NoPinholes,
+		PeerFilter: c.peerFilter(),
 	}
 }
 
@@ -261,6 +260,9 @@ type daemonMapper struct {
 	scope  []netip.Prefix // the translator's addresses (rules.Config.Scope)
 	// pinholes returns the pinhole decorator's counters; nil without it.
 	pinholes func() pinholeStats
+	// guard is the Jool mapper's peer filter (nil without one); run
+	// opens it once the rules are in.
+	guard *peerGuard
 }
 
 // errNotRoot is returned when the daemon lacks CAP_NET_ADMIN.
@@ -395,6 +397,13 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 					"shifted", jn.open())
 				return
 			}
+			// The mappings go before the peer filter that guards them.
+			if mapper.close != nil {
+				if cerr := mapper.close(); cerr != nil {
+					log.Warn("close mapper", "err", cerr)
+				}
+				mapper.close = nil
+			}
 			if rerr := keeper.Remove(); rerr != nil {
 				log.Error("remove rules", "err", rerr)
 				if err == nil {
@@ -402,6 +411,16 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 				}
 			}
 		}()
+	}
+	if mapper.guard != nil {
+		if err := mapper.guard.open(); err != nil {
+			if !cfg.NoRules {
+				return err
+			}
+			// The operator installs the rules: until the peer filter is
+			// in, the mapper refuses mappings (fail closed).
+			log.Warn("jool: no peer filter yet: 46 passive and 64 active data channels are refused until 'ftpalg rules install --translator jool --jool-ports ...' is done", "err", err)
+		}
 	}
 	log.Info("ftpalg running",
 		"version", version, "translator", cfg.translator(), "conf", cfg.TaygaConf+cfg.JoolInstance,

@@ -37,6 +37,7 @@ func TestParseRunFlags(t *testing.T) {
 		TaygaConf: "t.conf", Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
 		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock", Table: "ftpalg",
 		StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg",
+		JoolIdle: 30 * time.Second,
 	}
 	with := func(f func(c *runConfig)) *runConfig {
 		c := defaults
@@ -59,9 +60,13 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg"}},
+			StatusSocket: "/run/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 30 * time.Second}},
 		{args: "--tayga-conf t.conf --state-dir= --keep-rules no", want: with(func(c *runConfig) { c.StateDir, c.KeepRules = "", "no" })},
 		{args: "--tayga-conf a --keep-rules maybe", wantErr: `--keep-rules "maybe"`},
+		{args: "--jool-instance j --jool-ports 61000-61999 --jool-idle-timeout 45s", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
+			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
+			StatusSocket: "/run/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 45 * time.Second}},
+		{args: "--jool-instance j --jool-idle-timeout 0s", wantErr: "--jool-idle-timeout 0s: want a positive duration"},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},
 		{args: "--jool-instance j --jool-ports 2000-3000 --ports 21,2121", wantErr: "--jool-ports 2000-3000 holds FTP control port 2121 (--ports): choose a range without it"},
 		{args: "--tayga-conf a --jool-ports 61000-61999", wantErr: "--jool-ports needs --jool-instance"},
@@ -91,6 +96,27 @@ func TestParseRunFlags(t *testing.T) {
 				t.Errorf("config (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// The daemon's rules carry the peer filter exactly when it maps Jool data
+// channels (--jool-ports).
+func TestRunConfigPeerFilter(t *testing.T) {
+	for _, tc := range []struct {
+		args string
+		want [2]uint16
+	}{
+		{"--jool-instance j --jool-ports 61000-61999", [2]uint16{61000, 61999}},
+		{"--jool-instance j", [2]uint16{}},
+		{"--tayga-conf t.conf", [2]uint16{}},
+	} {
+		cfg, err := parseRunFlags(strings.Fields(tc.args), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.rules(nil).PeerFilter; got != tc.want {
+			t.Errorf("%s: rules PeerFilter %v, want %v", tc.args, got, tc.want)
+		}
 	}
 }
 

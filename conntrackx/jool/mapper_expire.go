@@ -26,7 +26,8 @@ func (m *Mapper) remove(e BIBEntry) error {
 		return err
 	}
 	m.forget(e)
-	return nil
+	// After the entry: the guard must not end while it exists.
+	return m.release(e.Addr4)
 }
 
 // Expire removes the mappings that are done with, judged from Jool's

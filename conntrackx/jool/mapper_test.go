@@ -145,6 +145,10 @@ func (p perEntryTables) BIBSessions(proto uint8, src4 netip.AddrPort) ([]Session
 	return out, nil
 }
 
+// lowestFree is a Rand that always picks the lowest free port: the tests
+// that are not about randomness can name the port they expect.
+func lowestFree(int) int { return 0 }
+
 // fakeClock is a settable clock for the mapper.
 type fakeClock struct{ t time.Time }
 
@@ -158,6 +162,9 @@ func newTestMapper(t *testing.T, f *fakeTables, cfg MapperConfig) (*Mapper, *fak
 	}
 	if cfg.ReservedPorts == [2]uint16{} {
 		cfg.ReservedPorts = [2]uint16{61000, 61999}
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = lowestFree
 	}
 	m, err := NewMapper(&cfg)
 	if err != nil {
@@ -275,20 +282,20 @@ func TestJoolMapperMapData(t *testing.T) {
 		want netip.AddrPort
 		add  bool // a BIB entry Addr6=target <-> want must exist
 	}{
-		{"passive46 keeps the port inside the range",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61005")}, ap("192.0.2.1:61005"), true},
+		{"passive46 does not keep the IPv6 port, even inside the range",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61005")}, ap("192.0.2.1:61000"), true},
 		{"passive46 again: same entry",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61005")}, ap("192.0.2.1:61005"), true},
-		{"passive46 outside the range takes the first free port",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40000")}, ap("192.0.2.1:61000"), true},
-		{"next one",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40001")}, ap("192.0.2.1:61001"), true},
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61005")}, ap("192.0.2.1:61000"), true},
+		{"passive46 outside the range",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40000")}, ap("192.0.2.1:61001"), true},
 		{"skips a port Jool gave someone else",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40002")}, ap("192.0.2.1:61003"), true},
-		{"same port as an owned one: next free",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61000")}, ap("192.0.2.1:61004"), true},
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40001")}, ap("192.0.2.1:61003"), true},
+		{"next one",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40002")}, ap("192.0.2.1:61004"), true},
+		{"same port as an owned one",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61000")}, ap("192.0.2.1:61005"), true},
 		{"active64 on the client's pool4 address",
-			mangle.DataRequest{Session: s64, Mode: mangle.Active64, Target: ap("[2001:db8::20]:61500")}, ap("192.0.2.1:61500"), true},
+			mangle.DataRequest{Session: s64, Mode: mangle.Active64, Target: ap("[2001:db8::20]:61500")}, ap("192.0.2.1:61006"), true},
 		{"passive64 is stateless",
 			mangle.DataRequest{Session: s64, Mode: mangle.Passive64, Target: ap("198.51.100.7:30000")}, ap("[64:ff9b::c633:6407]:30000"), false},
 		{"active46 is stateless",

@@ -21,7 +21,16 @@ type Keeper struct {
 	installed atomic.Bool
 	restores  atomic.Uint64
 	close     func() error // may be nil
+	// restored, if set, runs after each restore, before Run reports it:
+	// state the daemon keeps in the table's sets goes back in.
+	restored func() error
 }
+
+// OnRestore sets a function that runs after each restore of the ruleset,
+// to put back what the daemon keeps in the table's sets (the peer filter's
+// admissions); its error is reported as Run reports others. Call it before
+// Run.
+func (k *Keeper) OnRestore(f func() error) { k.restored = f }
 
 // Close releases what NewKeeper holds. The rules stay: Remove removes them.
 func (k *Keeper) Close() error {
@@ -138,6 +147,11 @@ func (k *Keeper) check(report func(KeeperEvent)) bool {
 	}
 	k.installed.Store(true)
 	k.restores.Add(1)
+	if k.restored != nil {
+		if err := k.restored(); err != nil {
+			report(KeeperEvent{Err: fmt.Errorf("restore the daemon's set elements: %w", err)})
+		}
+	}
 	report(KeeperEvent{Restored: true})
 	return true
 }

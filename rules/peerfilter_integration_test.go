@@ -136,3 +136,52 @@ func TestIntegrationPeerGuardNoFilter(t *testing.T) {
 		t.Error("OpenPeerGuard without the peer filter: no error")
 	}
 }
+
+// TestIntegrationPeerFilterRestore flushes the whole ruleset (a
+// "systemctl reload nftables") while a mapping is guarded: the Keeper puts
+// the table back, and the guard's mappings and admissions with it, so a
+// third party still cannot use the mapping and the peer still can.
+func TestIntegrationPeerFilterRestore(t *testing.T) {
+	testenv.NeedRoot(t, "ip", "nft")
+	p := newPair(t)
+	const mapped = 61005
+	p.serve(t, mapped)
+	cfg := &Config{Translator: Jool, PeerFilter: [2]uint16{61000, 61999}, Bypass: true, NetNS: p.router.FD}
+	k, err := NewKeeper(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Install(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		k.Remove()
+		k.Close()
+	})
+	g, err := OpenPeerGuard(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.OnRestore(g.Restore)
+	m := netip.AddrPortFrom(netip.MustParseAddr(router4), mapped)
+	if err := g.Admit(netip.MustParseAddr(client4), m, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.router.Run(t, "nft", "flush ruleset")
+	if !k.check(func(e KeeperEvent) {
+		if e.Err != nil {
+			t.Error(e.Err)
+		}
+	}) || k.Restores() != 1 {
+		t.Fatalf("check after flush: restores %d, want 1", k.Restores())
+	}
+	if maps, peers, _, err := g.GuardedCount(); err != nil || maps != 1 || peers != 1 {
+		t.Fatalf("after the restore: %d mappings, %d admissions (err %v), want 1 and 1", maps, peers, err)
+	}
+	if err := p.dial(client4s[0], router4, mapped, 700*time.Millisecond); err == nil {
+		t.Errorf("a third party connected through the mapping after the restore")
+	}
+	if err := p.dial(client4, router4, mapped, 5*time.Second); err != nil {
+		t.Errorf("the peer after the restore: %v", err)
+	}
+}

@@ -131,6 +131,17 @@ type PeerGuard struct {
 	mu                 sync.Mutex
 	conn               *nftables.Conn
 	maps, peers, conns *nftables.Set
+	// live mirrors the guarded mappings and their admissions, so that
+	// Restore can put them back into a table an operator's "nft flush
+	// ruleset" removed and the Keeper reinstalled empty: an empty set of
+	// mappings would let every SYN through them.
+	live map[netip.AddrPort]admission
+}
+
+// admission is a guarded mapping's admitted peer, until when.
+type admission struct {
+	peer  netip.Addr
+	until time.Time
 }
 
 // ErrNoPeerFilter is returned by OpenPeerGuard when the daemon's table has
@@ -149,7 +160,7 @@ func OpenPeerGuard(cfg *Config) (*PeerGuard, error) {
 		return nil, fmt.Errorf("peer guard: %w", err)
 	}
 	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: table}
-	g := &PeerGuard{conn: conn}
+	g := &PeerGuard{conn: conn, live: map[netip.AddrPort]admission{}}
 	for _, s := range []struct {
 		name string
 		set  **nftables.Set
@@ -193,6 +204,39 @@ func (g *PeerGuard) Admit(peer netip.Addr, mapped netip.AddrPort, ttl time.Durat
 	if err != nil {
 		return fmt.Errorf("peer guard: admit %v through %v: %w", peer, mapped, err)
 	}
+	g.live[mapped] = admission{peer: peer, until: time.Now().Add(ttl)}
+	return nil
+}
+
+// Restore puts the guarded mappings and their admissions that have not
+// expired back into the filter's sets, after the table was reinstalled
+// (rules.Keeper). An admission the peer already used is not restored:
+// its data connection is up, and its later segments carry no SYN.
+func (g *PeerGuard) Restore() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	var maps, peers []nftables.SetElement
+	for mapped, a := range g.live {
+		m := keyPort(key4(nil, mapped.Addr()), mapped.Port())
+		maps = append(maps, nftables.SetElement{Key: m})
+		if ttl := a.until.Sub(now); ttl > 0 {
+			peers = append(peers, nftables.SetElement{Key: append(key4(nil, a.peer), m...), Timeout: ttl})
+		}
+	}
+	if len(maps) == 0 {
+		return nil
+	}
+	err := g.conn.SetAddElements(g.maps, maps)
+	if err == nil && len(peers) > 0 {
+		err = g.conn.SetAddElements(g.peers, peers)
+	}
+	if err == nil {
+		err = g.conn.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("peer guard: restore %d mappings: %w", len(maps), err)
+	}
 	return nil
 }
 
@@ -206,6 +250,7 @@ func (g *PeerGuard) Release(mapped netip.AddrPort) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	delete(g.live, mapped)
 	m := keyPort(key4(nil, mapped.Addr()), mapped.Port())
 	err := errors.Join(
 		g.conn.SetAddElements(g.maps, []nftables.SetElement{{Key: m}}),

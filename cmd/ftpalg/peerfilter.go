@@ -71,6 +71,17 @@ func (p *peerGuard) Release(mapped netip.AddrPort) error {
 	return p.g.Release(mapped)
 }
 
+// restore puts the guarded mappings back after the Keeper reinstalled the
+// table (nothing to do before the guard is open).
+func (p *peerGuard) restore() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.g == nil {
+		return nil
+	}
+	return p.g.Restore()
+}
+
 // peerFilter is the port range of the peer filter: the Jool mapper's
 // reserved range (zero without one, and for Tayga).
 func (c *runConfig) peerFilter() [2]uint16 {

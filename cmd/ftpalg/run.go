@@ -358,6 +358,9 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		if keeper, err = rules.NewKeeper(rc); err != nil {
 			return err
 		}
+		if mapper.guard != nil {
+			keeper.OnRestore(mapper.guard.restore)
+		}
 		defer keeper.Close()
 	}
 	getReport := func() statusReport { return report(cfg, started, queues, handlers, keeper, mapper.pinholes) }

@@ -21,8 +21,8 @@ var goldens = []struct {
 	file string
 	cfg  Config
 }{
-	{"tayga.nft", Config{Translator: Tayga}},
-	{"jool.nft", Config{Translator: Jool}},
+	{"tayga.nft", Config{Translator: Tayga, Bypass: true}}, // the daemon's default: --fail-open
+	{"jool.nft", Config{Translator: Jool, Bypass: true}},
 	{"testdata/tayga-ipv6.nft", Config{Translator: Tayga, Leg: LegIPv6}},
 	{"testdata/jool-ipv6.nft", Config{Translator: Jool, Leg: LegIPv6}},
 	{"testdata/tayga-ports-queues-bypass.nft", Config{Translator: Tayga, Ports: []uint16{2121, 21}, QueueNum: 4, Queues: 2, Bypass: true}},
@@ -255,12 +255,12 @@ func TestRenderFlags(t *testing.T) {
 	want := map[string]string{
 		"tayga.nft":                              "--translator tayga",
 		"jool.nft":                               "--translator jool",
-		"testdata/tayga-ipv6.nft":                "--translator tayga --leg ipv6",
-		"testdata/jool-ipv6.nft":                 "--translator jool --leg ipv6",
-		"testdata/tayga-ports-queues-bypass.nft": "--translator tayga --ports 21,2121 --queue-num 4 --queues 2 --bypass",
-		"testdata/jool-ports-table.nft":          "--translator jool --ports 21,990,2121 --queue-num 7 --table nat64_ftp",
-		"testdata/tayga-helper.nft":              "--translator tayga --helper",
-		"testdata/tayga-ipv6-helper-ports.nft":   "--translator tayga --leg ipv6 --ports 21,2121 --bypass --helper",
+		"testdata/tayga-ipv6.nft":                "--translator tayga --leg ipv6 --fail-open=false",
+		"testdata/jool-ipv6.nft":                 "--translator jool --leg ipv6 --fail-open=false",
+		"testdata/tayga-ports-queues-bypass.nft": "--translator tayga --ports 21,2121 --queue-num 4 --queues 2",
+		"testdata/jool-ports-table.nft":          "--translator jool --ports 21,990,2121 --queue-num 7 --fail-open=false --table nat64_ftp",
+		"testdata/tayga-helper.nft":              "--translator tayga --fail-open=false --helper",
+		"testdata/tayga-ipv6-helper-ports.nft":   "--translator tayga --leg ipv6 --ports 21,2121 --helper",
 	}
 	for _, g := range goldens {
 		got, err := Render(&g.cfg)

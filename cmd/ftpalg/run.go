@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,6 +31,7 @@ func init() {
 
 // runConfig is the daemon's configuration, from the flags of "ftpalg run".
 type runConfig struct {
+	Config       string
 	TaygaConf    string
 	JoolInstance string
 	JoolPorts    [2]uint16
@@ -55,21 +55,31 @@ const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [
 Runs the FTP ALG in the network namespace of a NAT64 translator: installs
 nftables rules that send FTP control packets (TCP port 21 by default) of
 one leg of the translator to NFQUEUE, rewrites them there, and removes the
-rules again on SIGINT or SIGTERM. Needs root (CAP_NET_ADMIN).
+rules again on SIGINT or SIGTERM. Needs CAP_NET_ADMIN (root, or the
+capability alone, as the systemd unit gives it).
 
-Flags:
+Every flag can also be set in the file --config names, one "flag value"
+per line ("# comments"; a boolean flag alone means true); flags on the
+command line win. SIGHUP re-reads that file and the translator's
+configuration (tayga.conf and its map-file; Jool's pool4) without
+breaking a connection; a bad file is logged and the old settings kept.
+Under systemd (NOTIFY_SOCKET), the daemon reports ready once its queues
+and rules are up, and pings the watchdog (WatchdogSec=).
+`
+
+const runExit = `Exit status:
+  0  stopped by SIGINT or SIGTERM after a clean shutdown
+  1  could not start (translator configuration, permissions, queue in use)
+     or stopped on an error
+  2  usage error (a bad flag, value, argument or config file line)
 `
 
 // defaultStatusSocket is where "ftpalg status" finds the daemon.
 const defaultStatusSocket = "/run/ftpalg.sock"
 
-func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
-	fl := flag.NewFlagSet("ftpalg run", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), runUsage)
-		fl.PrintDefaults()
-	}
+func newRunFlags(cfg *runConfig) *cmdFlags {
+	fl := newCmdFlags("run", runUsage, runExit)
+	fl.StringVar(&cfg.Config, "config", "", "read flags from this `file` first (for example /etc/ftpalg/ftpalg.conf); SIGHUP re-reads it")
 	fl.StringVar(&cfg.TaygaConf, "tayga-conf", "", "Tayga's configuration `file` (tayga.conf): translate for that Tayga")
 	fl.StringVar(&cfg.JoolInstance, "jool-instance", "", "Jool instance `name`: translate for that Jool (its pool4 must be explicit)")
 	fl.Func("jool-ports", "with --jool-instance: the pool4 port `range` (LO-HI) reserved for the ALG's static BIB entries;\nwithout it 46 passive and 64 active data channels are not mapped", func(s string) error {
@@ -77,7 +87,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 		a, err1 := strconv.ParseUint(lo, 10, 16)
 		b, err2 := strconv.ParseUint(hi, 10, 16)
 		if !ok || err1 != nil || err2 != nil || a == 0 || a > b {
-			return errors.New("want LO-HI, for example 61000-61999")
+			return fmt.Errorf("bad range %q (want LO-HI, for example 61000-61999)", s)
 		}
 		cfg.JoolPorts = [2]uint16{uint16(a), uint16(b)}
 		return nil
@@ -85,7 +95,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default 1)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil || n == 0 {
-			return errors.New("want a number from 1 to 65535")
+			return fmt.Errorf("bad count %q (want 1-65535)", s)
 		}
 		cfg.Queues = uint16(n)
 		return nil
@@ -93,7 +103,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl.Func("queue-num", "first NFQUEUE `number` (default 0)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil {
-			return errors.New("want a number from 0 to 65535")
+			return fmt.Errorf("bad queue number %q (want 0-65535)", s)
 		}
 		cfg.QueueNum = uint16(n)
 		return nil
@@ -109,30 +119,40 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.Leg, "leg", rules.LegIPv4, "`leg` of the translator whose packets are queued: ipv4 or ipv6")
 	fl.BoolVar(&cfg.NoRules, "no-rules", false, "install no nftables rules (the operator installs them, see 'ftpalg rules')")
 	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
-	fl.BoolVar(&cfg.FailOpen, "fail-open", true, "let FTP control packets pass unchanged while the queue is full or no daemon runs,\ninstead of dropping them (--fail-open=false)")
-	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held, then it is sent unchanged")
+	fl.BoolVar(&cfg.FailOpen, "fail-open", true, failOpenUsage)
+	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest `duration` a segment ending inside a command or reply is held, then it is sent unchanged")
 	fl.BoolVar(&cfg.Strict, "strict", false, "answer 425 to an IPv6 client when the IPv4 server's 227 names another address")
 	fl.Func("log-level", "log `level`: debug (every rewritten line), info, warn or error (default info)", func(s string) error {
-		return cfg.LogLevel.UnmarshalText([]byte(s))
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(s)); err != nil {
+			return fmt.Errorf("bad level %q (want debug, info, warn or error)", s)
+		}
+		cfg.LogLevel = l
+		return nil
 	})
-	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
+	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json (one JSON object per line)")
 	fl.StringVar(&cfg.StatusSocket, "status-socket", defaultStatusSocket, "unix socket `path` that 'ftpalg status' reads (empty: none)")
 	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
 	return fl
 }
 
-// parseRunFlags parses and checks the flags of "ftpalg run".
-func parseRunFlags(args []string, stderr io.Writer) (*runConfig, error) {
+// failOpenUsage is the help of --fail-open, the same in run and rules.
+const failOpenUsage = "let FTP control packets pass unchanged while the queue is full or no daemon listens,\ninstead of dropping them (--fail-open=false: fail closed)"
+
+// parseRunFlags parses and checks the flags of "ftpalg run" (and the file
+// of --config). It prints the help to stdout for --help (errHelp); a bad
+// flag is a *usageError.
+func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	cfg := &runConfig{Queues: 1, Ports: []uint16{21}}
-	fl := newRunFlags(cfg, stderr)
-	if err := fl.Parse(args); err != nil {
+	fl := newRunFlags(cfg)
+	if err := fl.parse(args, stdout); err != nil {
 		return nil, err
 	}
 	if fl.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fl.Arg(0))
+		return nil, usagef("unexpected argument %q", fl.Arg(0))
 	}
 	if err := cfg.check(); err != nil {
-		return nil, err
+		return nil, &usageError{msg: err.Error()}
 	}
 	return cfg, nil
 }
@@ -192,13 +212,9 @@ func newLogger(w io.Writer, cfg *runConfig) *slog.Logger {
 }
 
 func runMain(args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseRunFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
+	cfg, err := parseRunFlags(args, stdout)
 	if err != nil {
-		fmt.Fprintf(stderr, "ftpalg run: %v\n", err)
-		return 2
+		return usageExit("run", err, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

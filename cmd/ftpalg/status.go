@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -184,23 +183,15 @@ func readStatus(path string) (*statusReport, error) {
 }
 
 func statusMain(args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("ftpalg status", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newCmdFlags("status", "Usage: ftpalg status [--socket PATH] [--json]\n\nPrints the counters of a running 'ftpalg run', per queue.\n",
+		exitStatus("the daemon could not be reached (not running, another --socket, permissions)"))
 	path := fl.String("socket", defaultStatusSocket, "the daemon's status socket `path` (ftpalg run --status-socket)")
 	asJSON := fl.Bool("json", false, "print the report as JSON")
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), "Usage: ftpalg status [--socket PATH] [--json]\n\nPrints the counters of a running 'ftpalg run', per queue.\n\nFlags:\n")
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if err := fl.parse(args, stdout); err != nil {
+		return usageExit("status", err, stderr)
 	}
 	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "ftpalg status: unexpected argument %q\n", fl.Arg(0))
-		return 2
+		return usageExit("status", usagef("unexpected argument %q", fl.Arg(0)), stderr)
 	}
 	r, err := readStatus(*path)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ftpalg/ftpalg/conntrackx"
@@ -17,11 +18,66 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	if cfg.JoolInstance != "" {
 		return loadJoolMapper(cfg, log)
 	}
+	l, closeRes, err := loadTayga(cfg.TaygaConf, log)
+	if err != nil {
+		return nil, err
+	}
+	// The engines keep the swap: SIGHUP puts a mapper from the re-read
+	// configuration in it, and flows under way keep their sessions.
+	swap := newSwapMapper(l.Mapper)
+	dm := &daemonMapper{Mapper: swap}
+	var mu sync.Mutex // closeRes and conf, between reload and close
+	conf := l.Config
+	dm.reload = func(c *runConfig) (string, error) {
+		l, newClose, err := loadTayga(c.TaygaConf, log)
+		if err != nil {
+			return "", err
+		}
+		swap.swap(l.Mapper)
+		mu.Lock()
+		oldClose, oldConf := closeRes, conf
+		closeRes, conf = newClose, l.Config
+		mu.Unlock()
+		if oldClose != nil {
+			if err := oldClose(); err != nil {
+				log.Warn("close the old conntrack resolver", "err", err)
+			}
+		}
+		return taygaChanges(oldConf, l.Config), nil
+	}
+	closeTayga := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if closeRes != nil {
+			return closeRes()
+		}
+		return nil
+	}
+	dm.close = closeTayga
+	if !cfg.NoPinholes {
+		// Firewall pinholes: the conntrack expectations of data
+		// connections on the rewritten leg (rules/README.md, Pinholes).
+		x, err := conntrackx.DialExpecter(&conntrackx.ExpecterConfig{Timeout: time.Minute})
+		if err != nil {
+			closeTayga()
+			return nil, err
+		}
+		dm.Mapper = conntrackx.NewPinholeMapper(swap, x, log)
+		dm.close = func() error {
+			return errors.Join(closeTayga(), x.Close())
+		}
+	}
+	return dm, nil
+}
+
+// loadTayga reads Tayga's configuration (tayga.conf, its map-file and
+// dynamic.map) and, for a dynamic pool, dials the conntrack resolver that
+// closeRes closes.
+func loadTayga(path string, log *slog.Logger) (l *tayga.Loaded, closeRes func() error, err error) {
 	// Dynamic-pool hosts: conntrack in this namespace tells the binding
 	// of a new control connection (both legs of a Tayga flow are tracked
 	// here, ports kept); the mapper's prediction is tried first.
-	var closeRes func() error
-	l, err := tayga.Load(cfg.TaygaConf, func(tc *tayga.Config, m *tayga.Mapper) (tayga.DynamicResolver, error) {
+	l, err = tayga.Load(path, func(tc *tayga.Config, m *tayga.Mapper) (tayga.DynamicResolver, error) {
 		ct, err := conntrackx.DialTaygaConntrack(&conntrackx.TaygaConntrackConfig{
 			Prefix: tc.Prefix,
 			Pool:   tc.DynamicPool,
@@ -37,33 +93,13 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
 			err = fmt.Errorf("--tayga-conf: %w", err)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if l.Warn != nil {
 		// Bindings Tayga saved when it last stopped.
 		log.Warn("tayga dynamic map", "err", l.Warn)
 	}
-	dm := &daemonMapper{Mapper: l.Mapper, close: closeRes}
-	if !cfg.NoPinholes {
-		// Firewall pinholes: the conntrack expectations of data
-		// connections on the rewritten leg (rules/README.md, Pinholes).
-		x, err := conntrackx.DialExpecter(&conntrackx.ExpecterConfig{Timeout: time.Minute})
-		if err != nil {
-			if closeRes != nil {
-				closeRes()
-			}
-			return nil, err
-		}
-		dm.Mapper = conntrackx.NewPinholeMapper(l.Mapper, x, log)
-		dm.close = func() error {
-			var err error
-			if closeRes != nil {
-				err = closeRes()
-			}
-			return errors.Join(err, x.Close())
-		}
-	}
-	return dm, nil
+	return l, closeRes, nil
 }
 
 // loadJoolMapper connects to the Jool instance and removes the static BIB
@@ -92,6 +128,13 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	return &daemonMapper{
 		Mapper: m,
 		expire: m.Expire,
+		reload: func(*runConfig) (string, error) {
+			p, err := m.ReloadPool4()
+			if err != nil {
+				return "", fmt.Errorf("jool pool4: %w", err)
+			}
+			return fmt.Sprintf("jool pool4 re-read: %d entries", len(p)), nil
+		},
 		close: func() error {
 			return errors.Join(m.Close(), j.Close())
 		},

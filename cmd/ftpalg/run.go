@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,6 +49,11 @@ type runConfig struct {
 	LogFormat    string
 	StatusSocket string
 	MetricsAddr  string
+
+	// Not flags: runMain sets them for a reload on SIGHUP (the command
+	// line to parse again, and the signal).
+	Args   []string
+	Reload <-chan os.Signal
 }
 
 const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [flags]
@@ -204,7 +210,8 @@ func (c *runConfig) rules() *rules.Config {
 }
 
 func newLogger(w io.Writer, cfg *runConfig) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	logLevel.Set(cfg.LogLevel)
+	opts := &slog.HandlerOptions{Level: &logLevel}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -218,6 +225,11 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads; it never ends the daemon (by default it would).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	cfg.Args, cfg.Reload = args, hup
 	go func() {
 		// A second signal during shutdown ends the process at once (the
 		// rules may then stay: "ftpalg rules remove" removes them).
@@ -238,6 +250,9 @@ type daemonMapper struct {
 	mangle.Mapper
 	expire func(now time.Time) error
 	close  func() error
+	// reload re-reads the translator's configuration (may be nil): it
+	// returns what changed, or an error and keeps the old one.
+	reload func(cfg *runConfig) (string, error)
 }
 
 // errNotRoot is returned when the daemon lacks CAP_NET_ADMIN.
@@ -315,7 +330,9 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules,
 		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket, "metrics_addr", cfg.MetricsAddr)
 
-	loopErr := runLoops(ctx, log, queues, handlers, mapper.expire)
+	loopErr := runLoops(ctx, log, queues, handlers, mapper.expire, func(ctx context.Context) {
+		serviceLoop(ctx, cfg, mapper, handlers, log)
+	})
 	// The loops gave every held packet its verdict; the kernel drops what
 	// is still queued when a queue closes.
 	closeQueues()
@@ -373,13 +390,18 @@ func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport) (st
 	return stop, nil
 }
 
-// runLoops runs one loop per queue, the warning loop and, if expire is
-// not nil, the mapper's expiry loop, until ctx is done or a queue's loop
-// fails (the first to fail stops the others).
-func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handlers []*engineHandler, expire func(time.Time) error) error {
+// runLoops runs one loop per queue, the warning loop, service (systemd
+// and SIGHUP) and, if expire is not nil, the mapper's expiry loop, until
+// ctx is done or a queue's loop fails (the first to fail stops the others).
+func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handlers []*engineHandler, expire func(time.Time) error, service func(context.Context)) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		service(runCtx)
+	}()
 	errs := make([]error, len(queues))
 	for i, q := range queues {
 		wg.Add(1)
@@ -405,6 +427,54 @@ func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handle
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// serviceLoop is the daemon's side of systemd (ready, watchdog, stopping)
+// and of SIGHUP, until ctx is done.
+func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs []*engineHandler, log *slog.Logger) {
+	notify := func(state string) {
+		if _, err := sdNotify(state); err != nil {
+			log.Warn("systemd notification", "state", state, "err", err)
+		}
+	}
+	// The queues are open and the rules in: ready.
+	notify("READY=1\nSTATUS=running")
+	defer notify("STOPPING=1\nSTATUS=stopping")
+	var wd <-chan time.Time
+	interval, ok := watchdogInterval()
+	if ok {
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		wd = t.C
+	}
+	r := &reloader{args: cfg.Args, cfg: cfg, mapper: mapper, handlers: hs, log: log, notify: notify}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-wd:
+			if alive(hs, now.Add(-interval)) {
+				notify("WATCHDOG=1")
+			} else {
+				log.Error("a queue loop has not ticked within the watchdog interval: no watchdog ping", "interval", interval.String())
+			}
+		case <-cfg.Reload:
+			log.Info("SIGHUP: reloading the configuration", "config", cfg.Config)
+			if err := r.reload(); err != nil {
+				log.Error("reload", "err", err)
+			}
+		}
+	}
+}
+
+// alive reports whether every queue loop ticked since t.
+func alive(hs []*engineHandler, t time.Time) bool {
+	for _, h := range hs {
+		if h.lastTick.Load() < t.UnixNano() {
+			return false
+		}
+	}
+	return true
 }
 
 func queueRange(cfg *runConfig) string {
@@ -447,9 +517,13 @@ type engineHandler struct {
 	queue uint16
 	eng   *mangle.Engine
 	res   mangle.Result
-	hold  time.Duration
+	hold  atomic.Int64 // time.Duration; a reload may change it
 	log   *slog.Logger
 	debug bool
+
+	// lastTick is the time of the last Tick (UnixNano): the watchdog
+	// pings systemd only while every queue loop ticks.
+	lastTick atomic.Int64
 
 	mu    sync.Mutex
 	stats mangle.Stats // copied from the engine at every Tick
@@ -457,14 +531,18 @@ type engineHandler struct {
 }
 
 func newEngineHandler(queue uint16, cfg *mangle.Config, hold time.Duration, log *slog.Logger) *engineHandler {
-	return &engineHandler{
+	h := &engineHandler{
 		queue: queue,
 		eng:   mangle.New(cfg),
-		hold:  hold,
 		log:   log,
 		debug: log.Enabled(context.Background(), slog.LevelDebug),
 	}
+	h.setHold(hold)
+	h.lastTick.Store(time.Now().UnixNano())
+	return h
 }
+
+func (h *engineHandler) setHold(d time.Duration) { h.hold.Store(int64(d)) }
 
 func (h *engineHandler) Packet(id uint32, pkt []byte, v *nfq.Verdicts) {
 	h.eng.Process(pkt, uint64(id), time.Now(), &h.res)
@@ -472,7 +550,8 @@ func (h *engineHandler) Packet(id uint32, pkt []byte, v *nfq.Verdicts) {
 }
 
 func (h *engineHandler) Tick(now time.Time, v *nfq.Verdicts) {
-	h.eng.Expire(now, h.hold, &h.res)
+	h.lastTick.Store(now.UnixNano())
+	h.eng.Expire(now, time.Duration(h.hold.Load()), &h.res)
 	h.emit(v)
 	h.snapshot()
 }

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -349,6 +350,18 @@ func (m *Mapper) pool4Covers(a netip.AddrPort) bool {
 		}
 	}
 	return false
+}
+
+// ReloadPool4 reads pool4 from the instance now (the daemon's SIGHUP) and
+// returns it; on an error the old copy stays.
+func (m *Mapper) ReloadPool4() ([]Pool4Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pool4At = time.Time{}
+	if err := m.refreshPool4(time.Now(), true); err != nil {
+		return nil, err
+	}
+	return slices.Clone(m.pool4), nil
 }
 
 // refreshStatic reloads the static BIB entries (TTL as refreshPool4).

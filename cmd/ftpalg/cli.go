@@ -26,6 +26,9 @@ type cmdFlags struct {
 	head string // the help text before the flags
 	tail string // the help text after the flags (exit statuses)
 	errs *valueErr
+	// configIgnoresUnknown: the --config file may hold keys this command
+	// has no flag for (rules reads the daemon's file).
+	configIgnoresUnknown bool
 }
 
 // valueErr is the last error a flag's Set returned, with its flag: the
@@ -55,7 +58,9 @@ func (v *checkedValue) Set(s string) error {
 	err := v.Value.Set(s)
 	if err != nil {
 		var ne *strconv.NumError
-		if errors.As(err, &ne) {
+		// The flag package's own values say "parse error" or "value out of
+		// range" for a bad number or duration.
+		if errors.As(err, &ne) || err.Error() == "parse error" || err.Error() == "value out of range" {
 			err = fmt.Errorf("bad value %q", s)
 		}
 		*v.errs = valueErr{name: v.name, value: s, err: err}
@@ -115,7 +120,8 @@ func (c *cmdFlags) parse(args []string, stdout io.Writer) error {
 	*c.errs = valueErr{}
 	var opts []ff.Option
 	if c.Lookup("config") != nil {
-		opts = append(opts, ff.WithConfigFileFlag("config"), ff.WithConfigFileParser(ff.PlainParser))
+		opts = append(opts, ff.WithConfigFileFlag("config"), ff.WithConfigFileParser(ff.PlainParser),
+			ff.WithIgnoreUndefined(c.configIgnoresUnknown))
 	}
 	err := ff.Parse(c.FlagSet, args, opts...)
 	if err == nil {

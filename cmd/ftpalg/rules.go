@@ -47,11 +47,14 @@ const rulesExit = `Exit status:
 // rulesArgs is what the command line of 'ftpalg rules' asks for.
 type rulesArgs struct {
 	action string // print, install or remove
+	config string // --config
 	cfg    rules.Config
 }
 
 func newRulesFlags(r *rulesArgs) *cmdFlags {
 	fs := newCmdFlags("rules", rulesHelp, rulesExit)
+	fs.configIgnoresUnknown = true
+	fs.StringVar(&r.config, "config", "", "read the flags from the daemon's config `file` first (ftpalg.conf(5): leg, ports,\nqueue-num, queues, fail-open, table; other keys are ignored), so that\n'rules remove --config FILE' removes what 'run --config FILE' installed")
 	fs.StringVar(&r.cfg.Translator, "translator", "", "the `translator`: tayga or jool (required for print and install)")
 	fs.StringVar(&r.cfg.Leg, "leg", rules.LegIPv4, "the `leg` whose packets are queued: ipv4 or ipv6")
 	fs.Var((*portsFlag)(&r.cfg.Ports), "ports", "FTP control `ports`, comma-separated (default 21)")

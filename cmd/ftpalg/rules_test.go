@@ -152,8 +152,28 @@ func TestRulesHelpNamesEveryFlag(t *testing.T) {
 			t.Errorf("help does not describe --%s", f.Name)
 		}
 	})
-	if n != 8 {
-		t.Errorf("%d flags, want 8", n)
+	if n != 9 {
+		t.Errorf("%d flags, want 9", n)
+	}
+}
+
+// 'rules remove --config FILE' reads the daemon's file: the keys of the
+// rules, and none of the daemon's others is an error.
+func TestRulesConfigFile(t *testing.T) {
+	conf := writeFile(t, "ftpalg.conf", "tayga-conf /etc/tayga.conf\nports 2121\nqueue-num 5\nfail-open false\nlog-level debug\n")
+	got, err := parseRulesArgs([]string{"remove", "--config", conf, "--queue-num", "6"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := rules.Config{Leg: "ipv4", Ports: []uint16{2121}, QueueNum: 6, Queues: 1, Table: "ftpalg"}
+	if diff := cmp.Diff(want, got.cfg); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+	bad := writeFile(t, "bad.conf", "ports 0\n")
+	var stderr bytes.Buffer
+	if code := dispatch([]string{"rules", "remove", "--config", bad}, io.Discard, &stderr); code != 2 ||
+		stderr.String() != "ftpalg rules remove: --config "+bad+": ports: bad port \"0\" (want 1-65535)\nRun 'ftpalg rules --help' for usage.\n" {
+		t.Errorf("bad config: exit %d, stderr %q", code, stderr.String())
 	}
 }
 

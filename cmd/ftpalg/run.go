@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,7 +82,7 @@ const runExit = `Exit status:
 `
 
 // defaultStatusSocket is where "ftpalg status" finds the daemon.
-const defaultStatusSocket = "/run/ftpalg.sock"
+const defaultStatusSocket = "/run/ftpalg/ftpalg.sock"
 
 func newRunFlags(cfg *runConfig) *cmdFlags {
 	fl := newCmdFlags("run", runUsage, runExit)
@@ -372,6 +373,8 @@ func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport) (st
 	if cfg.StatusSocket != "" {
 		// Only a window on the daemon: translating matters more. Daemons
 		// in several namespaces of one host share /run, for one.
+		// Its directory, which systemd's RuntimeDirectory= makes too.
+		_ = os.MkdirAll(filepath.Dir(cfg.StatusSocket), 0o755)
 		if status, err := listenStatus(cfg.StatusSocket, log); err != nil {
 			log.Warn("no status socket: 'ftpalg status' cannot reach this daemon (see --status-socket)", "err", err)
 		} else {

@@ -49,8 +49,9 @@ systemctl cat ftpalg.service >/dev/null && ok "ftpalg.service known to systemd" 
 cat >/etc/tayga.conf <<'EOF2'
 tun-device nat64
 ipv4-addr 192.168.255.1
-prefix 64:ff9b::/96
-map 192.168.254.20 2001:db8:2::20
+ipv6-addr 2001:db8:ffff::1
+prefix 2001:db8:64::/96
+map 203.0.113.10 2001:db8:1::10
 EOF2
 chmod 644 /etc/tayga.conf
 cp /etc/ftpalg/ftpalg.conf /etc/ftpalg/ftpalg.conf.dist

@@ -358,7 +358,7 @@ func (m *Mapper) ReloadPool4() ([]Pool4Entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pool4At = time.Time{}
-	if err := m.refreshPool4(time.Now(), true); err != nil {
+	if err := m.refreshPool4(m.now(), true); err != nil {
 		return nil, err
 	}
 	return slices.Clone(m.pool4), nil

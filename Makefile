@@ -28,7 +28,7 @@ GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build deb deb-test deps test unit cross integration e2e e2e-jool demo bench bench-nfqueue fuzz vet clean
+.PHONY: all build deb deb-test e2e-systemd deps test unit cross integration e2e e2e-jool demo bench bench-nfqueue fuzz vet clean
 
 all: build
 
@@ -85,7 +85,12 @@ e2e-jool: build
 	test/jool/run.sh test/jool/guest/bib-churn.sh 1000 60 3
 	test/jool/gotest.sh --run 'TestIntegration.*Jool' ./conntrackx/jool
 
-test: deps unit deb-test integration e2e e2e-jool
+# The Debian package's service under a real systemd (PID 1 of a QEMU guest):
+# start, reload, watchdog, kill -9, stop, the template (about 7 minutes).
+e2e-systemd: deb
+	FTPALG_GUEST_INIT=systemd test/jool/run.sh test/jool/guest/systemd-service.sh
+
+test: deps unit deb-test integration e2e e2e-jool e2e-systemd
 
 demo: deps build
 	test/demo.sh

@@ -124,4 +124,7 @@ systemctl stop ftpalg@lab
 table && bad "table left after stopping ftpalg@lab" || ok "nothing left after ftpalg@lab"
 
 step "dpkg -r"
-dpkg -r ftpalg >/dev/null && ok "dpkg -r" || bad "dpkg -r"
+journalctl --no-pager -o short-monotonic -u 'ftpalg*' >"$FTPALG_OUT/journal.txt" 2>&1
+dpkg -r --no-triggers ftpalg >/dev/null && ok "dpkg -r" || bad "dpkg -r"
+[ ! -e /lib/systemd/system/ftpalg.service ] && [ ! -e /usr/sbin/ftpalg ] && [ -e /etc/ftpalg/ftpalg.conf ] &&
+	ok "removed, the conffile kept" || bad "dpkg -r left the wrong files"

@@ -250,8 +250,8 @@ func (p *plan) flags() []string {
 	if p.queues != 1 {
 		f = append(f, fmt.Sprintf("--queues %d", p.queues))
 	}
-	if p.bypass {
-		f = append(f, "--bypass")
+	if !p.bypass {
+		f = append(f, "--fail-open=false")
 	}
 	if p.helper {
 		f = append(f, "--helper")

@@ -366,18 +366,18 @@ func TestRenderErrors(t *testing.T) {
 // names the flags that reproduce it.
 func TestRenderFlags(t *testing.T) {
 	want := map[string]string{
-		"testdata/tayga.nft":                     "--translator tayga",
-		"testdata/jool.nft":                      "--translator jool",
-		"testdata/tayga-scope-helper.nft":        "--translator tayga --bypass --helper --scope 192.168.255.0/24,203.0.113.10,2001:db8:1::10,2001:db8:64::/96,2001:db8:ffff::1",
-		"testdata/jool-scope.nft":                "--translator jool --bypass --scope 192.0.2.1,2001:db8:64::/96",
-		"testdata/jool-ipv6-scope.nft":           "--translator jool --leg ipv6 --scope 192.0.2.1,2001:db8:64::/96",
-		"testdata/tayga-ipv6.nft":                "--translator tayga --leg ipv6",
-		"testdata/jool-ipv6.nft":                 "--translator jool --leg ipv6",
-		"testdata/tayga-ports-queues-bypass.nft": "--translator tayga --ports 21,2121 --queue-num 4 --queues 2 --bypass",
-		"testdata/jool-ports-table.nft":          "--translator jool --ports 21,990,2121 --queue-num 7 --table nat64_ftp",
-		"testdata/tayga-ipv6-helper-ports.nft":   "--translator tayga --leg ipv6 --ports 21,2121 --bypass --helper --scope 192.168.255.0/24,203.0.113.10,2001:db8:1::10,2001:db8:64::/96,2001:db8:ffff::1",
-		"testdata/jool-peerfilter.nft":           "--translator jool --jool-ports 61000-61999",
-		"testdata/jool-ipv6-peerfilter.nft":      "--translator jool --leg ipv6 --bypass --jool-ports 61000-61000",
+		"testdata/tayga.nft":                     "--translator tayga --fail-open=false",
+		"testdata/jool.nft":                      "--translator jool --fail-open=false",
+		"testdata/tayga-scope-helper.nft":        "--translator tayga --helper --scope 192.168.255.0/24,203.0.113.10,2001:db8:1::10,2001:db8:64::/96,2001:db8:ffff::1",
+		"testdata/jool-scope.nft":                "--translator jool --scope 192.0.2.1,2001:db8:64::/96",
+		"testdata/jool-ipv6-scope.nft":           "--translator jool --leg ipv6 --fail-open=false --scope 192.0.2.1,2001:db8:64::/96",
+		"testdata/tayga-ipv6.nft":                "--translator tayga --leg ipv6 --fail-open=false",
+		"testdata/jool-ipv6.nft":                 "--translator jool --leg ipv6 --fail-open=false",
+		"testdata/tayga-ports-queues-bypass.nft": "--translator tayga --ports 21,2121 --queue-num 4 --queues 2",
+		"testdata/jool-ports-table.nft":          "--translator jool --ports 21,990,2121 --queue-num 7 --fail-open=false --table nat64_ftp",
+		"testdata/tayga-ipv6-helper-ports.nft":   "--translator tayga --leg ipv6 --ports 21,2121 --helper --scope 192.168.255.0/24,203.0.113.10,2001:db8:1::10,2001:db8:64::/96,2001:db8:ffff::1",
+		"testdata/jool-peerfilter.nft":           "--translator jool --fail-open=false --jool-ports 61000-61999",
+		"testdata/jool-ipv6-peerfilter.nft":      "--translator jool --leg ipv6 --jool-ports 61000-61000",
 	}
 	for _, g := range goldens {
 		got, err := Render(&g.cfg)

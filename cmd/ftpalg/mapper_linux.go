@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/ftpalg/ftpalg/conntrackx"
@@ -20,11 +22,76 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	if cfg.JoolInstance != "" {
 		return loadJoolMapper(cfg, log)
 	}
+	l, closeRes, err := loadTayga(cfg.TaygaConf, log)
+	if err != nil {
+		return nil, err
+	}
+	// The engines keep the swap: SIGHUP puts a mapper from the re-read
+	// configuration in it, and flows under way keep their sessions.
+	swap := newSwapMapper(l.Mapper)
+	dm := &daemonMapper{Mapper: swap, scope: taygaScope(l.Config)}
+	var mu sync.Mutex // closeRes and conf, between reload and close
+	conf := l.Config
+	dm.reload = func(c *runConfig) (string, error) {
+		l, newClose, err := loadTayga(c.TaygaConf, log)
+		if err != nil {
+			return "", err
+		}
+		swap.swap(l.Mapper)
+		mu.Lock()
+		oldClose, oldConf := closeRes, conf
+		closeRes, conf = newClose, l.Config
+		mu.Unlock()
+		if oldClose != nil {
+			if err := oldClose(); err != nil {
+				log.Warn("close the old conntrack resolver", "err", err)
+			}
+		}
+		msg := taygaChanges(oldConf, l.Config)
+		if !slices.Equal(taygaScope(oldConf), taygaScope(l.Config)) {
+			// The Keeper restores the ruleset it was made with.
+			msg += "; the translator's addresses changed: the rules' scope (set translated) follows at the next restart"
+		}
+		return msg, nil
+	}
+	closeTayga := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if closeRes != nil {
+			return closeRes()
+		}
+		return nil
+	}
+	dm.close = closeTayga
+	if !cfg.NoPinholes {
+		// Firewall pinholes: the conntrack expectations of data
+		// connections on the rewritten leg (rules/README.md, Pinholes).
+		x, err := conntrackx.DialExpecter(&conntrackx.ExpecterConfig{Timeout: time.Minute})
+		if err != nil {
+			closeTayga()
+			return nil, err
+		}
+		pm := conntrackx.NewPinholeMapper(swap, x, log)
+		dm.Mapper = pm
+		dm.pinholes = func() pinholeStats {
+			s := pm.Stats()
+			return pinholeStats{Created: s.Created, Failed: s.Failed, Refused: s.Refused}
+		}
+		dm.close = func() error {
+			return errors.Join(closeTayga(), x.Close())
+		}
+	}
+	return dm, nil
+}
+
+// loadTayga reads Tayga's configuration (tayga.conf, its map-file and
+// dynamic.map) and, for a dynamic pool, dials the conntrack resolver that
+// closeRes closes.
+func loadTayga(path string, log *slog.Logger) (l *tayga.Loaded, closeRes func() error, err error) {
 	// Dynamic-pool hosts: conntrack in this namespace tells the binding
 	// of a new control connection (both legs of a Tayga flow are tracked
 	// here, ports kept); the mapper's prediction is tried first.
-	var closeRes func() error
-	l, err := tayga.Load(cfg.TaygaConf, func(tc *tayga.Config, m *tayga.Mapper) (tayga.DynamicResolver, error) {
+	l, err = tayga.Load(path, func(tc *tayga.Config, m *tayga.Mapper) (tayga.DynamicResolver, error) {
 		ct, err := conntrackx.DialTaygaConntrack(&conntrackx.TaygaConntrackConfig{
 			Prefix: tc.Prefix,
 			Pool:   tc.DynamicPool,
@@ -40,38 +107,13 @@ func loadMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
 			err = fmt.Errorf("--tayga-conf: %w", err)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if l.Warn != nil {
 		// Bindings Tayga saved when it last stopped.
 		log.Warn("tayga dynamic map", "err", l.Warn)
 	}
-	dm := &daemonMapper{Mapper: l.Mapper, close: closeRes, scope: taygaScope(l.Config)}
-	if !cfg.NoPinholes {
-		// Firewall pinholes: the conntrack expectations of data
-		// connections on the rewritten leg (rules/README.md, Pinholes).
-		x, err := conntrackx.DialExpecter(&conntrackx.ExpecterConfig{Timeout: time.Minute})
-		if err != nil {
-			if closeRes != nil {
-				closeRes()
-			}
-			return nil, err
-		}
-		pm := conntrackx.NewPinholeMapper(l.Mapper, x, log)
-		dm.Mapper = pm
-		dm.pinholes = func() pinholeStats {
-			s := pm.Stats()
-			return pinholeStats{Created: s.Created, Failed: s.Failed, Refused: s.Refused}
-		}
-		dm.close = func() error {
-			var err error
-			if closeRes != nil {
-				err = closeRes()
-			}
-			return errors.Join(err, x.Close())
-		}
-	}
-	return dm, nil
+	return l, closeRes, nil
 }
 
 var _ jool.PeerGuard = (*peerGuard)(nil)
@@ -129,6 +171,13 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 		scope:  scope,
 		Mapper: m,
 		expire: m.Expire,
+		reload: func(*runConfig) (string, error) {
+			p, err := m.ReloadPool4()
+			if err != nil {
+				return "", fmt.Errorf("jool pool4: %w", err)
+			}
+			return fmt.Sprintf("jool pool4 re-read: %d entries", len(p)), nil
+		},
 		close: func() error {
 			return errors.Join(m.Close(), j.Close())
 		},

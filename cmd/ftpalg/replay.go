@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -52,10 +51,12 @@ Prints one line per rewritten FTP line:
   <capture time> <flow> <kind> <direction>: "<before>" -> "<after>"
 and a summary with the packet counts and the engine's non-zero counters.
 
-Exit status: 0 on success, 1 for an unreadable capture or configuration or
-an unsupported link type, 2 for a usage error.
+`
 
-Flags:
+const replayExit = `Exit status:
+  0  success
+  1  an unreadable capture or configuration, or an unsupported link type
+  2  usage error (a bad flag, value or argument)
 `
 
 // replayOptions are the settings of one replay.
@@ -104,29 +105,19 @@ type replayArgs struct {
 // parseReplayArgs parses replay's command line. On nil it has printed
 // help (code 0) or a usage error (code 2).
 func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int) {
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	taygaConf := fs.String("tayga-conf", "", "Tayga configuration `FILE` (tayga.conf) that gives the address mapping (required)")
-	out := fs.String("out", "", "write the rewritten capture to `FILE` (classic pcap); without it only the transcript is printed")
-	hold := fs.Duration("hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held (in capture time), then a command segment is sent unchanged (a reply being translated waits for its line); as 'ftpalg run --hold-timeout'")
-	leg := fs.String("leg", "", "`leg` whose packets go through the engine, ipv4 or ipv6, as the daemon queues only one; packets of the other pass unchanged (default: both, for a capture of one leg)")
+	fs := newCmdFlags("replay", replayUsage, replayExit)
+	taygaConf := fs.String("tayga-conf", "", "Tayga configuration `file` (tayga.conf) that gives the address mapping (required)")
+	out := fs.String("out", "", "write the rewritten capture to `file` (classic pcap); without it only the transcript is printed")
+	hold := fs.Duration("hold-timeout", 200*time.Millisecond, "longest `duration` a segment ending inside a command or reply is held (in capture time),\nthen a command segment is sent unchanged (a reply being translated waits for its line); as 'ftpalg run --hold-timeout'")
+	leg := fs.String("leg", "", "`leg` whose packets go through the engine, ipv4 or ipv6, as the daemon queues only one;\npackets of the other pass unchanged (default: both, for a capture of one leg)")
 	strict := fs.Bool("strict", false, "answer a 64 session's 227 naming another address than the server's with 425")
-	trust := fs.Bool("trust-checksums", false, "parse segments whatever their TCP checksum says (a capture taken on a host with checksum offload); by default a segment whose checksum is wrong passes unparsed, as in the daemon")
-	ports := fs.String("ports", "21", "comma-separated FTP control `PORTS` of servers")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), replayUsage)
-		fs.PrintDefaults()
-	}
+	trust := fs.Bool("trust-checksums", false, "parse segments whatever their TCP checksum says (a capture taken on a host with\nchecksum offload); by default a segment whose checksum is wrong passes unparsed, as in the daemon")
+	ports := fs.String("ports", "21", "comma-separated FTP control `ports` of servers")
 	// Flags may come after the capture's name too.
 	var files []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(stdout)
-				fs.Usage()
-				return nil, 0
-			}
-			return nil, 2
+		if err := fs.parse(args, stdout); err != nil {
+			return nil, usageExit("replay", err, stderr)
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -136,8 +127,7 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 		args = args[1:]
 	}
 	usageErr := func(format string, a ...any) (*replayArgs, int) {
-		fmt.Fprintf(stderr, "ftpalg replay: "+format+" (see 'ftpalg replay --help')\n", a...)
-		return nil, 2
+		return nil, usageExit("replay", usagef(format, a...), stderr)
 	}
 	if len(files) != 1 {
 		return usageErr("want exactly one input capture, got %d arguments", len(files))

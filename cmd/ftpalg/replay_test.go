@@ -913,9 +913,9 @@ func TestReplayErrors(t *testing.T) {
 		{"no input", []string{"--tayga-conf", conf}, 2, "want exactly one input capture"},
 		{"two inputs", []string{"--tayga-conf", conf, in, in}, 2, "want exactly one input capture"},
 		{"no config", []string{in}, 2, "--tayga-conf is required"},
-		{"flags after the capture", []string{in, "--tayga-conf", conf, "--out"}, 2, "flag needs an argument"},
-		{"bad flag", []string{"--nope", in}, 2, "flag provided but not defined"},
-		{"bad ports", []string{"--tayga-conf", conf, "--ports", "21,x", in}, 2, "--ports"},
+		{"flags after the capture", []string{in, "--tayga-conf", conf, "--out"}, 2, "ftpalg replay: --out needs a value\nRun 'ftpalg replay --help' for usage.\n"},
+		{"bad flag", []string{"--nope", in}, 2, "ftpalg replay: unknown flag --nope\n"},
+		{"bad ports", []string{"--tayga-conf", conf, "--ports", "21,x", in}, 2, "ftpalg replay: --ports: bad port \"x\" (want 1-65535)\n"},
 		{"missing input", []string{"--tayga-conf", conf, filepath.Join(dir, "nothere.pcap")}, 1, "no such file"},
 		{"empty input", []string{"--tayga-conf", conf, write("empty.pcap", nil)}, 1, "not a capture"},
 		{"garbage input", []string{"--tayga-conf", conf, write("garbage.pcap", []byte("USER anonymous\r\nPASS x\r\nQUIT\r\n"))}, 1, "read pcap"},
@@ -936,6 +936,9 @@ func TestReplayErrors(t *testing.T) {
 			}
 			if code == 1 && strings.Count(strings.TrimRight(stderr, "\n"), "\n") != 0 {
 				t.Errorf("error is not one line: %q", stderr)
+			}
+			if code == 2 && (strings.Count(stderr, "\n") != 2 || !strings.HasSuffix(stderr, "\nRun 'ftpalg replay --help' for usage.\n")) {
+				t.Errorf("usage error is not one line and the pointer to --help: %q", stderr)
 			}
 			if _, err := os.Stat(out); err == nil {
 				t.Error("a failed replay left its output file behind")

@@ -3,16 +3,17 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,6 +34,7 @@ func init() {
 
 // runConfig is the daemon's configuration, from the flags of "ftpalg run".
 type runConfig struct {
+	Config       string
 	TaygaConf    string
 	JoolInstance string
 	JoolPorts    [2]uint16
@@ -58,6 +60,11 @@ type runConfig struct {
 	// RunDir holds what must survive a crash of the daemon (the Jool
 	// static BIB entries it added), per --table; not a flag yet.
 	RunDir string
+
+	// Not flags: runMain sets them for a reload on SIGHUP (the command
+	// line to parse again, and the signal).
+	Args   []string
+	Reload <-chan os.Signal
 }
 
 const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [flags]
@@ -65,16 +72,30 @@ const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [
 Runs the FTP ALG in the network namespace of a NAT64 translator: installs
 nftables rules that send FTP control packets (TCP port 21 by default) of
 one leg of the translator to NFQUEUE, rewrites them there, and removes the
-rules again on SIGINT or SIGTERM. Needs root (CAP_NET_ADMIN).
+rules again on SIGINT or SIGTERM. Needs CAP_NET_ADMIN (root, or the
+capability alone, as the systemd unit gives it).
 
-Flags:
+Every flag can also be set in the file --config names, one "flag value"
+per line ("# comments"; a boolean flag alone means true); flags on the
+command line win. SIGHUP re-reads that file and the translator's
+configuration (tayga.conf and its map-file; Jool's pool4) without
+breaking a connection; a bad file is logged and the old settings kept.
+Under systemd (NOTIFY_SOCKET), the daemon reports ready once its queues
+and rules are up, and pings the watchdog (WatchdogSec=).
+`
+
+const runExit = `Exit status:
+  0  stopped by SIGINT or SIGTERM after a clean shutdown
+  1  could not start (translator configuration, permissions, queue in use)
+     or stopped on an error
+  2  usage error (a bad flag, value, argument or config file line)
 `
 
 // defaultRunDir is where the daemon keeps its records under /run.
 const defaultRunDir = "/run/ftpalg"
 
 // defaultStatusSocket is where "ftpalg status" finds the daemon.
-const defaultStatusSocket = "/run/ftpalg.sock"
+const defaultStatusSocket = "/run/ftpalg/ftpalg.sock"
 
 // defaultStateDir is where the daemon keeps the state of shifted control
 // connections (tmpfs on systemd machines): "auto" is a directory of the
@@ -83,24 +104,22 @@ const defaultStatusSocket = "/run/ftpalg.sock"
 // addresses.
 const defaultStateDir = "auto"
 
-func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
-	fl := flag.NewFlagSet("ftpalg run", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), runUsage)
-		fl.PrintDefaults()
-	}
+func newRunFlags(cfg *runConfig) *cmdFlags {
+	fl := newCmdFlags("run", runUsage, runExit)
+	fl.StringVar(&cfg.Config, "config", "", "read flags from this `file` first (for example /etc/ftpalg/ftpalg.conf); SIGHUP re-reads it")
 	fl.StringVar(&cfg.TaygaConf, "tayga-conf", "", "Tayga's configuration `file` (tayga.conf): translate for that Tayga")
 	fl.StringVar(&cfg.JoolInstance, "jool-instance", "", "Jool instance `name`: translate for that Jool (its pool4 must be explicit)")
 	fl.Func("jool-ports", "with --jool-instance: the pool4 port `range` (LO-HI) reserved for the ALG's static BIB entries;\nwithout it 46 passive and 64 active data channels are not mapped", func(s string) (err error) {
-		cfg.JoolPorts, err = parsePortRange(s)
-		return err
+		if cfg.JoolPorts, err = parsePortRange(s); err != nil {
+			return fmt.Errorf("bad range %q (%w)", s, err)
+		}
+		return nil
 	})
-	fl.DurationVar(&cfg.JoolIdle, "jool-idle-timeout", 30*time.Second, "with --jool-ports: how long a data-channel mapping nobody connects through lives,\nand the peer's admission through it (rules/README.md, Peer filter)")
+	fl.DurationVar(&cfg.JoolIdle, "jool-idle-timeout", 30*time.Second, "with --jool-ports: how long (a `duration`) a data-channel mapping nobody connects through lives,\nand the peer's admission through it (rules/README.md, Peer filter)")
 	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default 1)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil || n == 0 {
-			return errors.New("want a number from 1 to 65535")
+			return fmt.Errorf("bad count %q (want 1-65535)", s)
 		}
 		cfg.Queues = uint16(n)
 		return nil
@@ -108,7 +127,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl.Func("queue-num", "first NFQUEUE `number` (default 0)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil {
-			return errors.New("want a number from 0 to 65535")
+			return fmt.Errorf("bad queue number %q (want 0-65535)", s)
 		}
 		cfg.QueueNum = uint16(n)
 		return nil
@@ -125,32 +144,42 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.Table, "table", rules.DefaultTable, "the daemon's nftables `table`, one per instance: several daemons in one network namespace\nneed their own --table and --queue-num")
 	fl.BoolVar(&cfg.NoRules, "no-rules", false, "install no nftables rules (the operator installs them, see 'ftpalg rules')")
 	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
-	fl.BoolVar(&cfg.FailOpen, "fail-open", true, "let FTP control packets pass unchanged while the queue is full or no daemon runs,\ninstead of dropping them (--fail-open=false)")
-	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command is held, then it is sent unchanged (a reply the ALG has committed to translate is never sent half translated)")
+	fl.BoolVar(&cfg.FailOpen, "fail-open", true, failOpenUsage)
+	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest `duration` a segment ending inside a command is held, then it is sent unchanged\n(a reply the ALG has committed to translate is never sent half translated)")
 	fl.BoolVar(&cfg.Strict, "strict", false, "answer 425 to an IPv6 client when the IPv4 server's 227 names another address")
 	fl.Func("log-level", "log `level`: debug (every rewritten line), info, warn or error (default info)", func(s string) error {
-		return cfg.LogLevel.UnmarshalText([]byte(s))
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(s)); err != nil {
+			return fmt.Errorf("bad level %q (want debug, info, warn or error)", s)
+		}
+		cfg.LogLevel = l
+		return nil
 	})
-	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
+	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json (one JSON object per line)")
 	fl.StringVar(&cfg.StatusSocket, "status-socket", defaultStatusSocket, "unix socket `path` that 'ftpalg status' reads (empty: none)")
 	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "`directory` (on tmpfs) where the state of translated control connections is kept for a restarted\ndaemon to resume them (docs/STATE.md; auto: /run/ftpalg/netns-INODE of this network namespace;\nempty: none, a restart breaks them)")
-	fl.StringVar(&cfg.KeepRules, "keep-rules", "auto", "on exit keep the rules: auto (while shifted connections are open, so that they wait\nfor the next daemon), yes or no")
+	fl.StringVar(&cfg.KeepRules, "keep-rules", "auto", "on exit keep the rules (`mode`): auto (while shifted connections are open, so that they wait\nfor the next daemon), yes or no")
 	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
 	return fl
 }
 
-// parseRunFlags parses and checks the flags of "ftpalg run".
-func parseRunFlags(args []string, stderr io.Writer) (*runConfig, error) {
+// failOpenUsage is the help of --fail-open, the same in run and rules.
+const failOpenUsage = "let FTP control packets pass unchanged while the queue is full or no daemon listens,\ninstead of dropping them (--fail-open=false: fail closed)"
+
+// parseRunFlags parses and checks the flags of "ftpalg run" (and the file
+// of --config). It prints the help to stdout for --help (errHelp); a bad
+// flag is a *usageError.
+func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	cfg := &runConfig{Queues: 1, Ports: []uint16{21}, StateDir: defaultStateDir, RunDir: defaultRunDir}
-	fl := newRunFlags(cfg, stderr)
-	if err := fl.Parse(args); err != nil {
+	fl := newRunFlags(cfg)
+	if err := fl.parse(args, stdout); err != nil {
 		return nil, err
 	}
 	if fl.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fl.Arg(0))
+		return nil, usagef("unexpected argument %q", fl.Arg(0))
 	}
 	if err := cfg.check(); err != nil {
-		return nil, err
+		return nil, &usageError{msg: err.Error()}
 	}
 	return cfg, nil
 }
@@ -219,7 +248,8 @@ func (c *runConfig) rules(scope []netip.Prefix) *rules.Config {
 }
 
 func newLogger(w io.Writer, cfg *runConfig) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	logLevel.Set(cfg.LogLevel)
+	opts := &slog.HandlerOptions{Level: &logLevel}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -227,16 +257,17 @@ func newLogger(w io.Writer, cfg *runConfig) *slog.Logger {
 }
 
 func runMain(args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseRunFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
+	cfg, err := parseRunFlags(args, stdout)
 	if err != nil {
-		fmt.Fprintf(stderr, "ftpalg run: %v\n", err)
-		return 2
+		return usageExit("run", err, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads; it never ends the daemon (by default it would).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	cfg.Args, cfg.Reload = args, hup
 	go func() {
 		// A second signal during shutdown ends the process at once (the
 		// rules may then stay: "ftpalg rules remove" removes them).
@@ -263,6 +294,9 @@ type daemonMapper struct {
 	// guard is the Jool mapper's peer filter (nil without one); run
 	// opens it once the rules are in.
 	guard *peerGuard
+	// reload re-reads the translator's configuration (may be nil): it
+	// returns what changed, or an error and keeps the old one.
+	reload func(cfg *runConfig) (string, error)
 }
 
 // errNotRoot is returned when the daemon lacks CAP_NET_ADMIN.
@@ -440,7 +474,9 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	for _, h := range handlers {
 		h.dropHeld = keepRules
 	}
-	loopErr := runLoops(ctx, log, queues, handlers, keeper, mapper.expire)
+	loopErr := runLoops(ctx, log, queues, handlers, keeper, mapper.expire, func(ctx context.Context) {
+		serviceLoop(ctx, cfg, mapper, handlers, log)
+	})
 	keep = keepRules()
 	// The loops gave every held packet its verdict (unless dropHeld); the
 	// kernel drops what is still queued when a queue closes.
@@ -489,6 +525,8 @@ func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport, ses
 	if cfg.StatusSocket != "" {
 		// Only a window on the daemon: translating matters more. Daemons
 		// in several namespaces of one host share /run, for one.
+		// Its directory, which systemd's RuntimeDirectory= makes too.
+		_ = os.MkdirAll(filepath.Dir(cfg.StatusSocket), 0o755)
 		if status, err := listenStatus(cfg.StatusSocket, log); err != nil {
 			log.Warn("no status socket: 'ftpalg status' cannot reach this daemon (see --status-socket)", "err", err)
 		} else {
@@ -507,14 +545,19 @@ func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport, ses
 	return stop, nil
 }
 
-// runLoops runs one loop per queue, the warning loop, if keeper is not
-// nil the loop that keeps the rules installed and, if expire is not nil,
-// the mapper's expiry loop, until ctx is done or a queue's loop fails (the
-// first to fail stops the others).
-func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handlers []*engineHandler, keeper *rules.Keeper, expire func(time.Time) error) error {
+// runLoops runs one loop per queue, the warning loop, service (systemd
+// and SIGHUP), if keeper is not nil the loop that keeps the rules
+// installed and, if expire is not nil, the mapper's expiry loop, until ctx
+// is done or a queue's loop fails (the first to fail stops the others).
+func runLoops(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, handlers []*engineHandler, keeper *rules.Keeper, expire func(time.Time) error, service func(context.Context)) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		service(runCtx)
+	}()
 	errs := make([]error, len(queues))
 	for i, q := range queues {
 		wg.Add(1)
@@ -563,6 +606,54 @@ func keepRules(ctx context.Context, log *slog.Logger, k *rules.Keeper) {
 	})
 }
 
+// serviceLoop is the daemon's side of systemd (ready, watchdog, stopping)
+// and of SIGHUP, until ctx is done.
+func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs []*engineHandler, log *slog.Logger) {
+	notify := func(state string) {
+		if _, err := sdNotify(state); err != nil {
+			log.Warn("systemd notification", "state", state, "err", err)
+		}
+	}
+	// The queues are open and the rules in: ready.
+	notify("READY=1\nSTATUS=running")
+	defer notify("STOPPING=1\nSTATUS=stopping")
+	var wd <-chan time.Time
+	interval, ok := watchdogInterval()
+	if ok {
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		wd = t.C
+	}
+	r := &reloader{args: cfg.Args, cfg: cfg, mapper: mapper, handlers: hs, log: log, notify: notify}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-wd:
+			if alive(hs, now.Add(-interval)) {
+				notify("WATCHDOG=1")
+			} else {
+				log.Error("a queue loop has not ticked within the watchdog interval: no watchdog ping", "interval", interval.String())
+			}
+		case <-cfg.Reload:
+			log.Info("SIGHUP: reloading the configuration", "config", cfg.Config)
+			if err := r.reload(); err != nil {
+				log.Error("reload", "err", err)
+			}
+		}
+	}
+}
+
+// alive reports whether every queue loop ticked since t.
+func alive(hs []*engineHandler, t time.Time) bool {
+	for _, h := range hs {
+		if h.lastTick.Load() < t.UnixNano() {
+			return false
+		}
+	}
+	return true
+}
+
 func queueRange(cfg *runConfig) string {
 	if cfg.Queues == 1 {
 		return strconv.Itoa(int(cfg.QueueNum))
@@ -603,9 +694,13 @@ type engineHandler struct {
 	queue uint16
 	eng   *mangle.Engine
 	res   mangle.Result
-	hold  time.Duration
+	hold  atomic.Int64 // time.Duration; a reload may change it
 	log   *slog.Logger
 	debug bool
+
+	// lastTick is the time of the last Tick (UnixNano): the watchdog
+	// pings systemd only while every queue loop ticks.
+	lastTick atomic.Int64
 
 	mu    sync.Mutex
 	stats mangle.Stats // copied from the engine at every Tick
@@ -638,15 +733,19 @@ func (h *engineHandler) Flows(timeout time.Duration) ([]mangle.FlowInfo, bool) {
 }
 
 func newEngineHandler(queue uint16, cfg *mangle.Config, hold time.Duration, log *slog.Logger) *engineHandler {
-	return &engineHandler{
+	h := &engineHandler{
 		listReq: make(chan chan []mangle.FlowInfo),
 		queue:   queue,
 		eng:     mangle.New(cfg),
-		hold:    hold,
 		log:     log,
 		debug:   log.Enabled(context.Background(), slog.LevelDebug),
 	}
+	h.setHold(hold)
+	h.lastTick.Store(time.Now().UnixNano())
+	return h
 }
+
+func (h *engineHandler) setHold(d time.Duration) { h.hold.Store(int64(d)) }
 
 func (h *engineHandler) Packet(id uint32, pkt []byte, v *nfq.Verdicts) {
 	h.eng.Process(pkt, uint64(id), time.Now(), &h.res)
@@ -654,7 +753,8 @@ func (h *engineHandler) Packet(id uint32, pkt []byte, v *nfq.Verdicts) {
 }
 
 func (h *engineHandler) Tick(now time.Time, v *nfq.Verdicts) {
-	h.eng.Expire(now, h.hold, &h.res)
+	h.lastTick.Store(now.UnixNano())
+	h.eng.Expire(now, time.Duration(h.hold.Load()), &h.res)
 	h.emit(v)
 	h.snapshot()
 	select {

@@ -35,7 +35,7 @@ func writeFile(t *testing.T, name, text string) string {
 func TestParseRunFlags(t *testing.T) {
 	defaults := runConfig{
 		TaygaConf: "t.conf", Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
-		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock", Table: "ftpalg",
+		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg",
 		StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg",
 		JoolIdle: 30 * time.Second,
 	}
@@ -60,26 +60,26 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 30 * time.Second}},
+			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 30 * time.Second}},
 		{args: "--tayga-conf t.conf --state-dir= --keep-rules no", want: with(func(c *runConfig) { c.StateDir, c.KeepRules = "", "no" })},
 		{args: "--tayga-conf a --keep-rules maybe", wantErr: `--keep-rules "maybe"`},
 		{args: "--jool-instance j --jool-ports 61000-61999 --jool-idle-timeout 45s", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 45 * time.Second}},
+			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 45 * time.Second}},
 		{args: "--jool-instance j --jool-idle-timeout 0s", wantErr: "--jool-idle-timeout 0s: want a positive duration"},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},
 		{args: "--jool-instance j --jool-ports 2000-3000 --ports 21,2121", wantErr: "--jool-ports 2000-3000 holds FTP control port 2121 (--ports): choose a range without it"},
 		{args: "--tayga-conf a --jool-ports 61000-61999", wantErr: "--jool-ports needs --jool-instance"},
 		{args: "--tayga-conf a --leg ipv5", wantErr: `--leg "ipv5": want ipv4 or ipv6`},
-		{args: "--tayga-conf a --ports 21,0", wantErr: `bad port "0"`},
+		{args: "--tayga-conf a --ports 21,0", wantErr: `--ports: bad port "0" (want 1-65535)`},
 		{args: "--tayga-conf a --ports 70000", wantErr: `bad port "70000"`},
-		{args: "--tayga-conf a --queues 0", wantErr: "want a number from 1 to 65535"},
+		{args: "--tayga-conf a --queues 0", wantErr: `--queues: bad count "0" (want 1-65535)`},
 		{args: "--tayga-conf a --queue-num 65535 --queues 2", wantErr: "goes past queue 65535"},
 		{args: "--tayga-conf a --hold-timeout 0s", wantErr: "want a positive duration"},
-		{args: "--tayga-conf a --log-level loud", wantErr: "log-level"},
+		{args: "--tayga-conf a --log-level loud", wantErr: `--log-level: bad level "loud" (want debug, info, warn or error)`},
 		{args: "--tayga-conf a --log-format xml", wantErr: `--log-format "xml"`},
 		{args: "--tayga-conf a extra", wantErr: `unexpected argument "extra"`},
-		{args: "--bogus", wantErr: "flag provided but not defined"},
+		{args: "--bogus", wantErr: "unknown flag --bogus"},
 	} {
 		t.Run(tc.args, func(t *testing.T) {
 			got, err := parseRunFlags(strings.Fields(tc.args), io.Discard)
@@ -128,9 +128,9 @@ func TestRunHelp(t *testing.T) {
 	}
 	var cfg runConfig
 	n := 0
-	newRunFlags(&cfg, io.Discard).VisitAll(func(f *flag.Flag) {
+	newRunFlags(&cfg).VisitAll(func(f *flag.Flag) {
 		n++
-		if !strings.Contains(out.String(), "-"+f.Name+" ") && !strings.Contains(out.String(), "-"+f.Name+"\n") {
+		if !strings.Contains(out.String(), "\n  --"+f.Name+" ") && !strings.Contains(out.String(), "\n  --"+f.Name+"\n") {
 			t.Errorf("help does not mention --%s", f.Name)
 		}
 	})

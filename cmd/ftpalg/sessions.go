@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -203,26 +201,18 @@ func sessions(leg string, rec *dataRecorder, hs []*engineHandler, now time.Time)
 }
 
 func sessionsMain(args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("ftpalg sessions", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newCmdFlags("sessions", "Usage: ftpalg sessions [--socket PATH] [--json]\n\n"+
+		"Lists the FTP control connections a running 'ftpalg run' follows: kind (46, 64,\n"+
+		"none for untranslated), client and server, the bytes its rewrites shifted each\n"+
+		"direction by, and the data channels mapped for it (with pinholes), with their age.\n",
+		exitStatus("the daemon could not be reached (not running, another --socket, permissions)"))
 	path := fl.String("socket", defaultStatusSocket, "the daemon's status socket `path` (ftpalg run --status-socket)")
 	asJSON := fl.Bool("json", false, "print the list as JSON")
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), "Usage: ftpalg sessions [--socket PATH] [--json]\n\n"+
-			"Lists the FTP control connections a running 'ftpalg run' follows: kind (46, 64,\n"+
-			"none for untranslated), client and server, the bytes its rewrites shifted each\n"+
-			"direction by, and the data channels mapped for it (with pinholes), with their age.\n\nFlags:\n")
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if err := fl.parse(args, stdout); err != nil {
+		return usageExit("sessions", err, stderr)
 	}
 	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "ftpalg sessions: unexpected argument %q\n", fl.Arg(0))
-		return 2
+		return usageExit("sessions", usagef("unexpected argument %q", fl.Arg(0)), stderr)
 	}
 	var r sessionsReport
 	if err := askDaemon(*path, "sessions", &r); err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -237,24 +236,16 @@ func askDaemon(path, request string, v any) error {
 }
 
 func statusMain(args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("ftpalg status", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newCmdFlags("status", "Usage: ftpalg status [--socket PATH] [--json | --explain]\n\nPrints the counters of a running 'ftpalg run', per queue.\n",
+		exitStatus("the daemon could not be reached (not running, another --socket, permissions)"))
 	path := fl.String("socket", defaultStatusSocket, "the daemon's status socket `path` (ftpalg run --status-socket)")
 	asJSON := fl.Bool("json", false, "print the report as JSON")
 	explain := fl.Bool("explain", false, "also say what each counter means and what to do when it grows\n(without a running daemon: only that)")
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), "Usage: ftpalg status [--socket PATH] [--json | --explain]\n\nPrints the counters of a running 'ftpalg run', per queue.\n\nFlags:\n")
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if err := fl.parse(args, stdout); err != nil {
+		return usageExit("status", err, stderr)
 	}
 	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "ftpalg status: unexpected argument %q\n", fl.Arg(0))
-		return 2
+		return usageExit("status", usagef("unexpected argument %q", fl.Arg(0)), stderr)
 	}
 	r, err := readStatus(*path)
 	if err != nil && *explain && !*asJSON {

@@ -396,6 +396,18 @@ func (m *Mapper) pool4Covers(a netip.AddrPort) bool {
 	return false
 }
 
+// ReloadPool4 reads pool4 from the instance now (the daemon's SIGHUP) and
+// returns it; on an error the old copy stays.
+func (m *Mapper) ReloadPool4() ([]Pool4Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pool4At = time.Time{}
+	if err := m.refreshPool4(m.now(), true); err != nil {
+		return nil, err
+	}
+	return slices.Clone(m.pool4), nil
+}
+
 // refreshStatic reloads the static BIB entries (TTL as refreshPool4).
 func (m *Mapper) refreshStatic(now time.Time, miss bool) error {
 	age := now.Sub(m.staticAt)

@@ -696,3 +696,26 @@ func TestJoolMapperCanMapActive64(t *testing.T) {
 		t.Error("without a reserved range: CanMapActive64 true")
 	}
 }
+
+// ReloadPool4 (the daemon's SIGHUP) reads pool4 at once, however fresh the
+// copy in hand; a pool4 address added since is then translated.
+func TestMapperReloadPool4(t *testing.T) {
+	f := newFakeTables()
+	m, _ := newTestMapper(t, f, MapperConfig{ReservedPorts: [2]uint16{61000, 61999}})
+	client, server := ap("[2001:db8::7]:40000"), ap("[64:ff9b::203.0.113.5]:21")
+	m.Classify(client, server) // pool4 read once
+	before := f.calls["pool4"]
+	f.mu.Lock()
+	f.pool4 = append(f.pool4, Pool4Entry{Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.2/32"), PortMin: 1024, PortMax: 60999})
+	f.mu.Unlock()
+	p, err := m.ReloadPool4()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != 4 || f.calls["pool4"] != before+1 {
+		t.Errorf("ReloadPool4: %d entries after %d more listings, want 4 after 1", len(p), f.calls["pool4"]-before)
+	}
+	if !m.inPool4(netip.MustParseAddr("192.0.2.2")) {
+		t.Error("the new pool4 address is not known after ReloadPool4")
+	}
+}

@@ -41,12 +41,14 @@ out=$("$root/usr/sbin/ftpalg" version)
 upstream=${version%%+*}
 [[ $out == "ftpalg v$upstream"* ]] || bad "'ftpalg version' says '$out', the package $version"
 grep -q "Apache License" "$root/usr/share/doc/ftpalg/copyright" || bad "copyright is not the Apache License"
+command -v man >/dev/null || bad "man missing (test/deps.sh installs man-db)"
 if command -v man >/dev/null; then
 	for page in man8/ftpalg.8.gz man5/ftpalg.conf.5.gz; do
 		warn=$(MANWIDTH=80 man --warnings -l "$root/usr/share/man/$page" 2>&1 >/dev/null) || bad "man $page fails"
 		[ -z "$warn" ] || bad "man $page warns: $warn"
 	done
 fi
+command -v systemd-analyze >/dev/null || bad "systemd-analyze missing (test/deps.sh installs systemd)"
 if command -v systemd-analyze >/dev/null; then
 	# verify wants the binary where ExecStart= names it: the unpacked one.
 	mkdir -p "$root/units"

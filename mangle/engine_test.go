@@ -228,7 +228,7 @@ type watchingMapper struct {
 }
 
 func (m *watchingMapper) LengthChanged(client, server netip.AddrPort) {
-	m.changed = append(m.changed, makeFlowKey(client, server))
+	m.changed = append(m.changed, FlowKeyOf(client, server))
 }
 
 // A Mapper that watches lengths hears of a flow once, at its first

@@ -137,7 +137,7 @@ func FuzzStream(f *testing.F) {
 
 func flowKeyOf(s *sim) FlowKey {
 	c, sv := s.ends[ToServer].addr, s.ends[ToClient].addr
-	return makeFlowKey(c, sv)
+	return FlowKeyOf(c, sv)
 }
 
 // FuzzPacket feeds arbitrary bytes as a packet into an engine that follows

@@ -76,6 +76,8 @@ done
 # --- topology ----------------------------------------------------------------
 # shellcheck source=test/jool/guest/topology.sh
 . "$HERE/topology.sh"
+# shellcheck source=test/jool/guest/vsftpd.sh
+. "$HERE/vsftpd.sh"
 build_topology || { log "topology (or modprobe jool) failed"; exit 1; }
 jool_setup || { log "jool setup failed"; exit 1; }
 # The third party: its own link to the router, a host route there, so its
@@ -122,29 +124,11 @@ start_server() { # start_server NAME
 		[ "$fam" = 6 ] && addr=$S6
 		case $name in
 		vsftpd)
-			{
-				if [ "$fam" = 6 ]; then printf 'listen=NO\nlisten_ipv6=YES\n'; else printf 'listen=YES\nlisten_ipv6=NO\n'; fi
-				cat <<EOF
-background=NO
-anonymous_enable=YES
-no_anon_password=YES
-anon_root=$WORK/ftproot
-local_enable=NO
-write_enable=NO
-pasv_enable=YES
-pasv_min_port=40000
-pasv_max_port=40100
-port_enable=YES
-connect_from_port_20=NO
-secure_chroot_dir=/run/vsftpd/empty
-seccomp_sandbox=NO
-isolate_network=NO
-xferlog_enable=YES
-xferlog_std_format=NO
-log_ftp_protocol=YES
-vsftpd_log_file=$OUT/vsftpd-$ns.log
-EOF
-			} >"$WORK/vsftpd-$ns.conf"
+			if [ "$fam" = 6 ]; then
+				vsftpd_conf "$ns" "$(printf 'listen=NO\nlisten_ipv6=YES')"
+			else
+				vsftpd_conf "$ns" "$(printf 'listen=YES\nlisten_ipv6=NO')"
+			fi
 			ip netns exec "$ns" vsftpd "$WORK/vsftpd-$ns.conf" >"$OUT/vsftpd-$ns.out" 2>&1 &
 			;;
 		proftpd)

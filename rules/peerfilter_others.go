@@ -24,4 +24,4 @@ func (g *PeerGuard) Admit(peer netip.Addr, mapped netip.AddrPort, ttl time.Durat
 }
 
 // Release needs Linux nftables.
-func (g *PeerGuard) Release(mapped netip.AddrPort) error { return errors.ErrUnsupported }
+func (g *PeerGuard) Release(mapped ...netip.AddrPort) error { return errors.ErrUnsupported }

@@ -110,7 +110,11 @@ func TestIntegrationPeerFilter(t *testing.T) {
 	if err := g.Admit(netip.MustParseAddr(peer), m, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Release(m); err != nil {
+	m2 := netip.AddrPortFrom(netip.MustParseAddr(router4), other)
+	if err := g.Admit(netip.MustParseAddr(peer), m2, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Release(m, m2); err != nil { // one call for a round's mappings
 		t.Fatal(err)
 	}
 	if maps, peers, conns, err := g.GuardedCount(); err != nil || maps+peers+conns != 0 {

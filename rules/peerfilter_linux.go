@@ -240,21 +240,33 @@ func (g *PeerGuard) Restore() error {
 	return nil
 }
 
-// Release ends the guard of mapped: no SYN to it is checked any more (the
-// caller removed the mapping first), and the admissions and admitted
-// connections through it are deleted, so that a later mapping on the same
-// port starts clean.
-func (g *PeerGuard) Release(mapped netip.AddrPort) error {
-	if !mapped.Addr().Is4() {
-		return fmt.Errorf("peer guard: release %v: IPv4 only", mapped)
+// Release ends the guard of the mapped addresses: no SYN to them is
+// checked any more (the caller removed the mappings first), and the
+// admissions and admitted connections through them are deleted, so that a
+// later mapping on the same port starts clean. One call for many
+// addresses costs one batch and one listing of each set.
+func (g *PeerGuard) Release(mapped ...netip.AddrPort) error {
+	if len(mapped) == 0 {
+		return nil
+	}
+	keys := make(map[string]bool, len(mapped))
+	var elems []nftables.SetElement
+	for _, a := range mapped {
+		if !a.Addr().Is4() {
+			return fmt.Errorf("peer guard: release %v: IPv4 only", a)
+		}
+		m := keyPort(key4(nil, a.Addr()), a.Port())
+		keys[string(m)] = true
+		elems = append(elems, nftables.SetElement{Key: m})
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.live, mapped)
-	m := keyPort(key4(nil, mapped.Addr()), mapped.Port())
+	for _, mp := range mapped {
+		delete(g.live, mp)
+	}
 	err := errors.Join(
-		g.conn.SetAddElements(g.maps, []nftables.SetElement{{Key: m}}),
-		g.conn.SetDeleteElements(g.maps, []nftables.SetElement{{Key: m}}),
+		g.conn.SetAddElements(g.maps, elems),
+		g.conn.SetDeleteElements(g.maps, elems),
 	)
 	if err == nil {
 		err = g.conn.Flush()
@@ -265,7 +277,7 @@ func (g *PeerGuard) Release(mapped netip.AddrPort) error {
 	// Elements may time out between the listing and the deletion, which
 	// fails the batch: list again, a few times at most.
 	for range 3 {
-		if err = g.deleteThrough(m); err == nil {
+		if err = g.deleteThrough(keys); err == nil {
 			return nil
 		}
 	}
@@ -273,8 +285,8 @@ func (g *PeerGuard) Release(mapped netip.AddrPort) error {
 }
 
 // deleteThrough deletes the elements of peers and conns whose mapping
-// fields (bytes 4-11 of the key) are m.
-func (g *PeerGuard) deleteThrough(m []byte) error {
+// fields (bytes 4-11 of the key) are one of keys.
+func (g *PeerGuard) deleteThrough(keys map[string]bool) error {
 	n := 0
 	for _, s := range []*nftables.Set{g.peers, g.conns} {
 		elems, err := g.conn.GetSetElements(s)
@@ -283,7 +295,7 @@ func (g *PeerGuard) deleteThrough(m []byte) error {
 		}
 		var del []nftables.SetElement
 		for _, e := range elems {
-			if len(e.Key) >= 12 && string(e.Key[4:12]) == string(m) {
+			if len(e.Key) >= 12 && keys[string(e.Key[4:12])] {
 				del = append(del, nftables.SetElement{Key: e.Key})
 			}
 		}

@@ -24,7 +24,7 @@ func (g *PeerGuard) Admit(peer netip.Addr, mapped netip.AddrPort, ttl time.Durat
 }
 
 // Release needs Linux nftables.
-func (g *PeerGuard) Release(mapped netip.AddrPort) error { return errors.ErrUnsupported }
+func (g *PeerGuard) Release(mapped ...netip.AddrPort) error { return errors.ErrUnsupported }
 
 // Restore needs Linux nftables.
 func (g *PeerGuard) Restore() error { return errors.ErrUnsupported }

@@ -62,13 +62,13 @@ func (p *peerGuard) Admit(peer netip.Addr, mapped netip.AddrPort, ttl time.Durat
 	return p.g.Admit(peer, mapped, ttl)
 }
 
-func (p *peerGuard) Release(mapped netip.AddrPort) error {
+func (p *peerGuard) Release(mapped ...netip.AddrPort) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.openLocked(); err != nil {
 		return err
 	}
-	return p.g.Release(mapped)
+	return p.g.Release(mapped...)
 }
 
 // restore puts the guarded mappings back after the Keeper reinstalled the

@@ -71,9 +71,10 @@ type PeerGuard interface {
 	// against everybody else until Release. Called before the BIB entry
 	// is added; an error refuses the mapping.
 	Admit(peer netip.Addr, mapped netip.AddrPort, ttl time.Duration) error
-	// Release ends the guard of mapped and what it admitted. Called after
-	// the BIB entry is removed.
-	Release(mapped netip.AddrPort) error
+	// Release ends the guard of the mapped addresses and what it admitted
+	// through them. Called after their BIB entries are removed, once for
+	// all the entries one Expire or Close removes.
+	Release(mapped ...netip.AddrPort) error
 }
 
 // joolPerEntryLookups is how many mappings Expire looks up one by one
@@ -610,12 +611,13 @@ func (m *Mapper) admit(peer netip.Addr, mapped netip.AddrPort) error {
 	return nil
 }
 
-// release ends the guard of mapped (no-op without a guard).
-func (m *Mapper) release(mapped netip.AddrPort) error {
-	if m.guard == nil {
+// release ends the guard of the mapped addresses (no-op without a guard
+// or without addresses).
+func (m *Mapper) release(mapped ...netip.AddrPort) error {
+	if m.guard == nil || len(mapped) == 0 {
 		return nil
 	}
-	if err := m.guard.Release(mapped); err != nil {
+	if err := m.guard.Release(mapped...); err != nil {
 		return fmt.Errorf("release guard of %v: %w", mapped, err)
 	}
 	return nil

@@ -19,15 +19,17 @@ func (m *Mapper) forget(e BIBEntry) {
 }
 
 // remove deletes one of our entries from Jool; an entry already gone
-// counts as removed.
+// counts as removed. The caller then releases its guard (release), after
+// the entry: the guard must not end while the entry exists. One release
+// for all the entries of a round keeps the guard's netlink work per round,
+// not per entry, while the lock is held.
 func (m *Mapper) remove(e BIBEntry) error {
 	err := m.t.BIBRemove(e)
 	if err != nil && !errors.Is(err, syscall.ESRCH) {
 		return err
 	}
 	m.forget(e)
-	// After the entry: the guard must not end while it exists.
-	return m.release(e.Addr4)
+	return nil
 }
 
 // Expire removes the mappings that are done with, judged from Jool's
@@ -74,6 +76,7 @@ func (m *Mapper) expire(now time.Time) error {
 		uses[s.Src6] = u
 	}
 	var errs []error
+	var removed []netip.AddrPort
 	for target, om := range m.owned {
 		u := uses[target]
 		var done bool
@@ -90,8 +93,13 @@ func (m *Mapper) expire(now time.Time) error {
 		if done {
 			if err := m.remove(om.entry); err != nil {
 				errs = append(errs, err)
+			} else {
+				removed = append(removed, om.entry.Addr4)
 			}
 		}
+	}
+	if err := m.release(removed...); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -137,10 +145,16 @@ func (m *Mapper) Close() error {
 	defer m.mu.Unlock()
 	m.closed = true
 	var errs []error
+	var removed []netip.AddrPort
 	for _, om := range m.owned {
 		if err := m.remove(om.entry); err != nil {
 			errs = append(errs, err)
+		} else {
+			removed = append(removed, om.entry.Addr4)
 		}
+	}
+	if err := m.release(removed...); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

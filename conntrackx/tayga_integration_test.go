@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
 	"github.com/ftpalg/ftpalg/mangle"
 	"github.com/ftpalg/ftpalg/mangle/tayga"
+	"github.com/ftpalg/ftpalg/test/testenv"
 )
 
 // The child process: the test binary re-executed inside a namespace (by

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
+	"github.com/ftpalg/ftpalg/test/testenv"
 )
 
 // TestIntegrationKeeperFlush installs through a Keeper, lets an operator

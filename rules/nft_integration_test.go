@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
+	"github.com/ftpalg/ftpalg/test/testenv"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/google/go-cmp/cmp"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
+	"github.com/ftpalg/ftpalg/test/testenv"
 )
 
 // TestIntegrationPeerFilter pushes real TCP connections through the peer

@@ -3,7 +3,7 @@
 package rules
 
 import (
-	"github.com/ftpalg/ftpalg/internal/testenv"
+	"github.com/ftpalg/ftpalg/test/testenv"
 	"net/netip"
 	"os"
 	"strings"

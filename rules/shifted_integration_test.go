@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
+	"github.com/ftpalg/ftpalg/test/testenv"
 )
 
 // dialFrom connects from client address from and port sport to the

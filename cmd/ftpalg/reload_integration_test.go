@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
 	"github.com/ftpalg/ftpalg/test/ftpcap"
+	"github.com/ftpalg/ftpalg/test/testenv"
 )
 
 // The daemon as systemd runs it: a process started with --config and

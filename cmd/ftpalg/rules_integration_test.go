@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
+	"github.com/ftpalg/ftpalg/test/testenv"
 )
 
 // TestIntegrationRulesCLI runs 'ftpalg rules install|remove' in a network

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
 	"github.com/ftpalg/ftpalg/test/ftpcap"
+	"github.com/ftpalg/ftpalg/test/testenv"
 )
 
 type syncBuffer struct {

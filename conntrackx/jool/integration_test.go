@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
 	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/test/testenv"
 	"golang.org/x/sys/unix"
 )
 

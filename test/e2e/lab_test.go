@@ -27,7 +27,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
+	"github.com/ftpalg/ftpalg/test/testenv"
 )
 
 // Addresses of the lab, as test/lab/lab.sh builds it.

@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
+	"github.com/ftpalg/ftpalg/test/testenv"
 )
 
 // testHandler rewrites, holds and accepts UDP datagrams by their payload:

@@ -15,6 +15,10 @@ type Engine struct {
 	free  []*flow
 	heldF []*flow // flows holding packets
 
+	hoHead, hoTail *flow // half-open flows, oldest first (evict.go)
+	nHalfOpen      int
+	noRoom         int // new flows to refuse before looking for room again
+
 	pkt       packet
 	last      *flow // the flow of the previous packet: consecutive packets often share one
 	res       *Result
@@ -136,7 +140,14 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 			e.forceRelease(f, ToClient)
 			e.dropFlow(f)
 		}
-		f = e.newFlow(key, now)
+		if f = e.newFlow(key, now); f == nil {
+			e.stats.FlowsRefused++
+			e.emitOrig(tag, b)
+			return
+		}
+	}
+	if f.halfOpen && len(p.data()) > 0 {
+		e.unlinkHalfOpen(f)
 	}
 	f.last = now
 	e.last = f
@@ -152,9 +163,11 @@ func (e *Engine) emitOrig(tag uint64, b []byte) {
 	e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: b})
 }
 
+// newFlow starts following a connection, or returns nil when the table
+// is full and no flow can go (evict.go).
 func (e *Engine) newFlow(key FlowKey, now time.Time) *flow {
-	if len(e.flows) >= e.cfg.MaxFlows {
-		e.evict()
+	if len(e.flows) >= e.cfg.MaxFlows && !e.makeRoom() {
+		return nil
 	}
 	var f *flow
 	if n := len(e.free); n > 0 {
@@ -173,6 +186,7 @@ func (e *Engine) newFlow(key FlowKey, now time.Time) *flow {
 		f.translate = false
 	}
 	e.flows[key] = f
+	e.linkHalfOpen(f)
 	e.stats.Flows++
 	return f
 }
@@ -187,35 +201,14 @@ func (e *Engine) dropFlow(f *flow) {
 		}
 		f.inHeldList = false
 	}
+	e.unlinkHalfOpen(f)
 	delete(e.flows, f.key)
+	e.noRoom = 0
 	if e.last == f {
 		e.last = nil
 	}
 	if len(e.free) < 1024 {
 		e.free = append(e.free, f)
-	}
-}
-
-// evict makes room in a full flow table: a closed flow if one is found
-// among the first few, else any flow without held packets.
-func (e *Engine) evict() {
-	var victim *flow
-	i := 0
-	for _, f := range e.flows {
-		if f.inHeldList {
-			continue
-		}
-		if victim == nil || f.closed {
-			victim = f
-		}
-		if f.closed || i > 16 {
-			break
-		}
-		i++
-	}
-	if victim != nil {
-		e.stats.FlowsEvicted++
-		e.dropFlow(victim)
 	}
 }
 

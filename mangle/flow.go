@@ -92,6 +92,9 @@ type flow struct {
 	epsvAll     bool // EPSV ALL seen (64)
 	inHeldList  bool
 	lenChanged  bool // the Mapper was told of a length change
+
+	halfOpen       bool  // no payload seen yet: in the engine's half-open list
+	hoPrev, hoNext *flow // that list (evict.go)
 }
 
 func (f *flow) push(c pendingCmd) {

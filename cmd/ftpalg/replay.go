@@ -110,6 +110,7 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 	out := fs.String("out", "", "write the rewritten capture to `FILE` (classic pcap); without it only the transcript is printed")
 	hold := fs.Duration("hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held (in capture time), then it is sent unchanged; as 'ftpalg run --hold-timeout'")
 	leg := fs.String("leg", "", "`leg` whose packets go through the engine, ipv4 or ipv6, as the daemon queues only one; packets of the other pass unchanged (default: both, for a capture of one leg)")
+	maxFlows := fs.Int("max-flows", defaultMaxFlows, "`count` of control connections the engine follows at once; as 'ftpalg run --max-flows'")
 	strict := fs.Bool("strict", false, "answer a 64 session's 227 naming another address than the server's with 425")
 	ports := fs.String("ports", "21", "comma-separated FTP control `PORTS` of servers")
 	fs.Usage = func() {
@@ -147,6 +148,9 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 	if *hold <= 0 {
 		return usageErr("--hold-timeout must be positive")
 	}
+	if *maxFlows <= 0 {
+		return usageErr("--max-flows must be positive")
+	}
 	ra := &replayArgs{taygaConf: *taygaConf, in: files[0], out: *out, opts: replayOptions{HoldTimeout: *hold}}
 	switch *leg {
 	case "":
@@ -161,7 +165,7 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 	if err != nil {
 		return usageErr("--ports: %v", err)
 	}
-	ra.opts.Engine = mangle.Config{Strict: *strict, ServerPorts: serverPorts}
+	ra.opts.Engine = mangle.Config{Strict: *strict, ServerPorts: serverPorts, MaxFlows: *maxFlows}
 	return ra, 0
 }
 

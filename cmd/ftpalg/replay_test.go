@@ -900,6 +900,7 @@ func TestReplayErrors(t *testing.T) {
 		{"flags after the capture", []string{in, "--tayga-conf", conf, "--out"}, 2, "flag needs an argument"},
 		{"bad flag", []string{"--nope", in}, 2, "flag provided but not defined"},
 		{"bad ports", []string{"--tayga-conf", conf, "--ports", "21,x", in}, 2, "--ports"},
+		{"bad max-flows", []string{"--tayga-conf", conf, "--max-flows", "0", in}, 2, "--max-flows must be positive"},
 		{"missing input", []string{"--tayga-conf", conf, filepath.Join(dir, "nothere.pcap")}, 1, "no such file"},
 		{"empty input", []string{"--tayga-conf", conf, write("empty.pcap", nil)}, 1, "not a capture"},
 		{"garbage input", []string{"--tayga-conf", conf, write("garbage.pcap", []byte("USER anonymous\r\nPASS x\r\nQUIT\r\n"))}, 1, "read pcap"},

@@ -43,6 +43,7 @@ type runConfig struct {
 	NoPinholes   bool
 	FailOpen     bool
 	HoldTimeout  time.Duration
+	MaxFlows     int
 	Strict       bool
 	LogLevel     slog.Level
 	LogFormat    string
@@ -59,6 +60,9 @@ rules again on SIGINT or SIGTERM. Needs root (CAP_NET_ADMIN).
 
 Flags:
 `
+
+// defaultMaxFlows bounds the flow table of each queue's engine.
+const defaultMaxFlows = 65536
 
 // defaultStatusSocket is where "ftpalg status" finds the daemon.
 const defaultStatusSocket = "/run/ftpalg.sock"
@@ -111,6 +115,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
 	fl.BoolVar(&cfg.FailOpen, "fail-open", true, "let FTP control packets pass unchanged while the queue is full or no daemon runs,\ninstead of dropping them (--fail-open=false)")
 	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held, then it is sent unchanged")
+	fl.IntVar(&cfg.MaxFlows, "max-flows", defaultMaxFlows, "`count` of control connections each queue follows; past it half-open ones are forgotten first,\nthose with rewritten state never (new ones then pass unchanged, counted as flows_refused)")
 	fl.BoolVar(&cfg.Strict, "strict", false, "answer 425 to an IPv6 client when the IPv4 server's 227 names another address")
 	fl.Func("log-level", "log `level`: debug (every rewritten line), info, warn or error (default info)", func(s string) error {
 		return cfg.LogLevel.UnmarshalText([]byte(s))
@@ -157,6 +162,9 @@ func (c *runConfig) check() error {
 	}
 	if c.HoldTimeout <= 0 {
 		return fmt.Errorf("--hold-timeout %v: want a positive duration", c.HoldTimeout)
+	}
+	if c.MaxFlows <= 0 {
+		return fmt.Errorf("--max-flows %d: want a positive number", c.MaxFlows)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
@@ -266,6 +274,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 			Mapper:      mapper,
 			Strict:      cfg.Strict,
 			ServerPorts: cfg.Ports,
+			MaxFlows:    cfg.MaxFlows,
 		}, cfg.HoldTimeout, log)
 	}
 	started := time.Now()
@@ -541,7 +550,7 @@ func warnLoop(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, hs []*
 
 var troubleNames = []string{
 	"map_failed", "bad_syntax", "addr_mismatch", "desync", "held_overflow", "regions_full",
-	"flows_evicted", "enobufs", "verdict_errors", "write_errors", "truncated", "oversize",
+	"flows_evicted", "flows_refused", "enobufs", "verdict_errors", "write_errors", "truncated", "oversize",
 	"queue_drops", "socket_drops",
 }
 
@@ -553,6 +562,7 @@ var troubleText = map[string]string{
 	"held_overflow":  "held segments released unchanged: too many held per flow",
 	"regions_full":   "rewrites skipped: sequence history full",
 	"flows_evicted":  "flows evicted from a full flow table",
+	"flows_refused":  "packets of new flows passed unchanged: flow table full of sessions with state",
 	"enobufs":        "netlink receive buffer overruns (packets lost to the queue)",
 	"verdict_errors": "verdicts the kernel refused",
 	"write_errors":   "verdict writes that failed",
@@ -574,6 +584,7 @@ func troubleCounters(queues []*nfq.Queue, hs []*engineHandler) map[string]uint64
 		m["held_overflow"] += es.HeldOverflow
 		m["regions_full"] += es.RegionsFull
 		m["flows_evicted"] += es.FlowsEvicted
+		m["flows_refused"] += es.FlowsRefused
 		m["enobufs"] += qs.ENOBUFS
 		m["verdict_errors"] += qs.VerdictErrors
 		m["write_errors"] += qs.WriteErrors

@@ -34,7 +34,7 @@ func writeFile(t *testing.T, name, text string) string {
 func TestParseRunFlags(t *testing.T) {
 	defaults := runConfig{
 		TaygaConf: "t.conf", Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
-		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock",
+		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock", MaxFlows: 65536,
 	}
 	with := func(f func(c *runConfig)) *runConfig {
 		c := defaults
@@ -47,16 +47,17 @@ func TestParseRunFlags(t *testing.T) {
 		wantErr string
 	}{
 		{args: "--tayga-conf t.conf", want: &defaults},
-		{args: "--tayga-conf t.conf --queues 4 --queue-num 10 --ports 21,2121 --leg ipv6 --no-rules --fail-open=false --hold-timeout 1s --strict --log-level debug --log-format json --status-socket=",
+		{args: "--tayga-conf t.conf --queues 4 --queue-num 10 --ports 21,2121 --leg ipv6 --no-rules --fail-open=false --hold-timeout 1s --max-flows 100 --strict --log-level debug --log-format json --status-socket=",
 			want: with(func(c *runConfig) {
 				c.Queues, c.QueueNum, c.Ports, c.Leg, c.NoRules, c.FailOpen = 4, 10, []uint16{21, 2121}, "ipv6", true, false
 				c.HoldTimeout, c.Strict, c.LogLevel, c.LogFormat, c.StatusSocket = time.Second, true, slog.LevelDebug, "json", ""
+				c.MaxFlows = 100
 			})},
 		{args: "", wantErr: "one of --tayga-conf or --jool-instance is required"},
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg.sock"}},
+			StatusSocket: "/run/ftpalg.sock", MaxFlows: 65536}},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},
 		{args: "--tayga-conf a --jool-ports 61000-61999", wantErr: "--jool-ports needs --jool-instance"},
 		{args: "--tayga-conf a --leg ipv5", wantErr: `--leg "ipv5": want ipv4 or ipv6`},
@@ -65,6 +66,7 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --queues 0", wantErr: "want a number from 1 to 65535"},
 		{args: "--tayga-conf a --queue-num 65535 --queues 2", wantErr: "goes past queue 65535"},
 		{args: "--tayga-conf a --hold-timeout 0s", wantErr: "want a positive duration"},
+		{args: "--tayga-conf a --max-flows 0", wantErr: "--max-flows 0: want a positive number"},
 		{args: "--tayga-conf a --log-level loud", wantErr: "log-level"},
 		{args: "--tayga-conf a --log-format xml", wantErr: `--log-format "xml"`},
 		{args: "--tayga-conf a extra", wantErr: `unexpected argument "extra"`},

@@ -11,13 +11,15 @@
 #   make demo    a demo network with Tayga: FTP failing without ftpalg and
 #                working with it (root)
 #   make bench   the engine's benchmarks
+#   make flood   real sessions through the daemon beside a flood of spoofed
+#                SYNs and garbage segments to port 21 (root; test/README.md)
 
 GO      ?= go
 BIN     := bin/ftpalg
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build deps test unit cross integration e2e e2e-jool demo bench bench-nfqueue fuzz vet clean
+.PHONY: all build deps test unit cross integration e2e e2e-jool demo bench bench-nfqueue flood fuzz vet clean
 
 all: build
 
@@ -66,6 +68,11 @@ demo: deps build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./mangle/
+
+# A flood of spoofed SYNs and garbage segments beside real sessions, in the
+# end-to-end lab (FTPALG_FLOOD_RATE packets/s, default 50000).
+flood: build
+	FTPALG_FLOOD=1 FTPALG_BIN=$(CURDIR)/$(BIN) FTPALG_E2E=1 $(GO) test -count=1 -v -timeout 5m -run '^TestIntegrationFlood$$' ./test/e2e/
 
 # The daemon's queue loop against a minimal C libnetfilter_queue consumer.
 bench-nfqueue: build

@@ -318,7 +318,8 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		"packets", sum.NFQ.Packets, "modified", sum.NFQ.Modified, "rewrites", sum.Engine.Rewrites,
 		"flows", sum.Engine.Flows, "held_timeout", sum.Engine.HeldTimeout,
 		"map_failed", sum.Engine.MapFailed, "enobufs", sum.NFQ.ENOBUFS,
-		"verdict_errors", sum.NFQ.VerdictErrors)
+		"verdict_errors", sum.NFQ.VerdictErrors, "half_open_evicted", sum.Engine.HalfOpenEvicted,
+		"flows_evicted", sum.Engine.FlowsEvicted, "flows_refused", sum.Engine.FlowsRefused)
 	return loopErr
 }
 

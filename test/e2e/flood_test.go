@@ -26,7 +26,7 @@ const (
 	// floodRate is the packets per second the flood aims at
 	// (FTPALG_FLOOD_RATE overrides it).
 	floodRate     = 50_000
-	floodMaxFlows = 2048   // the daemon's --max-flows during the flood
+	floodMaxFlows = 2048 // the daemon's --max-flows during the flood
 	// floodMaxHWM bounds the daemon's peak resident memory (VmHWM): the
 	// flow table's bound times the size of a flow, plus the runtime.
 	floodMaxHWM = 100 << 20

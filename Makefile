@@ -19,7 +19,7 @@ BIN     := bin/ftpalg
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build deps test unit cross integration e2e e2e-jool demo bench bench-nfqueue flood fuzz vet clean
+.PHONY: all build deps test unit cross integration e2e e2e-jool demo bench bench-nfqueue bench-sidebyside flood fuzz vet clean
 
 all: build
 
@@ -68,6 +68,12 @@ demo: deps build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./mangle/
+
+# Side by side in one run: no queue, the kernel FTP helper, the C floor and
+# ftpalg (1 and 2 queues, pass-through and rewriting every command).
+bench-sidebyside: build
+	test/deps.sh bench
+	test/bench/sidebyside.sh
 
 # A flood of spoofed SYNs and garbage segments beside real sessions, in the
 # end-to-end lab (FTPALG_FLOOD_RATE packets/s, default 50000).

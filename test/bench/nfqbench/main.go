@@ -2,21 +2,30 @@
 // server, a round-trip timer and a flood of small segments, so that the
 // cost of an NFQUEUE consumer can be measured on the path between them.
 //
-//	nfqbench serve ADDR...            echo ("E") or discard ("F") per connection
+//	nfqbench serve ADDR...            echo ("E") or discard ("F") per connection;
+//	                                  ftp=ADDR: an FTP-like server (a 220
+//	                                  greeting, then "200" for every line)
 //	nfqbench rtt ADDR N               N one-byte round trips on one connection:
 //	                                  prints "median_us p90_us p99_us"
 //	nfqbench flood ADDR SECONDS CONNS MSS
 //	                                  CONNS connections with TCP_MAXSEG=MSS write
 //	                                  64-byte chunks for SECONDS: prints bytes sent
+//	nfqbench ftpflood ADDR SECONDS CONNS MSS
+//	                                  CONNS control connections to an ftp=
+//	                                  server send PORT commands (at most
+//	                                  ftpWindow awaiting their reply) for
+//	                                  SECONDS: prints commands answered
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,6 +50,11 @@ func main() {
 			usage()
 		}
 		err = flood(os.Args[2], atoi(os.Args[3]), atoi(os.Args[4]), atoi(os.Args[5]))
+	case "ftpflood":
+		if len(os.Args) != 6 {
+			usage()
+		}
+		err = ftpFlood(os.Args[2], atoi(os.Args[3]), atoi(os.Args[4]), atoi(os.Args[5]))
 	default:
 		usage()
 	}
@@ -51,7 +65,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: nfqbench serve ADDR... | rtt ADDR N | flood ADDR SECONDS CONNS MSS")
+	fmt.Fprintln(os.Stderr, "usage: nfqbench serve [ftp=]ADDR... | rtt ADDR N | flood ADDR SECONDS CONNS MSS | ftpflood ADDR SECONDS CONNS MSS")
 	os.Exit(2)
 }
 
@@ -66,6 +80,10 @@ func atoi(s string) int {
 func serve(addrs []string) error {
 	errc := make(chan error, len(addrs))
 	for _, a := range addrs {
+		h := handle
+		if rest, ok := strings.CutPrefix(a, "ftp="); ok {
+			a, h = rest, handleFTP
+		}
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
 			return err
@@ -77,7 +95,7 @@ func serve(addrs []string) error {
 					errc <- err
 					return
 				}
-				go handle(c.(*net.TCPConn))
+				go h(c.(*net.TCPConn))
 			}
 		}()
 	}
@@ -185,5 +203,99 @@ func flood(addr string, seconds, conns, mss int) error {
 	default:
 	}
 	fmt.Println(sent.Load())
+	return nil
+}
+
+// handleFTP greets, then answers every line with a 200 reply.
+func handleFTP(c *net.TCPConn) {
+	defer c.Close()
+	c.SetNoDelay(true)
+	if _, err := c.Write([]byte("220 nfqbench\r\n")); err != nil {
+		return
+	}
+	r := bufio.NewReader(c)
+	for {
+		if _, err := r.ReadSlice('\n'); err != nil {
+			return
+		}
+		if _, err := c.Write([]byte("200 Command okay.\r\n")); err != nil {
+			return
+		}
+	}
+}
+
+// ftpWindow bounds the commands a connection of ftpflood has sent without
+// their reply: the ALG follows at most 32 (beyond, it stops translating
+// the session), as a real client waits for each reply.
+const ftpWindow = 8
+
+// ftpFlood keeps conns control connections busy with PORT commands naming
+// the client's own address, each of which an ALG rewrites.
+func ftpFlood(addr string, seconds, conns, mss int) error {
+	var answered atomic.Int64
+	var wg sync.WaitGroup
+	end := time.Now().Add(time.Duration(seconds) * time.Second)
+	errc := make(chan error, 2*conns)
+	for range conns {
+		d := net.Dialer{Timeout: 3 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, mss)
+			})
+			return serr
+		}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		tc := c.(*net.TCPConn)
+		tc.SetNoDelay(true)
+		la := tc.LocalAddr().(*net.TCPAddr).IP.To4()
+		if la == nil {
+			return fmt.Errorf("ftpflood: IPv4 only")
+		}
+		cmd := []byte(fmt.Sprintf("PORT %d,%d,%d,%d,7,208\r\n", la[0], la[1], la[2], la[3]))
+		r := bufio.NewReader(c)
+		c.SetDeadline(end.Add(5 * time.Second))
+		if _, err := r.ReadSlice('\n'); err != nil { // the greeting
+			return err
+		}
+		window := make(chan struct{}, ftpWindow)
+		wg.Add(2)
+		go func() { // replies
+			defer wg.Done()
+			defer c.Close()
+			for {
+				if _, err := r.ReadSlice('\n'); err != nil {
+					return
+				}
+				answered.Add(1)
+				<-window
+			}
+		}()
+		go func() { // commands
+			defer wg.Done()
+			defer tc.CloseWrite()
+			stop := time.After(time.Until(end))
+			for {
+				select {
+				case window <- struct{}{}:
+				case <-stop:
+					return
+				}
+				if _, err := c.Write(cmd); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	fmt.Println(answered.Load())
 	return nil
 }

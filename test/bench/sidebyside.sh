@@ -7,6 +7,14 @@
 #   ftpalg1/2  ftpalg run on 1 and 2 queues (--queues 2), pass-through
 #   rewrite1/2 ftpalg run on 1 and 2 queues, every command rewritten
 #   helperport the kernel's FTP helper on the same PORT commands
+#   cap-c1/2, cap-ftpalg1/2
+#              capacity: the C floor and ftpalg (pass-through) on 1 and 2
+#              queues under an open-loop flood of BLAST_PPS segments a
+#              second (default 300000) from eight addresses over BLAST_FLOWS
+#              flows (default 1024, warm after the first round; 0: a new
+#              flow for nearly every packet); packets/s is
+#              what left the router (a counting rule in POSTROUTING), the
+#              rest the kernel dropped at the full queue (drops)
 #
 # Root; about 2 minutes with 3 rounds. Same topology and consumers'
 # settings as nfqueue.sh (queue length 4096, copy range 0xffff, 8 MiB
@@ -24,7 +32,11 @@
 # configuration maps 198.51.100.3 to an IPv6 server, so it takes these as
 # 46 sessions and rewrites every PORT into EPRT |2|...| (its counters are
 # read from its status socket). packets/s counts both directions, from
-# counting rules ahead of the queue rules. CPU is the consumers' own
+# counting rules ahead of the queue rules; the connections come from eight
+# client addresses, round robin, as the kernel balances queues by a hash of
+# the addresses (per_queue: the packets each queue saw since it was bound,
+# the daemon's queues live across the run's variants only while it runs).
+# CPU is the consumers' own
 # utime+stime per packet (none for the kernel variants: theirs is softirq
 # time, not attributable on a shared machine).
 set -euo pipefail
@@ -36,7 +48,8 @@ export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 rounds=${1:-3}
 flood_s=${FLOOD_SECONDS:-4}
 flood_conns=${FLOOD_CONNS:-8}
-variants=${VARIANTS:-none helper c1 ftpalg1 c2 ftpalg2 rewrite1 rewrite2 helperport}
+variants=${VARIANTS:-none helper c1 ftpalg1 c2 ftpalg2 rewrite1 rewrite2 helperport cap-c1 cap-ftpalg1 cap-c2 cap-ftpalg2}
+blast_pps=${BLAST_PPS:-300000}
 p=sbs$$
 out=$(mktemp -d)
 pids=()
@@ -73,6 +86,13 @@ done
 ip -n "$p-r" addr add 192.0.2.1/24 dev c
 ip -n "$p-r" addr add 198.51.100.1/24 dev s
 ip -n "$p-c" addr add 192.0.2.2/24 dev eth0
+# Eight client addresses: queues are balanced by a hash of the addresses.
+srcs=192.0.2.2
+for i in 3 4 5 6 7 8 9; do
+	ip -n "$p-c" addr add "192.0.2.$i/24" dev eth0
+	srcs+=",192.0.2.$i"
+done
+export NFQBENCH_SRC=$srcs
 ip -n "$p-s" addr add 198.51.100.2/24 dev eth0
 ip -n "$p-s" addr add 198.51.100.3/24 dev eth0
 ip -n "$p-c" route add 198.51.100.0/24 via 192.0.2.1
@@ -81,6 +101,7 @@ ipt() { ip netns exec "$p-r" iptables-nft "$@"; }
 # Counting rules (no target), ahead of everything a variant adds.
 for dir in --dport --sport; do
 	ipt -A FORWARD -p tcp "$dir" 21 -m comment --comment sbscount
+	ipt -t mangle -A POSTROUTING -p tcp "$dir" 21 -m comment --comment sbsout
 done
 
 ip netns exec "$p-s" "$out/nfqbench" serve 198.51.100.2:21 ftp=198.51.100.3:21 &
@@ -88,6 +109,9 @@ pids+=($!)
 sleep 0.3
 
 counted() { ipt -L FORWARD -v -x -n | awk '/sbscount/ { s += $1 } END { print s + 0 }'; }
+forwarded() { ipt -t mangle -L POSTROUTING -v -x -n | awk '/sbsout/ { s += $1 } END { print s + 0 }'; }
+# split: the packets each bound queue has seen so far (id_sequence).
+split() { ip netns exec "$p-r" awk '{ printf "%s%s", (NR > 1 ? "/" : ""), $8 } END { if (!NR) printf "-" }' /proc/net/netfilter/nfnetlink_queue; }
 # drops: queue_dropped + user_dropped of every bound queue.
 drops() { ip netns exec "$p-r" awk '{ s += $6 + $7 } END { print s + 0 }' /proc/net/netfilter/nfnetlink_queue; }
 bound() { ip netns exec "$p-r" awk -v n="$1" '{ c++ } END { exit !(c >= n) }' /proc/net/netfilter/nfnetlink_queue; }
@@ -101,7 +125,7 @@ now() { date +%s.%N; }
 
 consumers=()
 setup() { # VARIANT: rules and consumers
-	local v=$1 nq=1 target
+	local v=${1#cap-} nq=1 target
 	[[ $v == *2 ]] && nq=2
 	consumers=()
 	case $v in
@@ -141,7 +165,7 @@ setup() { # VARIANT: rules and consumers
 
 teardown() { # VARIANT
 	local pid
-	case $1 in
+	case ${1#cap-} in
 	none) ;;
 	helper*) ipt -t raw -F PREROUTING ;;
 	*)
@@ -169,29 +193,32 @@ rewrites() {
 
 clk=$(getconf CLK_TCK)
 results=$out/results.txt
-echo "# round variant pps cpu_us_per_pkt packets drops commands rewrites" >"$results"
+echo "# round variant pps cpu_us_per_pkt packets drops commands rewrites per_queue" >"$results"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for r in $(seq "$rounds"); do
 	for v in $variants; do
 		setup "$v"
 		n0=$(counted) d0=$(drops) t0=$(now) w0=$(rewrites)
+		[[ $v == cap-* ]] && n0=$(forwarded)
 		cpu0=0
 		[[ ${#consumers[@]} -gt 0 ]] && cpu0=$(cputicks "${consumers[@]}")
 		case $v in
+		cap-*) NFQBENCH_FLOWS=${BLAST_FLOWS:-1024} ip netns exec "$p-c" "$out/nfqbench" blast 198.51.100.2:21 "$flood_s" "$blast_pps" >/dev/null; cmds=- ;;
 		rewrite* | helperport) cmds=$(ip netns exec "$p-c" "$out/nfqbench" ftpflood 198.51.100.3:21 "$flood_s" "$flood_conns" 100) ;;
 		*) ip netns exec "$p-c" "$out/nfqbench" flood 198.51.100.2:21 "$flood_s" "$flood_conns" 100 >/dev/null; cmds=- ;;
 		esac
-		n1=$(counted) d1=$(drops) t1=$(now) w1=$(rewrites)
+		n1=$(counted) d1=$(drops) t1=$(now) w1=$(rewrites) q1=$(split)
+		[[ $v == cap-* ]] && n1=$(forwarded)
 		cpu1=0
 		[[ ${#consumers[@]} -gt 0 ]] && cpu1=$(cputicks "${consumers[@]}")
 		teardown "$v"
-		python3 - "$r" "$v" "$n0" "$n1" "$t0" "$t1" "$cpu0" "$cpu1" "$clk" "$d0" "$d1" "$cmds" "$w0" "$w1" "${#consumers[@]}" >>"$results" <<-'PY'
+		python3 - "$r" "$v" "$n0" "$n1" "$t0" "$t1" "$cpu0" "$cpu1" "$clk" "$d0" "$d1" "$cmds" "$w0" "$w1" "${#consumers[@]}" "$q1" >>"$results" <<-'PY'
 			import sys
-			r, v, n0, n1, t0, t1, c0, c1, clk, d0, d1, cmds, w0, w1, ncons = sys.argv[1:]
+			r, v, n0, n1, t0, t1, c0, c1, clk, d0, d1, cmds, w0, w1, ncons, q1 = sys.argv[1:]
 			n = int(n1) - int(n0)
 			pps = n / (float(t1) - float(t0))
 			cpu = f"{(int(c1) - int(c0)) / int(clk) * 1e6 / max(n, 1):.2f}" if int(ncons) else "-"
-			print(r, v, f"{pps:.0f}", cpu, n, int(d1) - int(d0), cmds, int(w1) - int(w0))
+			print(r, v, f"{pps:.0f}", cpu, n, int(d1) - int(d0), cmds, int(w1) - int(w0), q1)
 		PY
 		tail -n 1 "$results" >&2
 	done

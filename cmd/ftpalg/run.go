@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +62,12 @@ rules again on SIGINT or SIGTERM. Needs root (CAP_NET_ADMIN).
 Flags:
 `
 
+// defaultQueues is the number of queues without --queues: one per CPU the
+// daemon may use, at most 4. Two queues on two cores verdict about twice
+// the packets of one (test/bench/RESULTS.md); each needs a core of its own
+// to gain anything.
+func defaultQueues() int { return min(runtime.NumCPU(), 4) }
+
 // defaultMaxFlows bounds the flow table of each queue's engine.
 const defaultMaxFlows = 65536
 
@@ -86,7 +93,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 		cfg.JoolPorts = [2]uint16{uint16(a), uint16(b)}
 		return nil
 	})
-	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default 1)", func(s string) error {
+	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default: one per CPU, at most 4)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil || n == 0 {
 			return errors.New("want a number from 1 to 65535")
@@ -128,7 +135,7 @@ func newRunFlags(cfg *runConfig, stderr io.Writer) *flag.FlagSet {
 
 // parseRunFlags parses and checks the flags of "ftpalg run".
 func parseRunFlags(args []string, stderr io.Writer) (*runConfig, error) {
-	cfg := &runConfig{Queues: 1, Ports: []uint16{21}}
+	cfg := &runConfig{Ports: []uint16{21}}
 	fl := newRunFlags(cfg, stderr)
 	if err := fl.Parse(args); err != nil {
 		return nil, err
@@ -155,7 +162,7 @@ func (c *runConfig) check() error {
 		return fmt.Errorf("--leg %q: want ipv4 or ipv6", c.Leg)
 	}
 	if c.Queues == 0 {
-		c.Queues = 1
+		c.Queues = uint16(min(defaultQueues(), 0x10000-int(c.QueueNum)))
 	}
 	if int(c.QueueNum)+int(c.Queues)-1 > 0xffff {
 		return fmt.Errorf("--queue-num %d with --queues %d goes past queue 65535", c.QueueNum, c.Queues)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func writeFile(t *testing.T, name, text string) string {
 
 func TestParseRunFlags(t *testing.T) {
 	defaults := runConfig{
-		TaygaConf: "t.conf", Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
+		TaygaConf: "t.conf", Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
 		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock", MaxFlows: 65536,
 	}
 	with := func(f func(c *runConfig)) *runConfig {
@@ -56,7 +57,7 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "", wantErr: "one of --tayga-conf or --jool-instance is required"},
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
-			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
+			Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
 			StatusSocket: "/run/ftpalg.sock", MaxFlows: 65536}},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},
 		{args: "--tayga-conf a --jool-ports 61000-61999", wantErr: "--jool-ports needs --jool-instance"},
@@ -65,6 +66,7 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --ports 70000", wantErr: `bad port "70000"`},
 		{args: "--tayga-conf a --queues 0", wantErr: "want a number from 1 to 65535"},
 		{args: "--tayga-conf a --queue-num 65535 --queues 2", wantErr: "goes past queue 65535"},
+		{args: "--tayga-conf t.conf --queue-num 65535", want: with(func(c *runConfig) { c.QueueNum, c.Queues = 65535, 1 })},
 		{args: "--tayga-conf a --hold-timeout 0s", wantErr: "want a positive duration"},
 		{args: "--tayga-conf a --max-flows 0", wantErr: "--max-flows 0: want a positive number"},
 		{args: "--tayga-conf a --log-level loud", wantErr: "log-level"},
@@ -382,4 +384,10 @@ func TestStatusSocketStale(t *testing.T) {
 		t.Fatalf("stale socket: %v", err)
 	}
 	s2.Close()
+}
+
+func TestDefaultQueues(t *testing.T) {
+	if n := defaultQueues(); n < 1 || n > 4 || n > runtime.NumCPU() {
+		t.Errorf("defaultQueues() = %d with %d CPUs", n, runtime.NumCPU())
+	}
 }

@@ -294,7 +294,12 @@ func TestIntegrationExpectTayga(t *testing.T) {
 	}
 	l := newFwLab(t, tayga)
 	natFD := l.fd[l.nat]
-	if err := rules.Install(&rules.Config{Translator: rules.Tayga, Helper: true, Bypass: true, NetNS: natFD}); err != nil {
+	// The scope 'ftpalg run' finds in the lab's tayga.conf.
+	var scope []netip.Prefix
+	for _, p := range []string{"198.51.100.0/24", "203.0.113.10/32", "2001:db8:6::10/128", "2001:db8:64::/96", "2001:db8:ffff::1/128"} {
+		scope = append(scope, netip.MustParsePrefix(p))
+	}
+	if err := rules.Install(&rules.Config{Translator: rules.Tayga, Helper: true, Bypass: true, Scope: scope, NetNS: natFD}); err != nil {
 		t.Fatal(err)
 	}
 	for _, script := range []string{firewall, ftp4} {

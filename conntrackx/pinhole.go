@@ -93,6 +93,15 @@ func (m *PinholeMapper) LengthChanged(client, server netip.AddrPort) {
 	}
 }
 
+// CanMapActive64 (mangle.ActiveChecker) is the inner Mapper's answer, or
+// true when it gives none.
+func (m *PinholeMapper) CanMapActive64(s mangle.Session) bool {
+	if c, ok := m.inner.(mangle.ActiveChecker); ok {
+		return c.CanMapActive64(s)
+	}
+	return true
+}
+
 // Classify is the inner Mapper's.
 func (m *PinholeMapper) Classify(client, server netip.AddrPort) (mangle.Session, bool) {
 	return m.inner.Classify(client, server)

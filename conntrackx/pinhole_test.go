@@ -292,3 +292,25 @@ func TestPinholeLengthChanged(t *testing.T) {
 		t.Errorf("stats %+v, want one failure", s)
 	}
 }
+
+type activeMapper struct {
+	fixedMapper
+	can bool
+}
+
+func (m activeMapper) CanMapActive64(mangle.Session) bool { return m.can }
+
+// The pinhole mapper says what its inner mapper says about EPRT, and yes
+// when the inner one does not say (docs/PROTOCOL.md P64-6).
+func TestPinholeMapperCanMapActive64(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, tt := range []struct {
+		inner mangle.Mapper
+		want  bool
+	}{{fixedMapper{}, true}, {activeMapper{can: true}, true}, {activeMapper{can: false}, false}} {
+		m := NewPinholeMapper(tt.inner, &fakeExpecter{}, log)
+		if got := m.CanMapActive64(mangle.Session{}); got != tt.want {
+			t.Errorf("inner %T: CanMapActive64 = %v, want %v", tt.inner, got, tt.want)
+		}
+	}
+}

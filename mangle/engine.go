@@ -26,9 +26,18 @@ type Config struct {
 	// ServerPorts are the FTP control ports (default 21): a packet to one
 	// is from a client, a packet from one is from a server.
 	ServerPorts []uint16
+	// TrustChecksums parses segments whatever their TCP checksum says. By
+	// default a segment whose checksum is wrong is never parsed and leaves
+	// as wrong as it came (docs/PROTOCOL.md PB-12); NFQUEUE hands over
+	// complete checksums, so only a capture taken on a host with checksum
+	// offload (replay) needs this.
+	TrustChecksums bool
 	// IdleTimeout forgets a flow that saw no packet for this long
 	// (default 2h, roughly conntrack's established timeout).
 	IdleTimeout time.Duration
+	// State, if set, keeps the state of flows that need it outside the
+	// engine, for an engine started later to resume them (state.go).
+	State StateStore
 }
 
 // Emit is one packet the caller must send on, in order.
@@ -41,6 +50,17 @@ type Emit struct {
 	Packet []byte
 	// Modified says the packet differs from what the caller passed in.
 	Modified bool
+	// Extra says the packet is an additional one for the same Tag, sent
+	// right after the packet of the verdict: a rewritten segment grown
+	// past what the path allows is split (RFC 6384 section 5). A caller
+	// that cannot send packets of its own may leave it out: the receiver
+	// then acknowledges only the first part, the sender retransmits, and
+	// the engine sends only the part still missing.
+	Extra bool
+	// Drop says the caller must drop the packet (Packet is nil): a
+	// repeat of bytes the engine holds, or a segment it cannot send
+	// before the line it belongs to is complete. TCP resends it.
+	Drop bool
 }
 
 // Rewrite records one line the engine changed, for logs and transcripts.
@@ -63,38 +83,59 @@ type Result struct {
 	Held bool
 	// Rewrites lists the lines rewritten by this call.
 	Rewrites []Rewrite
+	// Alerts lists the errors this call met, for the caller to log.
+	Alerts []Alert
+}
+
+// Alert is an error on one connection that an operator should see (the
+// engine itself never logs).
+type Alert struct {
+	Flow FlowKey
+	Kind Kind
+	Text string // a constant, such as AlertNoopRefused
 }
 
 func (r *Result) reset() {
 	r.Emits = r.Emits[:0]
 	r.Held = false
 	r.Rewrites = r.Rewrites[:0]
+	r.Alerts = r.Alerts[:0]
 }
 
 // Stats are the engine's counters. All only grow.
 type Stats struct {
-	Packets      uint64 // packets processed
-	NotTCP       uint64 // packets that were not IPv4/IPv6 TCP (passed)
-	Malformed    uint64 // packets whose headers did not decode (passed)
-	Untranslated uint64 // packets of connections the Mapper does not translate
-	Modified     uint64 // packets sent with changes
-	Rewrites     uint64 // lines rewritten
-	LocalReplies uint64 // commands answered by the ALG through NOOP substitution
-	BadSyntax    uint64 // commands or replies that should have been translated but did not parse (passed)
-	Bounce       uint64 // PORT/EPRT/LPRT naming a third party (passed untranslated)
-	MapFailed    uint64 // data-channel mappings the Mapper refused
-	AddrMismatch uint64 // 227 replies naming an address other than the server's
-	Held         uint64 // packets held
-	HeldTimeout  uint64 // held packets released unmodified by Expire or Flush
-	HeldOverflow uint64 // held packets released unmodified because the bound was hit
-	Retransmits  uint64 // segments carrying data already seen
-	OutOfOrder   uint64 // segments beyond a hole
-	RegionsFull  uint64 // rewrites skipped because the per-direction history was full
-	Overlong     uint64 // lines longer than 1024 bytes (passed unparsed)
-	Desync       uint64 // replies that could not be matched to commands
-	Transparent  uint64 // sessions that became transparent after AUTH
-	Flows        uint64 // flows created
-	FlowsEvicted uint64 // established flows without state of their own dropped from a full table
+	Packets       uint64 // packets processed
+	NotTCP        uint64 // packets that were not IPv4/IPv6 TCP (passed)
+	Malformed     uint64 // packets whose headers did not decode (passed)
+	BadChecksum   uint64 // packets whose TCP checksum was wrong on arrival (passed unparsed, still wrong)
+	Untranslated  uint64 // packets of connections the Mapper does not translate
+	Modified      uint64 // packets sent with changes
+	Split         uint64 // extra packets made by splitting a rewritten segment larger than the path allows
+	Rewrites      uint64 // lines rewritten
+	LocalReplies  uint64 // commands answered by the ALG through NOOP substitution
+	BadSyntax     uint64 // commands or replies that should have been translated but did not parse (passed)
+	Bounce        uint64 // PORT/EPRT/LPRT naming a third party (passed untranslated)
+	Unverified    uint64 // 64 EPRT/LPRT passed untranslated: the client's IPv6 address is unknown or the Mapper cannot map it
+	Unparsed425   uint64 // 227/229 replies the client could not use and the ALG could not parse, answered 425
+	NoopRefused   uint64 // substituted NOOPs answered with other than 2xx: client told 421, connection torn down
+	MapFailed     uint64 // data-channel mappings the Mapper refused
+	AddrMismatch  uint64 // 227 replies naming an address other than the server's
+	Held          uint64 // packets held
+	HeldTimeout   uint64 // held packets released unmodified by Expire or Flush
+	HeldOverflow  uint64 // held packets released unmodified because the bound was hit
+	HeldDropped   uint64 // segments of a reply being translated dropped rather than sent half translated (TCP resends them)
+	Retransmits   uint64 // segments carrying data already seen
+	OutOfOrder    uint64 // segments beyond a hole
+	RegionsFull   uint64 // rewrites skipped because the per-direction history was full
+	Overlong      uint64 // lines longer than 1024 bytes (passed unparsed)
+	TelnetRefused uint64 // Telnet option negotiations removed from the stream (and refused where they asked)
+	TelnetRelayed uint64 // Telnet option negotiations or refusals that could not be handled so (relayed, or refusal dropped)
+	Desync        uint64 // replies that could not be matched to commands
+	Transparent   uint64 // sessions that became transparent after AUTH
+	Flows         uint64 // flows created
+	FlowsEvicted  uint64 // established flows without state of their own dropped from a full table
+	Restored      uint64 // flows resumed from a StateStore
+	RestoreFailed uint64 // saved states that did not decode (the flow starts afresh)
 	// HalfOpenEvicted counts half-open flows (no payload yet) dropped from
 	// a full table.
 	HalfOpenEvicted uint64

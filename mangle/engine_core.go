@@ -19,16 +19,19 @@ type Engine struct {
 	nHalfOpen      int
 	noRoom         int // new flows to refuse before looking for room again
 
-	pkt       packet
-	last      *flow // the flow of the previous packet: consecutive packets often share one
-	res       *Result
-	bufs      [][]byte // output packets of the current call
-	nbuf      int
-	scratch   []byte // transcript text of the current call
-	lineOut   []byte // a replacement line being built
-	textBuf   []byte // replacement text being built
-	lastSweep time.Time
-	watcher   LengthWatcher // cfg.Mapper, if it is one
+	pkt        packet
+	last       *flow // the flow of the previous packet: consecutive packets often share one
+	res        *Result
+	bufs       [][]byte // output packets of the current call
+	nbuf       int
+	scratch    []byte // transcript text of the current call
+	lineOut    []byte // a replacement line being built
+	textBuf    []byte // replacement text being built
+	lastSweep  time.Time
+	unverified bool          // the current packet's checksum was not verified (see retransmission)
+	watcher    LengthWatcher // cfg.Mapper, if it is one
+	active     ActiveChecker // cfg.Mapper, if it is one
+	stateBuf   []byte        // an encoded flow state (state.go)
 }
 
 // New returns an engine. cfg.Mapper must be set.
@@ -48,6 +51,7 @@ func New(cfg *Config) *Engine {
 		e.cfg.ServerPorts = []uint16{21}
 	}
 	e.watcher, _ = e.cfg.Mapper.(LengthWatcher)
+	e.active, _ = e.cfg.Mapper.(ActiveChecker)
 	e.flows = make(map[FlowKey]*flow)
 	e.lineOut = make([]byte, 0, 2*maxRegionBytes)
 	e.textBuf = make([]byte, 0, 2*maxRegionBytes)
@@ -127,6 +131,24 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 	if f == nil || f.key != key {
 		f = e.flows[key]
 	}
+	if f != nil && !f.translate {
+		e.stats.Untranslated++
+		e.emitOrig(tag, b)
+		return
+	}
+	e.unverified = !e.cfg.TrustChecksums && e.retransmission(f, d)
+	if !e.cfg.TrustChecksums && !e.unverified && !p.checksumOK() {
+		// Never parsed, never the start of a flow: it leaves as wrong as
+		// it came (its numbers mapped, checksums updated incrementally),
+		// and its receiver drops it.
+		e.stats.BadChecksum++
+		if f == nil {
+			e.emitOrig(tag, b)
+		} else {
+			e.emit(f, d, tag, p, p.seq, true)
+		}
+		return
+	}
 	if f == nil || (p.flags&(tcpSYN|tcpACK) == tcpSYN && d == ToServer && f.s[ToServer].synced && p.seq+1 != f.s[ToServer].next) {
 		if p.flags&tcpRST != 0 {
 			e.stats.Untranslated++
@@ -144,6 +166,9 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 			e.stats.FlowsRefused++
 			e.emitOrig(tag, b)
 			return
+		}
+		if e.cfg.State != nil {
+			e.restoreState(f, d, p.flags)
 		}
 	}
 	if f.halfOpen && len(p.data()) > 0 {
@@ -180,7 +205,7 @@ func (e *Engine) newFlow(key FlowKey, now time.Time) *flow {
 		f = new(flow)
 	}
 	f.key = key
-	f.last = now
+	f.last, f.started = now, now
 	f.sess, f.translate = e.cfg.Mapper.Classify(key.Client(), key.Server())
 	if f.translate && f.sess.Kind == KindNone {
 		f.translate = false
@@ -220,6 +245,9 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 	s := p.seq
 	if p.flags&tcpSYN != 0 {
 		s++
+		// The MSS the sender announces bounds what its peer may send it
+		// (RFC 9293 section 3.7.1): the other direction's segments.
+		f.s[1-d].mss = p.mss()
 		if !st.synced || d == ToServer && f.n == 0 {
 			st.next = s
 			st.synced = true
@@ -227,6 +255,12 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 			if d == ToServer && f.n == 0 && !f.rep.active {
 				f.push(pendingCmd{kind: cmdGreeting})
 			}
+		}
+		if !f.saved {
+			// From its SYN on, a translated session waits for the
+			// next daemon rather than pass untranslated (state.go).
+			f.dirty = true
+			e.saveState(f)
 		}
 	}
 	if !st.synced {
@@ -259,6 +293,12 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 	switch {
 	case seqLT(s, st.next) && seqLE(end, st.next):
 		e.stats.Retransmits++
+		if st.nheld > 0 && st.coveredByHeld(s, end) {
+			// A repeat of bytes held: the held copy goes out once its
+			// line is complete (a zero-window probe, an early RTO).
+			e.drop(tag)
+			return
+		}
 	case seqLT(st.next, s):
 		e.stats.OutOfOrder++
 	default:
@@ -277,8 +317,9 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 		if st.nheld > 0 {
 			e.release(f, d, r, false, &s)
 		}
-		if st.line.started && seqLT(st.line.start, end) {
+		if st.line.started && seqLT(st.line.start, end) && !st.line.frozen {
 			st.line.frozen = true
+			e.frozen(f)
 		}
 		e.emit(f, d, tag, p, p.seq, true)
 	} else {
@@ -290,18 +331,35 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 	e.afterAck(f, d)
 }
 
+// retransmission reports whether p carries only data of flow f's
+// direction d that the engine has already read: it is never parsed, and
+// an incremental checksum update keeps it as right or wrong as it came, so
+// its checksum need not be verified (that is the cost of a full pass).
+func (e *Engine) retransmission(f *flow, d Dir) bool {
+	p := &e.pkt
+	if f == nil || p.flags&(tcpSYN|tcpFIN|tcpRST) != 0 {
+		return false
+	}
+	st := &f.s[d]
+	n := uint32(len(p.b) - p.payload)
+	return st.synced && n > 0 && seqLE(p.seq+n, st.next)
+}
+
 // afterAck records how far the packet just processed acknowledged the
 // other direction (in that direction's original numbering), for the
 // history to know which rewrites no retransmission can need any more.
 func (e *Engine) afterAck(f *flow, d Dir) {
 	p := &e.pkt
-	if p.flags&tcpACK == 0 {
-		return
+	if p.flags&tcpACK == 0 || e.unverified {
+		return // an unverified acknowledgement might be a corrupted one
 	}
 	ot := &f.s[1-d]
 	a := ot.hist.toOrig(p.ack, false)
 	if !ot.ackSeen || seqLT(ot.acked, a) {
 		ot.acked, ot.ackSeen = a, true
+	}
+	if !ot.rcvSeen || seqLT(ot.rcvAck, p.ack) {
+		ot.rcvAck, ot.rcvSeen = p.ack, true
 	}
 }
 
@@ -326,16 +384,21 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 		data = data[skip:]
 		s = st.next
 	}
+	unsent := s // bytes from here on have not been sent
 	for len(data) > 0 {
 		if !f.active() {
 			// Transparent or desynchronised: no parsing, only positions.
 			st.line.reset()
+			st.line.nneg = 0
 			s += uint32(len(data))
 			break
 		}
 		n, complete := st.line.push(s, data)
 		s += uint32(n)
 		data = data[n:]
+		if st.line.nneg > 0 {
+			e.telnet(f, d, unsent)
+		}
 		if complete {
 			if st.line.overlong {
 				e.stats.Overlong++
@@ -347,7 +410,11 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 					e.replyLine(f, s)
 				}
 			}
+			if st.nrefuse > 0 {
+				e.refuseAtLineEnd(f, d, s)
+			}
 			st.line.reset()
+			f.dirty = true
 		}
 	}
 	st.next = s
@@ -356,8 +423,10 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 		st.fin = true
 		if f.s[1-d].fin {
 			f.closed = true
+			f.dirty = true // saved closed: not waited for (state.go)
 		}
 	}
+	e.saveState(f)
 }
 
 // emit sends the packet p (of direction d, tagged tag) with its sequence
@@ -383,7 +452,8 @@ func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable 
 	if ackMapped {
 		newAck = ot.hist.toOrig(p.ack, false)
 	}
-	if newSeq == p.seq && !payloadChanged && !ackMapped {
+	urg := p.flags&tcpURG != 0 && !st.hist.empty()
+	if newSeq == p.seq && !payloadChanged && !ackMapped && !urg {
 		if stable {
 			e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: p.raw})
 			return
@@ -392,11 +462,16 @@ func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable 
 		e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: out})
 		return
 	}
+	old := p.mutableSum(payloadChanged)
 	var out []byte
 	if payloadChanged {
 		out = e.outBuf(len(p.b) + 2*maxRegionBytes)
 		out = append(out, p.b[:p.payload]...)
 		out = st.hist.appendSent(out, ds, data)
+		if max := st.maxPacket(p); len(out) > max {
+			e.split(f, d, tag, p, out, newSeq, newAck, ackMapped, old, max)
+			return
+		}
 	} else {
 		out = append(e.outBuf(len(p.b)), p.b...)
 	}
@@ -405,10 +480,95 @@ func (e *Engine) emit(f *flow, d Dir, tag uint64, p *packet, seq uint32, stable 
 	if ackMapped {
 		mapSACK(out, p.tcp, p.payload, &ot.hist)
 	}
-	setLengths(out, p.v6)
-	fixChecksums(out, p.v6, p.tcp)
+	if urg {
+		mapUrgent(out, p, &st.hist, newSeq)
+	}
+	finishPacket(out, p, old, payloadChanged)
 	e.stats.Modified++
 	e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: out, Modified: true})
+}
+
+// maxPacket is the largest packet direction d may carry on this leg
+// (RFC 6384 section 5; docs/PROTOCOL.md PB-8): the MSS its receiver
+// announced plus the headers of p, else 1280 bytes on IPv6 and 576 on
+// IPv4 (RFC 8200 section 5, RFC 791); never less than p itself.
+func (st *stream) maxPacket(p *packet) int {
+	n := 576
+	if p.v6 {
+		n = 1280
+	}
+	if st.mss != 0 {
+		n = p.tcp + tcpMinLen + int(st.mss)
+	}
+	return max(n, len(p.b))
+}
+
+// split sends the rewritten packet out (headers of p, its new payload
+// after them), which is larger than max, as several packets of at most
+// max bytes: the first on p's verdict, the others as Extra emits. Bytes
+// the receiver already acknowledged are left out first (a retransmission
+// after a tail the caller could not send only carries what is missing,
+// so each one makes progress).
+func (e *Engine) split(f *flow, d Dir, tag uint64, p *packet, out []byte, seq, ack uint32, ackMapped bool, old uint64, max int) {
+	st, ot := &f.s[d], &f.s[1-d]
+	payload := out[p.payload:]
+	if st.rcvSeen {
+		if k := st.rcvAck - seq; int32(k) > 0 && int(k) < len(payload) {
+			payload, seq = payload[k:], st.rcvAck
+		}
+	}
+	room := max - p.payload
+	if room < 1 {
+		room = 1
+	}
+	e.stats.Modified++
+	for first := true; ; first = false {
+		n := min(room, len(payload))
+		last := n == len(payload)
+		var b []byte
+		if first {
+			b = out[:p.payload] // the payload is copied down over itself
+		} else {
+			b = append(e.outBuf(p.payload+n), p.b[:p.payload]...)
+		}
+		b = append(b, payload[:n]...)
+		binary.BigEndian.PutUint32(b[p.tcp+4:], seq)
+		binary.BigEndian.PutUint32(b[p.tcp+8:], ack)
+		if ackMapped {
+			mapSACK(b, p.tcp, p.payload, &ot.hist)
+		}
+		if p.flags&tcpURG != 0 {
+			mapUrgent(b, p, &st.hist, seq)
+		}
+		if !last {
+			b[p.tcp+13] &^= tcpFIN | tcpPSH // FIN and PSH belong to the last part
+		}
+		finishPacket(b, p, old, true)
+		e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: b, Modified: true, Extra: !first})
+		if !first {
+			e.stats.Split++
+		}
+		if last {
+			return
+		}
+		payload = payload[n:]
+		seq += uint32(n)
+	}
+}
+
+// mapUrgent keeps the urgent pointer of out (a rewrite of p, now at
+// sequence number newSeq) pointing at the same byte (RFC 9293 section
+// 3.8.5; RFC 6384 section 5): the byte it named in p's numbering, mapped
+// through the history. When that cannot be said in 16 bits, URG is
+// cleared (the receiver then reads the data in band, as FTP allows).
+func mapUrgent(out []byte, p *packet, h *history, newSeq uint32) {
+	u := uint32(binary.BigEndian.Uint16(out[p.tcp+18:]))
+	nu := h.toSent(p.seq+u) - newSeq
+	if u == 0 || int32(nu) <= 0 || nu > 0xffff {
+		out[p.tcp+13] &^= tcpURG
+		nu = 0
+	}
+	binary.BigEndian.PutUint16(out[p.tcp+18:], uint16(nu))
 }
 
 // mapSACK maps every SACK block (RFC 2018) back to the sender's numbering:

@@ -82,8 +82,8 @@ func TestProtocolTable(t *testing.T) {
 		{"46/EPSV-refused", sess46, []exchange{{"PASV", "500 no", "EPSV 2", "500 no"}}, nil},
 		{"46/mapping-fails", sess46, []exchange{{"PASV", "229 Entering Extended Passive Mode (|||2000|)", "EPSV 2", "425 Can't open data connection (ALG: no mapping)"}},
 			func(c *Config, m *fakeMapper) { m.fail = true }},
-		{"46/bad-229", sess46, []exchange{{"PASV", "229 Entering Extended Passive Mode (|||0|)", "EPSV 2", "229 Entering Extended Passive Mode (|||0|)"}}, nil},
-		{"64/bad-227", sess64, []exchange{{"EPSV", "227 Entering Passive Mode (10,117,132).", "PASV", "227 Entering Passive Mode (10,117,132)."}}, nil},
+		{"46/bad-229-PB-11", sess46, []exchange{{"PASV", "229 Entering Extended Passive Mode (|||0|)", "EPSV 2", "425 Can't open data connection (ALG: reply not understood)"}}, nil},
+		{"64/bad-227-PB-11", sess64, []exchange{{"EPSV", "227 Entering Passive Mode (10,117,132).", "PASV", "425 Can't open data connection (ALG: reply not understood)"}}, nil},
 
 		{"64/EPSV", sess64, []exchange{{"EPSV", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"}}, nil},
 		{"64/EPSV2", sess64, []exchange{{"EPSV 2", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"}}, nil},
@@ -91,11 +91,15 @@ func TestProtocolTable(t *testing.T) {
 		{"64/EPSV-other-address-strict", sess64, []exchange{{"EPSV", "227 Entering Passive Mode (10,0,0,1,7,208).", "PASV", "425 Can't open data connection (ALG: server announced another address)"}},
 			func(c *Config, m *fakeMapper) { c.Strict = true }},
 		{"64/EPSV1", sess64, []exchange{{"EPSV 1", "200 NOOP ok.", "NOOP", "522 Network protocol not supported, use (2)"}}, nil},
-		{"64/EPSV-ALL", sess64, []exchange{
-			{"EPSV ALL", "200 NOOP ok.", "NOOP", "200 EPSV ALL command successful."},
-			{"PASV", "200 NOOP ok.", "NOOP", "503 Only EPSV is allowed after EPSV ALL"},
-			{"EPRT |2|2001:db8:2::20|2000|", "200 NOOP ok.", "NOOP", "503 Only EPSV is allowed after EPSV ALL"},
-			{"PORT 192,168,255,20,7,208", "200 NOOP ok.", "NOOP", "503 Only EPSV is allowed after EPSV ALL"},
+		// RFC 6384 section 6: any number but 2 is answered 522 by the ALG.
+		{"64/EPSV3-P64-2", sess64, []exchange{{"EPSV 3", "200 NOOP ok.", "NOOP", "522 Network protocol not supported, use (2)"}}, nil},
+		{"64/EPSV-02-is-2-P64-1", sess64, []exchange{{"EPSV 02", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"}}, nil},
+		// RFC 6384 section 6: EPSV ALL is answered 504 and changes nothing.
+		{"64/EPSV-ALL-P64-3", sess64, []exchange{
+			{"EPSV ALL", "200 NOOP ok.", "NOOP", "504 Command not implemented for that parameter"},
+			{"PASV", ok227, "PASV", ok227},
+			{"EPRT |2|2001:db8:2::20|2000|", "200 PORT command successful", "PORT 192,168,255,20,7,208", "200 PORT command successful"},
+			{"PORT 192,168,255,20,7,208", "200 ok", "PORT 192,168,255,20,7,208", "200 ok"},
 			{"EPSV", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"},
 		}, nil},
 		{"64/EPRT2", sess64, []exchange{{"EPRT |2|2001:db8:2::20|2000|", "200 PORT command successful", "PORT 192,168,255,20,7,208", "200 PORT command successful"}}, nil},
@@ -110,8 +114,59 @@ func TestProtocolTable(t *testing.T) {
 			{"ALGS STATUS64", "200 NOOP ok.", "NOOP", "216 NONE translation is disabled"},
 			{"ALGS ENABLE64", "200 NOOP ok.", "NOOP", "216 EPSVEPRT translation of EPSV and EPRT is enabled"},
 			{"EPSV", ok227, "PASV", "229 Entering Extended Passive Mode (|||2000|)"},
-			{"ALGS FOO", "200 NOOP ok.", "NOOP", "501 Syntax error in ALGS arguments"},
+			{"ALGS FOO", "200 NOOP ok.", "NOOP", "504 Command not implemented for that parameter"},
+			{"ALGS", "200 NOOP ok.", "NOOP", "504 Command not implemented for that parameter"},
 		}, nil},
+		// RFC 6384 section 11: the token is true for the session.
+		{"64/ALGS-token-EPSV-P64-6", sess64, []exchange{
+			{"ALGS STATUS64", "200 NOOP ok.", "NOOP", "216 EPSV translation of EPSV is enabled, EPRT is not translated"},
+			{"EPRT |2|2001:db8:2::20|2000|", "200 x", "EPRT |2|2001:db8:2::20|2000|", "200 x"},
+			{"ALGS DISABLE64", "200 NOOP ok.", "NOOP", "216 NONE translation is disabled"},
+			{"ALGS ENABLE64", "200 NOOP ok.", "NOOP", "216 EPSV translation of EPSV is enabled, EPRT is not translated"},
+		}, func(c *Config, m *fakeMapper) { m.noActive64 = true }},
+		{"64/ALGS-token-unknown-client6-P64-6", sessDyn64, []exchange{
+			{"ALGS STATUS64", "200 NOOP ok.", "NOOP", "216 EPSV translation of EPSV is enabled, EPRT is not translated"},
+		}, nil},
+		// RFC 6384 section 7: an EPRT the ALG cannot check passes unchanged.
+		{"64/EPRT-unknown-client6-P64-5", sessDyn64, []exchange{
+			{"EPRT |2|2001:db8:2::77|2000|", "200 x", "EPRT |2|2001:db8:2::77|2000|", "200 x"},
+		}, nil},
+		// RFC 6384 section 12: a substituted NOOP answered with anything but 2xx.
+		{"64/NOOP-530-P64-9", sess64, []exchange{
+			{"ALGS STATUS64", "530 Please login with USER and PASS.", "NOOP", "421 Service not available, closing control connection (ALG: the server refused NOOP)"},
+			{"USER anonymous", "221 Goodbye.", "QUIT", "221 Goodbye."},
+		}, nil},
+		{"64/NOOP-421-P64-9", sess64, []exchange{
+			{"EPSV 1", "421 Timeout.", "NOOP", "421 Service not available, closing control connection (ALG: the server refused NOOP)"},
+		}, nil},
+		{"64/NOOP-multiline-500-P64-9", sess64, []exchange{
+			{"EPSV ALL", "500-Not\r\n more\r\n500 understood", "NOOP", "421-Service not available, closing control connection (ALG: the server refused NOOP)\r\n more\r\n421 understood"},
+		}, nil},
+		{"64/NOOP-multiline-200-P64-3", sess64, []exchange{
+			{"EPSV ALL", "200-NOOP\r\n ok\r\n200 done", "NOOP", "504-Command not implemented for that parameter\r\n ok\r\n504 done"},
+		}, nil},
+		// Section 5: nothing is translated from AUTH on until its reply.
+		{"64/AUTH-pipelined-PB-1", sess64, []exchange{
+			{"EPSV 2\r\nAUTH TLS\r\nEPSV 2", ok227 + "\r\n234 Proceed", "PASV\r\nAUTH TLS\r\nEPSV 2", "229 Entering Extended Passive Mode (|||2000|)\r\n234 Proceed"},
+		}, nil},
+		{"46/AUTH-pipelined-refused-PB-1", sess46, []exchange{
+			{"AUTH TLS\r\nPASV", "534 no\r\n227 Entering Passive Mode (100,1,1,10,7,208)", "AUTH TLS\r\nPASV", "534 no\r\n227 Entering Passive Mode (100,1,1,10,7,208)"},
+			{"PASV", "229 Entering Extended Passive Mode (|||2000|)", "EPSV 2", "227 Entering Passive Mode (100,1,1,10,7,208)"},
+		}, nil},
+		// The address on a continuation line of a multi-line reply.
+		{"64/multiline-address-continuation-PB-4", sess64, []exchange{
+			{"EPSV", "227-Entering Passive Mode\r\n (198,51,100,10,4,3)\r\n227 OK", "PASV", "229-Entering Passive Mode\r\n (|||1027|)\r\n229 OK"},
+		}, nil},
+		{"46/multiline-address-continuation-PB-4", sess46, []exchange{
+			{"PASV", "229-Entering Extended Passive Mode\r\n (|||1027|)\r\n229 OK", "EPSV 2", "227-Entering Extended Passive Mode\r\n (100,1,1,10,4,3)\r\n227 OK"},
+		}, nil},
+		{"64/multiline-address-code-line-PB-4", sess64, []exchange{
+			{"EPSV", "227-Hello\r\n227-Entering Passive Mode (198,51,100,10,4,3)\r\n227 OK", "PASV", "229-Hello\r\n229-Entering Extended Passive Mode (|||1027|)\r\n229 OK"},
+		}, nil},
+		// Unusable untranslated and unparsable: 425.
+		{"64/bad-227-spaces-PB-11", sess64, []exchange{{"EPSV", "227 Entering Passive Mode (198, 51, 100, 7, 4, 7)", "PASV", "425 Can't open data connection (ALG: reply not understood)"}}, nil},
+		{"46/bad-229-70000-PB-11", sess46, []exchange{{"PASV", "229 Entering Extended Passive Mode (|||70000|)", "EPSV 2", "425 Can't open data connection (ALG: reply not understood)"}}, nil},
+		{"46/EPSV-bad-229-kept-PB-11", sess46, []exchange{{"EPSV", "229 Entering Extended Passive Mode (|||0|)", "EPSV", "229 Entering Extended Passive Mode (|||0|)"}}, nil},
 		{"64/LPSV", sess64, []exchange{{"LPSV", ok227, "PASV", "228 Entering Long Passive Mode (6,16,32,1,13,184,0,100,0,0,0,0,0,0,198,51,100,10,2,7,208)"}}, nil},
 		{"64/LPRT", sess64, []exchange{{"LPRT 6,16,32,1,13,184,0,2,0,0,0,0,0,0,0,0,0,32,2,7,208", "200 ok", "PORT 192,168,255,20,7,208", "200 ok"}}, nil},
 		{"64/PASV-unchanged", sess64, []exchange{{"PASV", ok227, "PASV", ok227}}, nil},
@@ -173,7 +228,7 @@ type watchingMapper struct {
 }
 
 func (m *watchingMapper) LengthChanged(client, server netip.AddrPort) {
-	m.changed = append(m.changed, makeFlowKey(client, server))
+	m.changed = append(m.changed, FlowKeyOf(client, server))
 }
 
 // A Mapper that watches lengths hears of a flow once, at its first

@@ -32,7 +32,7 @@ func (f *flow) matters() bool {
 	if !f.s[0].hist.empty() || !f.s[1].hist.empty() {
 		return true
 	}
-	if f.lenChanged || f.transparent || f.disabled || f.epsvAll || f.rep.active {
+	if f.lenChanged || f.transparent || f.disabled || f.authPending || f.teardown || f.rep.active {
 		return true
 	}
 	for i := 0; i < f.n; i++ {

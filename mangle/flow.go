@@ -46,6 +46,7 @@ type replyState struct {
 	recode   bool
 	addrDone bool // the line carrying the address has been handled
 	first    bool
+	final    bool // the current line closes the reply
 }
 
 // heldPkt is a packet the engine keeps until the line it carries is
@@ -65,12 +66,19 @@ type stream struct {
 	next    uint32 // next original sequence number the assembler expects
 	acked   uint32 // highest original number the receiver acknowledged
 	ackSeen bool
+	rcvAck  uint32 // highest number the receiver acknowledged, in its own (sent) numbering
+	rcvSeen bool
+	mss     uint16 // the MSS the receiver announced in its SYN (0: unknown)
 	synced  bool
 	fin     bool
 	line    lineState
 	nheld   int
 	held    [maxHeldCap]heldPkt
 	heldBuf []byte
+	// refuse holds the ALG's Telnet refusals (IAC DONT/WONT opt) to send
+	// in this direction, at the end of its next line (see telnet.go).
+	refuse  [maxRefuse]byte
+	nrefuse int
 }
 
 // flow is one control connection.
@@ -80,7 +88,8 @@ type flow struct {
 	translate bool
 	s         [2]stream
 	last      time.Time
-	closed    bool // RST seen, or FIN both ways
+	started   time.Time // when the engine began to follow it
+	closed    bool      // RST seen, or FIN both ways
 
 	pending  [maxPending]pendingCmd
 	phead, n int
@@ -89,9 +98,18 @@ type flow struct {
 	desync      bool // replies can no longer be matched to commands
 	transparent bool // after a successful AUTH: no parsing
 	disabled    bool // ALGS DISABLE64
-	epsvAll     bool // EPSV ALL seen (64)
-	inHeldList  bool
-	lenChanged  bool // the Mapper was told of a length change
+	authPending bool // AUTH sent, its reply not yet seen: nothing is translated
+	// teardown: the server refused a substituted NOOP and the client was
+	// told 421 (RFC 6384 section 12). A packet ALG cannot close a
+	// connection by itself without desynchronising TCP, so it lets the
+	// endpoints do it: a client that got 421 closes (RFC 959 section
+	// 4.2), and every command it still sends reaches the server as QUIT,
+	// which makes the server close its side.
+	teardown   bool
+	inHeldList bool
+	lenChanged bool // the Mapper was told of a length change
+	dirty      bool // a line completed since the state was last saved
+	saved      bool // the StateStore holds a state of this flow
 
 	halfOpen       bool  // no payload seen yet: in the engine's half-open list
 	hoPrev, hoNext *flow // that list (evict.go)

@@ -10,15 +10,33 @@ import (
 // A segment that ends inside a line the engine may rewrite cannot be sent
 // yet: its bytes' translation is unknown until the line ends. The engine
 // keeps a copy and tells the caller to keep the verdict pending; when the
-// line completes it sends the segment rewritten, or unmodified (with the
-// line then left as it was) when the caller's timeout fires or the bound
-// is hit. A segment beyond a hole waits the same way until the hole is
-// filled, so lines are always parsed in order.
+// line completes it sends the segment rewritten. A segment beyond a hole
+// waits the same way until the hole is filled, so lines are always parsed
+// in order.
+//
+// When the caller's timeout fires or the bound is hit, what happens
+// depends on whether the line's translation is already committed:
+//
+//   - A command line is not: nothing was rewritten for it yet, so its
+//     segments go out unmodified and the line is left as it was; its reply
+//     then passes untranslated too, and the exchange stays consistent.
+//   - A reply line to a command the engine translated is: the server got
+//     PASV for the client's EPSV, say, so the client must get a 229, never
+//     a raw 227. Its segments are never released unmodified: the timeout
+//     does not apply to them (up to maxCommittedHold), a repeat of bytes
+//     already held is dropped (the held copy goes out), and a new segment
+//     past the bound is dropped after its bytes were read. A drop is what
+//     a lossy path does: the sender resends, and the resent segment is
+//     rewritten from the history like any retransmission.
 
 // hold keeps packet p of direction d. parsed says its bytes have been
 // through the assembler (false for a segment beyond a hole).
 func (e *Engine) hold(f *flow, d Dir, tag uint64, p *packet, s, end uint32, now time.Time, parsed bool) {
 	st := &f.s[d]
+	if st.nheld >= e.cfg.MaxHeld && f.committed(d) {
+		e.drop(tag)
+		return
+	}
 	if st.nheld >= e.cfg.MaxHeld {
 		e.stats.HeldOverflow += uint64(st.nheld) + 1
 		e.forceRelease(f, d)
@@ -50,6 +68,43 @@ func (e *Engine) hold(f *flow, d Dir, tag uint64, p *packet, s, end uint32, now 
 }
 
 func (st *stream) heldBytes(h *heldPkt) []byte { return st.heldBuf[h.off : h.off+h.n] }
+
+// drop tells the caller to drop the packet tagged tag.
+func (e *Engine) drop(tag uint64) {
+	e.stats.HeldDropped++
+	e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Drop: true})
+}
+
+// coveredByHeld reports whether a held packet of st carries all of the
+// original range [s, end).
+func (st *stream) coveredByHeld(s, end uint32) bool {
+	for i := 0; i < st.nheld; i++ {
+		h := &st.held[i]
+		if seqLE(h.seq, s) && seqLE(end, h.end) {
+			return true
+		}
+	}
+	return false
+}
+
+// maxCommittedHold bounds how long the segments of a reply being
+// translated are held: past it they are dropped (never sent half
+// translated), and a sender still alive resends them.
+const maxCommittedHold = 2 * time.Minute
+
+// committed reports whether the line being assembled in direction d has a
+// translation the engine is already bound to (see the top of this file).
+func (f *flow) committed(d Dir) bool {
+	if d != ToClient {
+		return false
+	}
+	l := &f.s[d].line
+	if !l.started || l.skip || l.frozen || l.overlong || l.telnet || !f.active() {
+		return false
+	}
+	c, ok := f.head()
+	return ok && c.kind.translated()
+}
 
 // drainParsed feeds held segments that the hole before them no longer
 // separates from the stream.
@@ -139,6 +194,17 @@ func (e *Engine) forceRelease(f *flow, d Dir) {
 	e.release(f, d, 0, true, nil)
 }
 
+// dropHeld drops every held packet of direction d; their bytes stay read,
+// so a resent copy is rewritten once the line is complete.
+func (e *Engine) dropHeld(f *flow, d Dir) {
+	st := &f.s[d]
+	for i := 0; i < st.nheld; i++ {
+		e.drop(st.held[i].tag)
+	}
+	st.nheld = 0
+	st.heldBuf = st.heldBuf[:0]
+}
+
 // jump moves direction d past a hole to s.
 func (e *Engine) jump(f *flow, d Dir, s uint32) {
 	st := &f.s[d]
@@ -163,10 +229,17 @@ func (e *Engine) Expire(now time.Time, holdTimeout time.Duration, res *Result) {
 	for _, f := range e.heldF {
 		for d := range f.s {
 			st := &f.s[d]
-			if st.nheld > 0 && oldest(st).Before(cut) {
-				e.stats.HeldTimeout += uint64(st.nheld)
-				e.forceRelease(f, Dir(d))
+			if st.nheld == 0 || !oldest(st).Before(e.holdCut(f, st, cut, now)) {
+				continue
 			}
+			if f.committed(Dir(d)) {
+				if oldest(st).Before(now.Add(-maxCommittedHold)) {
+					e.dropHeld(f, Dir(d))
+				}
+				continue
+			}
+			e.stats.HeldTimeout += uint64(st.nheld)
+			e.forceRelease(f, Dir(d))
 		}
 		if f.s[0].nheld+f.s[1].nheld > 0 {
 			e.heldF[k] = f
@@ -189,6 +262,7 @@ func (e *Engine) Expire(now time.Time, holdTimeout time.Duration, res *Result) {
 		}
 		idle := now.Sub(f.last)
 		if idle > e.cfg.IdleTimeout || f.closed && idle > 2*time.Minute {
+			e.forgetState(f)
 			e.dropFlow(f)
 		}
 	}

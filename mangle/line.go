@@ -36,6 +36,15 @@ const (
 	tnSBIAC        // IAC inside a subnegotiation
 )
 
+// maxNeg bounds the Telnet option negotiations one push can report.
+const maxNeg = 8
+
+// telnetNeg is one IAC WILL/WONT/DO/DONT <opt> seen in the stream.
+type telnetNeg struct {
+	seq      uint32 // sequence number of its IAC
+	cmd, opt byte
+}
+
 type lineState struct {
 	started   bool   // a byte of the current line has been seen
 	start     uint32 // sequence number of the line's first byte
@@ -47,6 +56,10 @@ type lineState struct {
 	frozen    bool   // part of the line was sent unmodified: it is never rewritten
 	skip      bool   // the line's start was never seen: consume it without parsing
 	tn        uint8  // Telnet parser state
+	tnSeq     uint32 // sequence number of the IAC being parsed
+	tnCmd     byte   // WILL/WONT/DO/DONT being parsed
+	nneg      int    // negotiations seen since the caller last took them
+	neg       [maxNeg]telnetNeg
 	text      [maxLine]byte
 }
 
@@ -117,6 +130,7 @@ func (l *lineState) push(seq uint32, b []byte) (n int, complete bool) {
 			switch c {
 			case iac:
 				l.tn = tnIAC
+				l.tnSeq = pos
 			case '\n':
 				l.trimCR()
 				return i + 1, true
@@ -135,6 +149,7 @@ func (l *lineState) push(seq uint32, b []byte) (n int, complete bool) {
 				l.telnet = true
 			case will, wont, do, dont:
 				l.tn = tnOption
+				l.tnCmd = c
 			case sb:
 				l.tn = tnSB
 			}
@@ -143,6 +158,10 @@ func (l *lineState) push(seq uint32, b []byte) (n int, complete bool) {
 			}
 		case tnOption:
 			l.tn = tnData
+			if l.nneg < maxNeg {
+				l.neg[l.nneg] = telnetNeg{seq: l.tnSeq, cmd: l.tnCmd, opt: c}
+				l.nneg++
+			}
 		case tnSB:
 			if c == iac {
 				l.tn = tnSBIAC

@@ -146,3 +146,13 @@ type Mapper interface {
 type LengthWatcher interface {
 	LengthChanged(client, server netip.AddrPort)
 }
+
+// ActiveChecker is an optional interface of a Mapper. The engine calls
+// CanMapActive64 to learn whether MapData can map an EPRT (Active64) of
+// session s: Jool, for one, cannot without a port range reserved for the
+// ALG. When it says no, EPRT and LPRT pass unchanged and ALGS answers the
+// token EPSV (RFC 6384 section 11: the token must be true). A Mapper that
+// does not implement it can map every EPRT.
+type ActiveChecker interface {
+	CanMapActive64(s Session) bool
+}

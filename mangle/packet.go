@@ -24,10 +24,13 @@ const (
 	tcpFIN = 0x01
 	tcpSYN = 0x02
 	tcpRST = 0x04
+	tcpPSH = 0x08
 	tcpACK = 0x10
+	tcpURG = 0x20
 
 	tcpOptEnd  = 0
 	tcpOptNOP  = 1
+	tcpOptMSS  = 2 // RFC 9293 section 3.2
 	tcpOptSACK = 5 // RFC 2018
 )
 
@@ -170,6 +173,32 @@ func (p *packet) decodeTCP(off int) decodeStatus {
 	return decodedTCP
 }
 
+// mss returns the MSS option of the segment, 0 when it has none.
+func (p *packet) mss() uint16 {
+	b := p.b
+	for i := p.tcp + tcpMinLen; i < p.payload; {
+		switch b[i] {
+		case tcpOptEnd:
+			return 0
+		case tcpOptNOP:
+			i++
+			continue
+		}
+		if i+1 >= p.payload {
+			return 0
+		}
+		n := int(b[i+1])
+		if n < 2 || i+n > p.payload {
+			return 0
+		}
+		if b[i] == tcpOptMSS && n == 4 {
+			return binary.BigEndian.Uint16(b[i+2:])
+		}
+		i += n
+	}
+	return 0
+}
+
 // data returns the TCP payload.
 func (p *packet) data() []byte { return p.b[p.payload:] }
 
@@ -206,6 +235,51 @@ func fold(acc uint64) uint16 {
 	return uint16(acc)
 }
 
+// mutableSum is the one's-complement sum of what a rewrite may change in
+// the TCP segment: its header without the checksum field and, withData,
+// its payload and the segment length of the pseudo-header.
+func (p *packet) mutableSum(withData bool) uint64 {
+	return segmentSum(p.b, p.tcp, p.payload, withData)
+}
+
+func segmentSum(b []byte, tcp, payload int, withData bool) uint64 {
+	acc := sum(sum(0, b[tcp:tcp+16]), b[tcp+18:payload])
+	if withData {
+		// The payload starts at an even offset of the segment (the TCP
+		// header is a multiple of 4 bytes long), so its 16-bit words line
+		// up with the segment's.
+		acc = sum(acc, b[payload:]) + uint64(len(b)-tcp)
+	}
+	return acc
+}
+
+// updateChecksum updates the 16-bit Internet checksum at b[off:] for data
+// whose one's-complement sum changed from old to new: RFC 1624 equation
+// 3, HC' = ~(~HC + ~m + m'). A checksum that was wrong stays exactly as
+// wrong, so a receiver still drops a corrupted packet.
+func updateChecksum(b []byte, off int, old, new uint64) {
+	hc := binary.BigEndian.Uint16(b[off:])
+	acc := uint64(^hc) + uint64(^fold(old)) + new
+	binary.BigEndian.PutUint16(b[off:], ^fold(acc))
+}
+
+// finishPacket completes out, a rewritten copy of p (the same IP and TCP
+// header layout; TCP header fields and, withData, the payload changed):
+// it sets the IP length and updates both checksums incrementally. old is
+// p.mutableSum(withData), taken before any change.
+func finishPacket(out []byte, p *packet, old uint64, withData bool) {
+	if withData {
+		if p.v6 {
+			setLengths(out, true)
+		} else {
+			ol := uint64(binary.BigEndian.Uint16(p.b[2:4]))
+			setLengths(out, false)
+			updateChecksum(out, 10, ol, uint64(binary.BigEndian.Uint16(out[2:4])))
+		}
+	}
+	updateChecksum(out, p.tcp+16, old, segmentSum(out, p.tcp, p.payload, withData))
+}
+
 // fixChecksums recomputes the IPv4 header checksum (IPv4) and the TCP
 // checksum over the pseudo-header and the segment of the packet in b,
 // whose TCP header starts at tcp. Lengths must already be right.
@@ -232,4 +306,22 @@ func setLengths(b []byte, v6 bool) {
 	} else {
 		binary.BigEndian.PutUint16(b[2:4], uint16(len(b)))
 	}
+}
+
+// checksumOK reports whether the decoded packet's TCP checksum (and IPv4
+// header checksum) verify.
+func (p *packet) checksumOK() bool {
+	b := p.b
+	var acc uint64
+	if p.v6 {
+		acc = sum(0, b[8:40])
+	} else {
+		if fold(sum(0, b[:p.tcp])) != 0xffff {
+			return false
+		}
+		acc = sum(0, b[12:20])
+	}
+	acc += uint64(protoTCP) + uint64(len(b)-p.tcp)
+	acc = sum(acc, b[p.tcp:])
+	return fold(acc) == 0xffff
 }

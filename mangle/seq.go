@@ -31,6 +31,24 @@ type region struct {
 
 func (r *region) delta() uint32 { return r.nlen - r.olen }
 
+// sentOff maps an offset strictly inside the original range (0 < off <
+// olen) to an offset in the replacement. The two ranges are aligned at
+// their ends: the original's last k bytes map onto the replacement's last
+// k bytes (clamped to its start when the replacement is shorter). So a
+// keep-alive probe at SND.NXT-1 after a shortened line maps to RCV.NXT-1
+// and a 1-byte probe stays 1 byte (both ranges end with the same line
+// ending); offsets never decrease, so segments that split a line still
+// tile the replacement exactly.
+func (r *region) sentOff(off uint32) uint32 {
+	if r.nlen >= r.olen {
+		return off + r.nlen - r.olen
+	}
+	if short := r.olen - r.nlen; off > short {
+		return off - short
+	}
+	return 0
+}
+
 type history struct {
 	base    uint32 // cumulative delta of the regions already forgotten
 	n       int
@@ -44,9 +62,8 @@ func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
 func seqLE(a, b uint32) bool { return int32(a-b) <= 0 }
 
 // toSent maps an original sequence number to the number the receiver
-// sees. A number strictly inside a rewritten range maps to the same offset
-// inside the replacement, clamped to its end, so consecutive segments that
-// split a rewritten line still tile the replacement exactly.
+// sees. A number strictly inside a rewritten range maps inside the
+// replacement by region.sentOff.
 func (h *history) toSent(x uint32) uint32 {
 	d := h.base
 	for i := 0; i < h.n; i++ {
@@ -56,7 +73,7 @@ func (h *history) toSent(x uint32) uint32 {
 			break
 		}
 		if off < r.olen {
-			return r.start + d + min(off, r.nlen)
+			return r.start + d + r.sentOff(off)
 		}
 		d += r.delta()
 	}
@@ -73,6 +90,12 @@ func (h *history) toOrig(y uint32, roundUp bool) uint32 {
 		r := &h.regions[i]
 		sent := r.start + d
 		off := y - sent
+		if off == 0 && r.nlen == 0 {
+			// A range removed (a Telnet negotiation): having everything
+			// before it is having it.
+			d += r.delta()
+			continue
+		}
 		if int32(off) <= 0 {
 			break
 		}
@@ -85,6 +108,15 @@ func (h *history) toOrig(y uint32, roundUp bool) uint32 {
 		d += r.delta()
 	}
 	return y - d
+}
+
+// lastEnd returns the end of the last region's original range.
+func (h *history) lastEnd() (uint32, bool) {
+	if h.n == 0 {
+		return 0, false
+	}
+	r := &h.regions[h.n-1]
+	return r.start + r.olen, true
 }
 
 // overlaps reports whether a region overlaps the original range [s, e).
@@ -122,10 +154,13 @@ func (h *history) appendSent(dst []byte, s uint32, payload []byte) []byte {
 			dst = append(dst, payload[pos-s:rs-s]...)
 			pos = rs
 		}
-		k1 := min(pos-rs, r.nlen)
+		var k1 uint32
+		if seqLT(rs, pos) {
+			k1 = r.sentOff(pos - rs)
+		}
 		k2 := r.nlen
 		if seqLT(e, re) {
-			k2 = min(e-rs, r.nlen)
+			k2 = r.sentOff(e - rs)
 		}
 		dst = append(dst, r.data[k1:k2]...)
 		pos = re

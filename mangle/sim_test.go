@@ -26,7 +26,12 @@ type fakeMapper struct {
 	fail    bool
 	calls   []DataRequest
 	noCalls bool // don't record (for allocation tests)
+	// noActive64 says the mapper cannot map a 64 EPRT (Jool without a
+	// port range for the ALG).
+	noActive64 bool
 }
+
+func (m *fakeMapper) CanMapActive64(Session) bool { return !m.noActive64 }
 
 func (m *fakeMapper) Classify(client, server netip.AddrPort) (Session, bool) { return m.sess, m.ok }
 
@@ -72,6 +77,15 @@ var (
 	}
 )
 
+// sessDyn64 is a 64 session seen on the IPv4 leg whose client came from
+// a dynamic pool: its IPv6 address is unknown.
+var sessDyn64 = Session{
+	Kind:    Kind64,
+	Client4: netip.MustParseAddr("192.168.255.20"),
+	Server4: netip.MustParseAddr("198.51.100.10"),
+	Server6: netip.MustParseAddr("2001:db8:64::c633:640a"),
+}
+
 type peer struct {
 	addr   netip.AddrPort
 	sndNxt uint32 // next sequence number to send (own numbering)
@@ -92,6 +106,14 @@ type sim struct {
 	emitted map[uint64]int
 	sack    [][2]uint32 // SACK blocks to put on the next packet
 	noCheck bool
+	corrupt map[uint64]bool // tags injected with a wrong TCP checksum
+	// maxPacket, when set, is the largest packet the path allows.
+	maxPacket int
+	// dropExtra leaves out Extra emits, as a caller that cannot send
+	// packets of its own does.
+	dropExtra bool
+	// dropped lists the tags the engine dropped, for a test to resend.
+	dropped []uint64
 }
 
 func newSim(t testing.TB, s Session, v6 bool) *sim {
@@ -111,7 +133,7 @@ func newSimMapper(t testing.TB, m *fakeMapper, v6 bool, cfg *Config) *sim {
 		c = netip.MustParseAddr("2001:db8:2::99")
 	}
 	return &sim{
-		t: t, e: New(cfg), m: m, now: time.Unix(1700000000, 0), held: map[uint64]bool{}, emitted: map[uint64]int{},
+		t: t, e: New(cfg), m: m, now: time.Unix(1700000000, 0), held: map[uint64]bool{}, emitted: map[uint64]int{}, corrupt: map[uint64]bool{},
 		ends: [2]*peer{
 			{addr: netip.AddrPortFrom(c, 40000), sndNxt: 1000},
 			{addr: netip.AddrPortFrom(s, 21), sndNxt: 0xfffffff0}, // wraps during the test
@@ -201,6 +223,18 @@ func (s *sim) ack(d Dir) {
 	s.inject(d, s.build(d, s.ends[d].sndNxt, tcpACK, nil))
 }
 
+// injectCorrupt injects b with its TCP checksum broken: it must leave
+// as broken as it came, and its receiver drops it.
+func (s *sim) injectCorrupt(d Dir, b []byte) {
+	var p packet
+	if p.decode(b) != decodedTCP {
+		s.t.Fatal("not a TCP packet")
+	}
+	b[p.tcp+16] ^= 0x5a
+	s.corrupt[s.tag+1] = true
+	s.inject(d, b)
+}
+
 func (s *sim) inject(d Dir, b []byte) {
 	s.tag++
 	s.e.Process(b, s.tag, s.now, &s.res)
@@ -225,7 +259,24 @@ func (s *sim) deliver(res *Result) {
 	s.t.Helper()
 	for _, em := range res.Emits {
 		delete(s.held, em.Tag)
-		s.emitted[em.Tag]++
+		if !em.Extra {
+			s.emitted[em.Tag]++
+		}
+		if s.maxPacket > 0 && len(em.Packet) > s.maxPacket {
+			s.t.Errorf("packet of %d bytes, larger than the path allows (%d)", len(em.Packet), s.maxPacket)
+		}
+		if em.Drop {
+			s.dropped = append(s.dropped, em.Tag)
+		}
+		if em.Drop || em.Extra && s.dropExtra {
+			continue // lost on the way, as far as the peers can tell
+		}
+		if s.corrupt[em.Tag] {
+			if checksumOK(em.Packet) {
+				s.t.Errorf("packet %d came in with a wrong checksum and left with a right one", em.Tag)
+			}
+			continue // its receiver drops it
+		}
 		s.check(em.Packet)
 		var p packet
 		if p.decode(em.Packet) != decodedTCP {

@@ -14,28 +14,36 @@ import (
 type localReply uint8
 
 const (
-	localNone         localReply = iota
-	localEPSV1                   // RFC 6384 section 6 / RFC 2428 section 3
-	localEPSVAll                 // RFC 2428 section 4
-	localAlgsOn                  // RFC 6384 section 11: ALGS STATUS64 / ENABLE64
-	localAlgsOff                 // ALGS STATUS64 / DISABLE64
-	localAlgsBad                 // ALGS with an unknown argument
-	localAfterEPSVAll            // RFC 2428 section 4: after EPSV ALL, refuse other data commands
+	localNone      localReply = iota
+	localEPSVProto            // RFC 6384 section 6: EPSV <n> with n other than 2
+	localEPSVAll              // RFC 6384 section 6: EPSV ALL
+	localAlgsBoth             // RFC 6384 section 11: EPSV and EPRT translated
+	localAlgsEPSV             // RFC 6384 section 11: only EPSV translated
+	localAlgsOff              // RFC 6384 section 11: translation disabled
+	localAlgsBad              // RFC 6384 section 11: ALGS with no or an unknown argument
+	localRefused              // RFC 6384 section 12: the server did not answer NOOP with 2xx
 )
 
 var localTexts = [...]struct{ code, text string }{
-	localEPSV1:        {"522", "Network protocol not supported, use (2)"},
-	localEPSVAll:      {"200", "EPSV ALL command successful."},
-	localAlgsOn:       {"216", "EPSVEPRT translation of EPSV and EPRT is enabled"},
-	localAlgsOff:      {"216", "NONE translation is disabled"},
-	localAlgsBad:      {"501", "Syntax error in ALGS arguments"},
-	localAfterEPSVAll: {"503", "Only EPSV is allowed after EPSV ALL"},
+	localEPSVProto: {"522", "Network protocol not supported, use (2)"},
+	localEPSVAll:   {"504", "Command not implemented for that parameter"},
+	localAlgsBoth:  {"216", "EPSVEPRT translation of EPSV and EPRT is enabled"},
+	localAlgsEPSV:  {"216", "EPSV translation of EPSV is enabled, EPRT is not translated"},
+	localAlgsOff:   {"216", "NONE translation is disabled"},
+	localAlgsBad:   {"504", "Command not implemented for that parameter"},
+	localRefused:   {"421", "Service not available, closing control connection (ALG: the server refused NOOP)"},
 }
 
 const (
-	text425NoMap  = "Can't open data connection (ALG: no mapping)"
-	text425Strict = "Can't open data connection (ALG: server announced another address)"
+	text425NoMap    = "Can't open data connection (ALG: no mapping)"
+	text425Strict   = "Can't open data connection (ALG: server announced another address)"
+	text425Unparsed = "Can't open data connection (ALG: reply not understood)"
 )
+
+// AlertNoopRefused is the Alert of a control connection torn down because
+// the server answered a substituted NOOP with something other than 2xx
+// (RFC 6384 section 12).
+const AlertNoopRefused = "the server did not accept a substituted NOOP: control connection torn down (RFC 6384 section 12)"
 
 var crlf = []byte("\r\n")
 
@@ -57,9 +65,9 @@ var (
 var (
 	candidates46      = [][4]byte{vPASV, vEPSV, vPORT, vEPRT}
 	candidates64      = [][4]byte{vEPSV, vEPRT, vLPRT, vLPSV, vALGS}
-	candidates64All   = [][4]byte{vEPSV, vEPRT, vLPRT, vLPSV, vALGS, vPASV, vPORT}
 	candidates64Algs  = [][4]byte{vALGS}
 	candidatesNothing = [][4]byte{}
+	candidatesAll     = [][4]byte{{}} // every line (see wantsHold)
 )
 
 func upper(c byte) byte {
@@ -94,14 +102,14 @@ func trimSpace(b []byte) []byte {
 
 func (f *flow) candidates() [][4]byte {
 	switch {
-	case !f.active():
+	case !f.active() || f.authPending:
 		return candidatesNothing
+	case f.teardown:
+		return candidatesAll
 	case f.sess.Kind == Kind46:
 		return candidates46
 	case f.disabled:
 		return candidates64Algs
-	case f.epsvAll:
-		return candidates64All
 	}
 	return candidates64
 }
@@ -110,7 +118,13 @@ func (f *flow) candidates() [][4]byte {
 // of direction d must wait for the rest of the line.
 func (f *flow) wantsHold(d Dir) bool {
 	l := &f.s[d].line
-	if !l.started || l.skip || l.frozen || l.overlong || l.telnet || !f.active() {
+	if !l.started || l.skip || l.frozen || !f.active() {
+		return false
+	}
+	if l.tn == tnIAC || l.tn == tnOption {
+		return true // inside a Telnet negotiation, which may be removed
+	}
+	if l.overlong || l.telnet {
 		return false
 	}
 	if d == ToClient {
@@ -119,6 +133,9 @@ func (f *flow) wantsHold(d Dir) bool {
 	}
 	t := l.bytes()
 	for _, v := range f.candidates() {
+		if v == ([4]byte{}) {
+			return true
+		}
 		n := min(len(t), 4)
 		match := true
 		for i := 0; i < n; i++ {
@@ -149,10 +166,19 @@ func (e *Engine) replaceLine(f *flow, d Dir, lineEnd uint32, text []byte) bool {
 	}
 	nb := append(e.lineOut[:0], text...)
 	nb = append(nb, crlf...)
+	refused := false
+	if st.nrefuse > 0 && len(nb)+st.nrefuse <= maxRegionBytes {
+		// Telnet refusals waiting for this direction ride behind the line.
+		nb = append(nb, st.refuse[:st.nrefuse]...)
+		refused = true
+	}
 	e.lineOut = nb
 	if !st.hist.add(l.textStart, lineEnd-l.textStart, nb, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
 		e.stats.RegionsFull++
 		return false
+	}
+	if refused {
+		st.nrefuse = 0
 	}
 	e.noteLength(f, lineEnd-l.textStart, len(nb))
 	e.record(f, d, l.bytes(), text)
@@ -214,9 +240,23 @@ func (e *Engine) substitute(f *flow, lineEnd uint32, r localReply) {
 	f.push(pendingCmd{kind: cmdOther})
 }
 
+// mapData asks the Mapper for the far side of a data channel of f.
+func (e *Engine) mapData(f *flow, mode DataMode, target netip.AddrPort) (netip.AddrPort, error) {
+	return e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: mode, Target: target})
+}
+
 // commandLine handles a complete line from the client.
 func (e *Engine) commandLine(f *flow, lineEnd uint32) {
 	l := &f.s[ToServer].line
+	if f.teardown {
+		// RFC 6384 section 12: the client was told 421; whatever it still
+		// sends becomes QUIT, so that the server closes its side too.
+		if l.n > 0 && !equalFold(l.bytes(), "QUIT") {
+			e.replaceLine(f, ToServer, lineEnd, []byte("QUIT"))
+		}
+		f.push(pendingCmd{kind: cmdOther})
+		return
+	}
 	verb, arg, ok := splitCommand(l.bytes())
 	if !ok {
 		if l.n > 0 {
@@ -224,14 +264,21 @@ func (e *Engine) commandLine(f *flow, lineEnd uint32) {
 		}
 		return
 	}
+	if f.authPending {
+		// RFC 6384 section 5: from AUTH on, nothing is translated until
+		// its reply says whether the channel is now protected.
+		f.push(pendingCmd{kind: cmdOther})
+		return
+	}
 	switch verb {
 	case vAUTH:
+		f.authPending = true
 		f.push(pendingCmd{kind: cmdAUTH})
 		return
 	case vREIN:
 		// REIN resets the session (RFC 959 section 4.1.1), and with it the
 		// ALG's settings (RFC 6384 section 11).
-		f.disabled, f.epsvAll = false, false
+		f.disabled = false
 		f.push(pendingCmd{kind: cmdOther})
 		return
 	}
@@ -288,7 +335,7 @@ func (e *Engine) active46(f *flow, lineEnd uint32, ap netip.AddrPort) {
 		e.stats.Bounce++ // never translate a bounce (RFC 2577)
 		return
 	}
-	to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: Active46, Target: ap})
+	to, err := e.mapData(f, Active46, ap)
 	if err != nil || !to.Addr().Is6() || to.Port() == 0 {
 		e.stats.MapFailed++
 		return
@@ -296,53 +343,90 @@ func (e *Engine) active46(f *flow, lineEnd uint32, ap netip.AddrPort) {
 	e.replaceLine(f, ToServer, lineEnd, appendEPRT(e.textBuf[:0], to))
 }
 
-// command64: RFC 6384 sections 6, 7 and 11 (docs/PROTOCOL.md P64-n).
+// canActive64 reports whether an EPRT of the 64 session f is translated:
+// the client's IPv6 address must be known, to tell the client's own EPRT
+// from a third party's (RFC 6384 section 7), and the Mapper able to map it.
+func (e *Engine) canActive64(f *flow) bool {
+	if !f.sess.Client6.IsValid() {
+		return false
+	}
+	return e.active == nil || e.active.CanMapActive64(f.sess)
+}
+
+// algsToken is the local reply carrying the 216 token that is true for
+// the session (RFC 6384 section 11).
+func (e *Engine) algsToken(f *flow) localReply {
+	switch {
+	case f.disabled:
+		return localAlgsOff
+	case e.canActive64(f):
+		return localAlgsBoth
+	}
+	return localAlgsEPSV
+}
+
+// epsvProto reads the net-prt argument of EPSV (RFC 2428 section 3): ok
+// is false when a is not a number.
+func epsvProto(a []byte) (n uint32, ok bool) {
+	if len(a) == 0 || len(a) > 5 {
+		return 0, false
+	}
+	for _, c := range a {
+		if !isDigit(c) {
+			return 0, false
+		}
+		n = n*10 + uint32(c-'0')
+	}
+	return n, true
+}
+
+// command64: RFC 6384 sections 5 to 7 and 11.
 func (e *Engine) command64(f *flow, lineEnd uint32, verb [4]byte, arg []byte) {
 	if verb == vALGS {
 		a := trimSpace(arg)
-		r := localAlgsBad
 		switch {
 		case equalFold(a, "STATUS64"):
-			r = localAlgsOn
-			if f.disabled {
-				r = localAlgsOff
-			}
 		case equalFold(a, "ENABLE64"):
 			f.disabled = false
-			r = localAlgsOn
 		case equalFold(a, "DISABLE64"):
 			f.disabled = true
-			r = localAlgsOff
+		default:
+			e.substitute(f, lineEnd, localAlgsBad)
+			return
 		}
-		e.substitute(f, lineEnd, r)
+		e.substitute(f, lineEnd, e.algsToken(f))
 		return
 	}
 	if f.disabled {
 		f.push(pendingCmd{kind: cmdOther})
 		return
 	}
-	if f.epsvAll {
-		switch verb {
-		case vPASV, vPORT, vEPRT, vLPRT, vLPSV:
-			e.substitute(f, lineEnd, localAfterEPSVAll)
-			return
-		}
-	}
 	kind := cmdOther
 	switch verb {
 	case vEPSV:
 		a := trimSpace(arg)
-		switch {
-		case len(a) == 0 || equalFold(a, "2"):
+		if len(a) == 0 {
 			if e.replaceLine(f, ToServer, lineEnd, []byte("PASV")) {
 				kind = cmdEPSV64
 			}
-		case equalFold(a, "1"):
-			e.substitute(f, lineEnd, localEPSV1)
-			return
-		case equalFold(a, "ALL"):
-			f.epsvAll = true
+			break
+		}
+		if equalFold(a, "ALL") {
+			// Section 6: answered 504 by the ALG; nothing else changes.
 			e.substitute(f, lineEnd, localEPSVAll)
+			return
+		}
+		n, ok := epsvProto(a)
+		switch {
+		case !ok:
+			e.stats.BadSyntax++ // the server answers it
+		case n == 2:
+			if e.replaceLine(f, ToServer, lineEnd, []byte("PASV")) {
+				kind = cmdEPSV64
+			}
+		default:
+			// Section 6: any protocol but IPv6 is refused by the ALG.
+			e.substitute(f, lineEnd, localEPSVProto)
 			return
 		}
 	case vLPSV:
@@ -373,15 +457,18 @@ func (e *Engine) command64(f *flow, lineEnd uint32, verb [4]byte, arg []byte) {
 
 // active64 turns EPRT |2| / LPRT naming the client itself into PORT C4'.
 func (e *Engine) active64(f *flow, lineEnd uint32, ap netip.AddrPort) {
-	// When the client's IPv6 address is unknown on this leg (a dynamic
-	// pool seen from the IPv4 side) the engine cannot check it; the PORT
-	// it sends still names the client's own IPv4 address, and a Mapper
-	// that creates state toward the target checks it itself.
-	if c6 := f.sess.Client6; c6.IsValid() && ap.Addr() != c6 {
+	if !e.canActive64(f) {
+		// Section 7: an EPRT that cannot be checked against the client's
+		// address (a dynamic-pool client seen from the IPv4 leg), or that
+		// the translator cannot map, passes unchanged.
+		e.stats.Unverified++
+		return
+	}
+	if ap.Addr() != f.sess.Client6 {
 		e.stats.Bounce++
 		return
 	}
-	to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: Active64, Target: ap})
+	to, err := e.mapData(f, Active64, ap)
 	if err != nil || !to.Addr().Is4() || to.Port() == 0 || to.Addr() != f.sess.Client4 {
 		e.stats.MapFailed++
 		return
@@ -407,6 +494,7 @@ func (e *Engine) replyLine(f *flow, lineEnd uint32) {
 		r.first = false
 		final = len(t) >= 4 && t[0] == r.codeText[0] && t[1] == r.codeText[1] && t[2] == r.codeText[2] && t[3] == ' '
 	}
+	r.final = final
 	c, ok := f.head()
 	if !ok {
 		if final {
@@ -427,146 +515,241 @@ func (e *Engine) replyLine(f *flow, lineEnd uint32) {
 		return // 1yz: the command is not complete yet
 	}
 	f.pop()
-	if c.kind == cmdAUTH && r.code < 400 {
-		// RFC 6384 section 5 (and RFC 4217): a successful AUTH makes
-		// the control channel opaque; only sequence numbers are kept.
-		f.transparent = true
-		e.stats.Transparent++
+	if c.kind == cmdAUTH {
+		f.authPending = false
+		if r.code < 400 {
+			// RFC 6384 section 5 (and RFC 4217): a successful AUTH makes
+			// the control channel opaque; only sequence numbers are kept.
+			f.transparent = true
+			e.stats.Transparent++
+		}
 	}
+}
+
+// replyLineKind says what a line of a reply is, for translateReply.
+type replyLineKind struct {
+	sep      byte // ' ' or '-' on a line that opens with the reply's code
+	codeLine bool // the line opens with the reply's code
 }
 
 // translateReply rewrites one line of the reply to command c.
 func (e *Engine) translateReply(f *flow, c pendingCmd, lineEnd uint32) {
-	l := &f.s[ToClient].line
-	t := l.bytes()
+	t := f.s[ToClient].line.bytes()
 	r := &f.rep
-	sep := byte(' ')
+	lk := replyLineKind{sep: ' '}
 	if len(t) > 3 && t[3] == '-' {
-		sep = '-'
+		lk.sep = '-'
 	}
-	isCodeLine := len(t) >= 4 && t[0] == r.codeText[0] && t[1] == r.codeText[1] && t[2] == r.codeText[2] && (t[3] == ' ' || t[3] == '-')
+	lk.codeLine = len(t) >= 4 && t[0] == r.codeText[0] && t[1] == r.codeText[1] && t[2] == r.codeText[2] && (t[3] == ' ' || t[3] == '-')
 
+	done := false
 	switch c.kind {
 	case cmdLocal:
-		lt := localTexts[c.local]
-		if r.first {
-			setCode(r, lt.code)
-			nt := append(e.textBuf[:0], lt.code...)
-			nt = append(nt, sep)
-			nt = append(nt, lt.text...)
-			e.replaceLine(f, ToClient, lineEnd, nt)
-			return
-		}
+		done = e.localReplyLine(f, c, lineEnd, lk)
 	case cmdPASV46:
-		if r.code != 229 {
-			return
-		}
-		if r.first {
-			setCode(r, "227")
-		}
-		if !r.addrDone {
-			if p6, _, _, ok := parse229(t); ok {
-				r.addrDone = true
-				to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: Passive46,
-					Target: netip.AddrPortFrom(f.sess.Server6, p6)})
-				if err != nil || !to.Addr().Is4() || to.Port() == 0 {
-					e.stats.MapFailed++
-					e.fail425(f, lineEnd, sep, text425NoMap)
-					return
-				}
-				// The draft: the address is the one the client used for
-				// the control connection, whatever the mapper says.
-				to = netip.AddrPortFrom(f.sess.Server4, to.Port())
-				e.replaceLine(f, ToClient, lineEnd, append227(e.textBuf[:0], "227", sep, to))
-				return
-			}
-			if e.unparsed(r, sep) {
-				return
-			}
-		}
+		done = e.reply229to227(f, lineEnd, lk)
 	case cmdEPSV46:
-		if r.code != 229 || r.addrDone {
-			return
-		}
-		p6, i, j, ok := parse229(t)
-		if !ok {
-			e.unparsed(r, sep)
-			return
-		}
-		r.addrDone = true
-		to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: Passive46,
-			Target: netip.AddrPortFrom(f.sess.Server6, p6)})
-		if err != nil || to.Port() == 0 {
-			e.stats.MapFailed++
-			e.fail425(f, lineEnd, sep, text425NoMap)
-			return
-		}
-		if to.Port() != p6 {
-			e.replaceSpan(f, ToClient, i, j, appendUint(e.textBuf[:0], uint64(to.Port())), true)
-		}
-		return
+		done = e.reply229Port(f, lineEnd, lk)
 	case cmdEPSV64, cmdLPSV64:
-		if r.code != 227 {
-			return
-		}
-		if r.first {
-			if c.kind == cmdEPSV64 {
-				setCode(r, "229")
-			} else {
-				setCode(r, "228")
-			}
-		}
-		if !r.addrDone {
-			if a4, p, _, _, ok := parse227(t); ok {
-				r.addrDone = true
-				if netip.AddrFrom4(a4) != f.sess.Server4 {
-					// RFC 6384 section 6: the data connection goes to
-					// the server's address whatever the 227 says.
-					e.stats.AddrMismatch++
-					if e.cfg.Strict {
-						e.fail425(f, lineEnd, sep, text425Strict)
-						return
-					}
-				}
-				to, err := e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: Passive64,
-					Target: netip.AddrPortFrom(f.sess.Server4, p)})
-				if err != nil || to.Port() == 0 {
-					e.stats.MapFailed++
-					e.fail425(f, lineEnd, sep, text425NoMap)
-					return
-				}
-				var nt []byte
-				if c.kind == cmdEPSV64 {
-					nt = append229(e.textBuf[:0], sep, to.Port())
-				} else {
-					nt = append228(e.textBuf[:0], sep, netip.AddrPortFrom(f.sess.Server6, to.Port()))
-				}
-				e.replaceLine(f, ToClient, lineEnd, nt)
-				return
-			}
-			if e.unparsed(r, sep) {
-				return
-			}
-		}
+		done = e.reply227(f, c, lineEnd, lk)
 	}
 	// Any other line of a reply whose code changes gets the new code.
-	if r.recode && isCodeLine {
+	if !done && r.recode && lk.codeLine {
 		e.replaceSpan(f, ToClient, 0, 3, r.newCode[:], true)
 	}
 }
 
-// unparsed handles a line of a translated reply that carries no address
-// it can parse. A single-line reply then passes unchanged (and counted);
-// the closing line of a multi-line reply that never carried one is
-// counted, and keeps the new code so that all its lines agree. It reports
-// whether the line must be left alone.
-func (e *Engine) unparsed(r *replyState, sep byte) bool {
-	if sep != ' ' {
+// localReplyLine turns the server's reply to a substituted NOOP into the
+// ALG's own. RFC 6384 section 12: a NOOP answered with anything but 2xx is
+// never turned into the ALG's normal answer; the client gets 421 and the
+// connection is torn down (see teardown in flow.go).
+func (e *Engine) localReplyLine(f *flow, c pendingCmd, lineEnd uint32, lk replyLineKind) bool {
+	r := &f.rep
+	if !r.first {
+		return false
+	}
+	lr := c.local
+	if r.code/100 != 2 {
+		lr = localRefused
+		f.teardown = true
+		e.stats.NoopRefused++
+		e.res.Alerts = append(e.res.Alerts, Alert{Flow: f.key, Kind: f.sess.Kind, Text: AlertNoopRefused})
+	}
+	lt := localTexts[lr]
+	setCode(r, lt.code)
+	nt := append(e.textBuf[:0], lt.code...)
+	nt = append(nt, lk.sep)
+	nt = append(nt, lt.text...)
+	e.replaceLine(f, ToClient, lineEnd, nt)
+	return true
+}
+
+// reply229to227 translates a 229 reply to a PASV sent as EPSV 2 into a
+// 227 (draft-tsou-behave-ftp46 section 4).
+func (e *Engine) reply229to227(f *flow, lineEnd uint32, lk replyLineKind) bool {
+	r := &f.rep
+	if r.code != 229 {
+		return false
+	}
+	if r.first {
+		setCode(r, "227")
+	}
+	if r.addrDone {
+		return false
+	}
+	t := f.s[ToClient].line.bytes()
+	p6, i, j, ok := parse229(t)
+	if !ok {
+		return e.unparsed(f, lineEnd, lk)
+	}
+	r.addrDone = true
+	to, err := e.mapData(f, Passive46, netip.AddrPortFrom(f.sess.Server6, p6))
+	if err != nil || !to.Addr().Is4() || to.Port() == 0 {
+		e.stats.MapFailed++
+		e.fail425(f, lineEnd, lk.sep, text425NoMap)
+		return true
+	}
+	// The draft: the address is the one the client used for the control
+	// connection, whatever the mapper says.
+	to = netip.AddrPortFrom(f.sess.Server4, to.Port())
+	if lk.codeLine {
+		e.replaceLine(f, ToClient, lineEnd, append227(e.textBuf[:0], "227", lk.sep, to))
+		return true
+	}
+	// A continuation line: only the "(|||p|)" becomes "(h1,...,p2)".
+	nt := append(e.textBuf[:0], '(')
+	nt = appendHostPort(nt, to.Addr().As4(), to.Port())
+	nt = append(nt, ')')
+	e.replaceAddress(f, lineEnd, i-4, j+2, nt)
+	return true
+}
+
+// reply229Port rewrites the port of a 229 reply to EPSV where the mapping
+// changes it (draft-tsou-behave-ftp46 section 5).
+func (e *Engine) reply229Port(f *flow, lineEnd uint32, lk replyLineKind) bool {
+	r := &f.rep
+	if r.code != 229 || r.addrDone {
+		return false
+	}
+	p6, i, j, ok := parse229(f.s[ToClient].line.bytes())
+	if !ok {
+		// A 229 to an EPSV client: usable as it is, counted.
+		if lk.sep == ' ' {
+			e.stats.BadSyntax++
+		}
+		return false
+	}
+	r.addrDone = true
+	to, err := e.mapData(f, Passive46, netip.AddrPortFrom(f.sess.Server6, p6))
+	if err != nil || to.Port() == 0 {
+		e.stats.MapFailed++
+		e.fail425(f, lineEnd, lk.sep, text425NoMap)
+		return true
+	}
+	if to.Port() != p6 {
+		e.replaceSpan(f, ToClient, i, j, appendUint(e.textBuf[:0], uint64(to.Port())), true)
+	}
+	return false
+}
+
+// reply227 translates a 227 reply to EPSV or LPSV sent as PASV into a 229
+// or 228 (RFC 6384 section 6; RFC 1639).
+func (e *Engine) reply227(f *flow, c pendingCmd, lineEnd uint32, lk replyLineKind) bool {
+	r := &f.rep
+	if r.code != 227 {
+		return false
+	}
+	if r.first {
+		if c.kind == cmdEPSV64 {
+			setCode(r, "229")
+		} else {
+			setCode(r, "228")
+		}
+	}
+	if r.addrDone {
+		return false
+	}
+	t := f.s[ToClient].line.bytes()
+	a4, p, i, j, ok := parse227(t)
+	if !ok {
+		return e.unparsed(f, lineEnd, lk)
+	}
+	r.addrDone = true
+	if netip.AddrFrom4(a4) != f.sess.Server4 {
+		// RFC 6384 section 6: the data connection goes to the server's
+		// address whatever the 227 says.
+		e.stats.AddrMismatch++
+		if e.cfg.Strict {
+			e.fail425(f, lineEnd, lk.sep, text425Strict)
+			return true
+		}
+	}
+	to, err := e.mapData(f, Passive64, netip.AddrPortFrom(f.sess.Server4, p))
+	if err != nil || to.Port() == 0 {
+		e.stats.MapFailed++
+		e.fail425(f, lineEnd, lk.sep, text425NoMap)
+		return true
+	}
+	s6 := netip.AddrPortFrom(f.sess.Server6, to.Port())
+	if lk.codeLine {
+		var nt []byte
+		if c.kind == cmdEPSV64 {
+			nt = append229(e.textBuf[:0], lk.sep, to.Port())
+		} else {
+			nt = append228(e.textBuf[:0], lk.sep, s6)
+		}
+		e.replaceLine(f, ToClient, lineEnd, nt)
+		return true
+	}
+	// A continuation line: only the address changes form, with its
+	// parentheses.
+	if i > 0 && t[i-1] == '(' && j < len(t) && t[j] == ')' {
+		i, j = i-1, j+1
+	}
+	nt := append(e.textBuf[:0], '(')
+	if c.kind == cmdEPSV64 {
+		nt = append(nt, "|||"...)
+		nt = appendUint(nt, uint64(to.Port()))
+		nt = append(nt, '|')
+	} else {
+		nt = appendLongHostPort(nt, s6)
+	}
+	nt = append(nt, ')')
+	e.replaceAddress(f, lineEnd, i, j, nt)
+	return true
+}
+
+// replaceAddress rewrites a continuation line of a multi-line reply (one
+// that does not open with the reply's code): text bytes [i, j) become
+// addr. The line stays a continuation line, so the reply still ends where
+// the server ended it.
+func (e *Engine) replaceAddress(f *flow, lineEnd uint32, i, j int, addr []byte) {
+	t := f.s[ToClient].line.bytes()
+	// replaceLine builds its line in lineOut: build this one in textBuf,
+	// after the address already there.
+	n := len(addr)
+	nt := append(addr, t[:i]...)
+	nt = append(nt, addr[:n]...)
+	nt = append(nt, t[j:]...)
+	e.replaceLine(f, ToClient, lineEnd, nt[n:])
+}
+
+// unparsed handles a line of a 227/229 reply that carries no address it
+// can parse, to a command whose client cannot use that reply as it is. A
+// single-line reply becomes 425 (docs/PROTOCOL.md PB-11). The opening and
+// middle lines of a multi-line reply pass with the new code: the address
+// may come later. Its closing line, when no line carried an address, is
+// counted and keeps the new code, since the lines before it already went
+// out with that code. It reports whether it rewrote the line.
+func (e *Engine) unparsed(f *flow, lineEnd uint32, lk replyLineKind) bool {
+	r := &f.rep
+	if !r.final {
 		return false
 	}
 	e.stats.BadSyntax++
 	if r.first {
-		r.recode = false
+		e.stats.Unparsed425++
+		e.fail425(f, lineEnd, lk.sep, text425Unparsed)
 		return true
 	}
 	return false

@@ -557,7 +557,7 @@ func TestIntegrationReadmeFirewall(t *testing.T) {
 	}
 	ns := newNetNS(t)
 	cmdIn(t, ns, example, "nft", "-f", "-")
-	if err := Install(&Config{Translator: Tayga, Helper: true, NetNS: ns.FD}); err != nil {
+	if err := Install(&Config{Translator: Tayga, Helper: true, Scope: exampleTaygaScope, NetNS: ns.FD}); err != nil {
 		t.Fatal(err)
 	}
 	got := ns.ruleset(t)

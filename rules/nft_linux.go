@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 
 	"github.com/google/nftables"
@@ -120,7 +121,9 @@ func deleteTables(conn *nftables.Conn, name string) {
 	}
 }
 
-// add queues the tables, objects, chains and rules of p.
+// add queues the tables, objects, sets, chains and rules of p, in the
+// order Render prints them (nft lists chains in the order they were
+// made; every chain is made before the rules that jump to it).
 func (p *plan) add(conn *nftables.Conn, native bool) {
 	accept := nftables.ChainPolicyAccept
 	for _, f := range p.families() {
@@ -140,29 +143,33 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 				Obj: &expr.CtHelper{Name: h.typ, L3Proto: l3, L4Proto: unix.IPPROTO_TCP},
 			})
 		}
+		var set *nftables.Set
+		if scope := p.scopeOf(f); len(scope) > 0 && (f == p.family || p.helper) {
+			set = addScopeSet(conn, t, f, scope)
+		}
+		var base []*nftables.Chain
+		var divert, helper *nftables.Chain
+		var shifted *nftables.Set
 		if f == p.family {
+			shifted = p.addShiftedSet(conn, t)
 			for _, cp := range p.chains {
 				hk := nftables.ChainHookPrerouting
 				if cp.hook == hookPostrouting {
 					hk = nftables.ChainHookPostrouting
 				}
-				c := conn.AddChain(&nftables.Chain{
+				base = append(base, conn.AddChain(&nftables.Chain{
 					Name:     cp.name,
 					Table:    t,
 					Type:     nftables.ChainTypeFilter,
 					Hooknum:  hk,
 					Priority: nftables.ChainPriorityRef(nftables.ChainPriority(cp.priority)),
 					Policy:   &accept,
-				})
-				// TCP header offsets of the destination and source ports, in
-				// the order Render prints the rules.
-				for _, off := range []uint32{2, 0} {
-					conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: p.ruleExprs(conn, t, off, native)})
-				}
+				}))
 			}
+			divert = conn.AddChain(&nftables.Chain{Name: divertChain, Table: t})
 		}
 		if p.helper {
-			c := conn.AddChain(&nftables.Chain{
+			helper = conn.AddChain(&nftables.Chain{
 				Name:     helperChain,
 				Table:    t,
 				Type:     nftables.ChainTypeFilter,
@@ -170,8 +177,85 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 				Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prioMangle)),
 				Policy:   &accept,
 			})
-			conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: p.helperExprs(conn, t, h.obj)})
 		}
+		jump := &expr.Verdict{Kind: expr.VerdictJump, Chain: divertChain}
+		for _, c := range base {
+			if set == nil {
+				conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: []expr.Any{jump}})
+				continue
+			}
+			for _, src := range []bool{true, false} {
+				e := append(addrMatch(f, src, set), jump)
+				conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: e})
+			}
+		}
+		if divert != nil {
+			if shifted != nil {
+				conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: p.shiftedExprs(shifted, native)})
+			}
+			// TCP header offsets of the destination and source ports, in
+			// the order Render prints the rules.
+			for _, off := range []uint32{2, 0} {
+				conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: p.ruleExprs(conn, t, off, native)})
+			}
+		}
+		if helper != nil {
+			for _, src := range []bool{true, false} {
+				e := append(addrMatch(f, src, set), p.helperExprs(conn, t, h.obj)...)
+				conn.AddRule(&nftables.Rule{Table: t, Chain: helper, Exprs: e})
+			}
+		}
+		if f == familyIP {
+			p.addPeerFilter(conn, t)
+		}
+	}
+}
+
+// addScopeSet adds the interval set of the translator's addresses.
+func addScopeSet(conn *nftables.Conn, t *nftables.Table, f family, scope []netip.Prefix) *nftables.Set {
+	set := &nftables.Set{Table: t, Name: scopeSet, KeyType: nftables.TypeIPAddr, Interval: true}
+	if f == familyIP6 {
+		set.KeyType = nftables.TypeIP6Addr
+	}
+	var elems []nftables.SetElement
+	for _, q := range scope {
+		elems = append(elems, nftables.SetElement{Key: q.Addr().AsSlice()})
+		// The interval ends at the first address after the prefix; a
+		// prefix that reaches the top of the address space has no end.
+		if end, ok := prefixEnd(q); ok {
+			elems = append(elems, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+		}
+	}
+	// AddSet fails only for anonymous sets that are not constant.
+	_ = conn.AddSet(set, elems)
+	return set
+}
+
+// prefixEnd returns the first address after q, and false if there is none.
+func prefixEnd(q netip.Prefix) (netip.Addr, bool) {
+	b := q.Masked().Addr().AsSlice()
+	for i := q.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ := netip.AddrFromSlice(b)
+	next := last.Next()
+	return next, next.IsValid()
+}
+
+// addrMatch builds "ip|ip6 saddr|daddr @translated".
+func addrMatch(f family, src bool, set *nftables.Set) []expr.Any {
+	off, n := uint32(16), uint32(4) // IPv4 destination address
+	switch {
+	case f == familyIP && src:
+		off = 12
+	case f == familyIP6 && src:
+		off, n = 8, 16
+	case f == familyIP6:
+		off, n = 24, 16
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
 	}
 }
 

@@ -86,6 +86,11 @@ func summary(batch []netlink.Message) []string {
 				line += " target NFQUEUE"
 			case bytes.Contains(m.Data, []byte("objref\x00")):
 				line += " objref"
+			case bytes.Contains(m.Data, []byte("immediate\x00")) && bytes.Contains(m.Data, []byte(divertChain+"\x00")):
+				line += " jump"
+			}
+			if bytes.Contains(m.Data, []byte("lookup\x00")) {
+				line += " lookup"
 			}
 		}
 		s = append(s, line)
@@ -118,8 +123,10 @@ func TestInstallChoosesQueueExpression(t *testing.T) {
 		want := []string{
 			"newtable ip t", "deltable ip t", "newtable ip6 t", "deltable ip6 t",
 			"newtable ip t",
-			"newchain", rule, rule,
-			"newchain", rule, rule,
+			"newset", // the shifted connections, queued without bypass first
+			"newchain", "newchain", "newchain",
+			"newrule jump", "newrule jump",
+			rule + " lookup", rule, rule,
 		}
 		if diff := cmp.Diff(want, summary(k.batches[1])); diff != "" {
 			t.Errorf("hasQueue=%v: ruleset batch (-want +got):\n%s", hasQueue, diff)
@@ -131,10 +138,22 @@ func TestInstallChoosesQueueExpression(t *testing.T) {
 			info = binary.NativeEndian.AppendUint16(info, 3)
 			info = binary.NativeEndian.AppendUint16(info, 1)
 			info = binary.NativeEndian.AppendUint16(info, 0)
+			// The rule of shifted connections: flags 0, never bypass.
+			shifted := bytes.Clone(info)
+			binary.NativeEndian.PutUint16(shifted[4:], 0)
+			// The NFQUEUE rules in order: the shifted connections' first.
+			n := 0
 			for _, m := range k.batches[1] {
-				if msgType(m) == unix.NFT_MSG_NEWRULE && !bytes.Contains(m.Data, info) {
-					t.Errorf("rule lacks xt_NFQ_info_v3 % x", info)
+				if msgType(m) != unix.NFT_MSG_NEWRULE || !bytes.Contains(m.Data, []byte("NFQUEUE\x00")) {
+					continue
 				}
+				if n == 0 && !bytes.Contains(m.Data, shifted) || n != 0 && !bytes.Contains(m.Data, info) {
+					t.Errorf("NFQUEUE rule %d lacks its xt_NFQ_info_v3", n)
+				}
+				n++
+			}
+			if n != 3 {
+				t.Errorf("%d NFQUEUE rules, want 3", n)
 			}
 		}
 	}
@@ -154,7 +173,7 @@ func TestRemoveBatch(t *testing.T) {
 }
 
 func TestInstallHelperBothFamilies(t *testing.T) {
-	p, err := newPlan(&Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Table: "t"})
+	p, err := newPlan(&Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Table: "t", Scope: exampleTaygaScope})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,8 +183,11 @@ func TestInstallHelperBothFamilies(t *testing.T) {
 	}
 	want := []string{
 		"newtable ip t", "deltable ip t", "newtable ip6 t", "deltable ip6 t",
-		"newtable ip6 t", "newobj", "newchain", "newrule queue", "newrule queue", "newchain", "newrule objref",
-		"newtable ip t", "newobj", "newchain", "newrule objref",
+		"newtable ip6 t", "newobj", "newset", "newsetelem", "newchain", "newchain", "newchain",
+		"newrule jump lookup", "newrule jump lookup", "newrule queue", "newrule queue",
+		"newrule objref lookup", "newrule objref lookup",
+		"newtable ip t", "newobj", "newset", "newsetelem", "newchain",
+		"newrule objref lookup", "newrule objref lookup",
 	}
 	if diff := cmp.Diff(want, summary(k.batches[1])); diff != "" {
 		t.Errorf("ruleset batch (-want +got):\n%s", diff)

@@ -27,3 +27,26 @@ func Remove(cfg *Config) error {
 func NativeQueue() (bool, error) {
 	return false, errors.ErrUnsupported
 }
+
+// Shifted needs Linux nftables.
+type Shifted struct{}
+
+// OpenShifted needs Linux nftables.
+func OpenShifted(cfg *Config) (*Shifted, error) { return nil, errors.ErrUnsupported }
+
+// Add needs Linux nftables.
+func (s *Shifted) Add(c Conn) error { return nil }
+
+// Delete needs Linux nftables.
+func (s *Shifted) Delete(c Conn) error { return nil }
+
+// Close needs Linux nftables.
+func (s *Shifted) Close() error { return nil }
+
+// NewKeeper needs Linux nftables.
+func NewKeeper(cfg *Config) (*Keeper, error) {
+	if _, err := newPlan(cfg); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("keep rules: %w", errors.ErrUnsupported)
+}

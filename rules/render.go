@@ -2,6 +2,8 @@ package rules
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -14,10 +16,39 @@ func Render(cfg *Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return p.render(), nil
+	return p.render(true), nil
 }
 
-func (p *plan) render() string {
+// RenderFiles returns the ruleset of cfg as two nft scripts that together
+// are Render's ruleset: tables, everything but the queue statements, which
+// loads on every kernel, and queue, which adds the queue rules to the
+// table's divert chain and needs nft_queue. rules/README.md says why.
+func RenderFiles(cfg *Config) (tables, queue string, err error) {
+	p, err := newPlan(cfg)
+	if err != nil {
+		return "", "", err
+	}
+	return p.render(false), p.renderQueue(), nil
+}
+
+// renderQueue writes the queue rules as "add rule" commands.
+func (p *plan) renderQueue() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# ftpalg: the queue rules of 'ftpalg rules print %s',\n", strings.Join(p.flags(), " "))
+	w("# for kernels with nft_queue (CONFIG_NFT_QUEUE). Load it after the\n")
+	w("# table file; where \"nft -f\" rejects \"queue\", let 'ftpalg rules install'\n")
+	w("# (or 'ftpalg run') load the same rules with the xt NFQUEUE target.\n")
+	if p.shifted() {
+		w("add rule %s %s %s %s\n", p.family, p.table, divertChain, p.shiftedRule())
+	}
+	for _, dir := range []string{"dport", "sport"} {
+		w("add rule %s %s %s tcp %s %s counter %s\n", p.family, p.table, divertChain, dir, p.portsText(), p.queueText())
+	}
+	return b.String()
+}
+
+func (p *plan) render(queueRules bool) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
@@ -39,6 +70,10 @@ func (p *plan) render() string {
 	w("#\n")
 	w("# Leg %s (table family %s), TCP port %s, %s,\n", p.leg, p.family, strings.Trim(p.portsText(), "{ }"), queues)
 	w("# %s.\n", failMode)
+	if len(p.scopeOf(p.family)) == 0 {
+		w("# Unscoped: every FTP control packet of this leg is queued, translated\n")
+		w("# or not (give the translator's addresses with --scope).\n")
+	}
 	if p.helper {
 		w("# Conntrack helpers are attached to new control connections in both\n")
 		w("# families (ip and ip6), so their data connections are expected: a\n")
@@ -47,9 +82,16 @@ func (p *plan) render() string {
 	w("# Both directions of a control connection are queued; data connections\n")
 	w("# stay in the kernel. \"queue num a-b\" balances with a hash of the two\n")
 	w("# addresses that is the same in both directions, so a connection stays\n")
-	w("# in one queue. On a kernel without nft_queue, \"nft -f\" rejects \"queue\";\n")
-	w("# 'ftpalg rules install' then loads the same rules with the xt NFQUEUE\n")
-	w("# target, which \"nft list\" shows as the same \"queue\" statement.\n")
+	if queueRules {
+		w("# in one queue. On a kernel without nft_queue, \"nft -f\" rejects \"queue\";\n")
+		w("# 'ftpalg rules install' then loads the same rules with the xt NFQUEUE\n")
+		w("# target, which \"nft list\" shows as the same \"queue\" statement.\n")
+	} else {
+		w("# in one queue. This file loads on every kernel: the queue rules are in\n")
+		w("# the -queue.nft file beside it (it needs nft_queue); without nft_queue,\n")
+		w("# 'ftpalg rules install' or 'ftpalg run' loads them with the xt NFQUEUE\n")
+		w("# target. Until then, chain divert queues nothing.\n")
+	}
 	w("\n")
 	w("# Replace an earlier version of this table, and remove one left on the\n")
 	w("# other leg.\n")
@@ -62,45 +104,122 @@ func (p *plan) render() string {
 		if i > 0 {
 			w("\n")
 		}
-		w("table %s %s {\n", f, p.table)
-		h := p.helperOf(f)
-		if p.helper {
-			w("\tct helper %s {\n", h.obj)
-			w("\t\ttype \"%s\" protocol tcp\n", h.typ)
-			w("\t\tl3proto %s\n", f)
-			w("\t}\n\n")
-		}
-		if f == p.family {
-			for i, c := range p.chains {
-				if i > 0 {
-					w("\n")
-				}
-				for _, line := range c.why {
-					w("\t# %s\n", line)
-				}
-				w("\tchain %s {\n", c.name)
-				w("\t\ttype filter hook %s priority %s; policy accept;\n", c.hook, priorityText(c.priority))
-				for _, dir := range []string{"dport", "sport"} {
-					w("\t\ttcp %s %s counter %s\n", dir, p.portsText(), p.queueText())
-				}
-				w("\t}\n")
-			}
-			if p.helper {
-				w("\n")
-			}
-		}
-		if p.helper {
-			for _, line := range h.why {
-				w("\t# %s\n", line)
-			}
-			w("\tchain %s {\n", helperChain)
-			w("\t\ttype filter hook prerouting priority %s; policy accept;\n", priorityText(prioMangle))
-			w("\t\ttcp dport %s ct state new counter ct helper set \"%s\"\n", p.portsText(), h.obj)
-			w("\t}\n")
-		}
-		w("}\n")
+		p.renderTable(w, f, queueRules)
 	}
 	return b.String()
+}
+
+// renderTable writes the table of family f.
+func (p *plan) renderTable(w func(string, ...any), f family, queueRules bool) {
+	w("table %s %s {\n", f, p.table)
+	h := p.helperOf(f)
+	sep := ""
+	if p.helper {
+		w("\tct helper %s {\n", h.obj)
+		w("\t\ttype \"%s\" protocol tcp\n", h.typ)
+		w("\t\tl3proto %s\n", f)
+		w("\t}\n")
+		sep = "\n"
+	}
+	scope := p.scopeOf(f)
+	scoped := len(scope) > 0 && (f == p.family || p.helper)
+	if scoped {
+		w(sep)
+		w("\t# The translator's own addresses: only packets from or to them are\n")
+		w("\t# translated, so only those are queued or get a helper. Plain FTP\n")
+		w("\t# through this box (NAT44, routing) stays with the kernel's helpers.\n")
+		w("\tset %s {\n", scopeSet)
+		w("\t\ttype %s_addr\n", f.addrType())
+		w("\t\tflags interval\n")
+		el := make([]string, len(scope))
+		for i, q := range scope {
+			el[i] = prefixText(q)
+		}
+		w("\t\telements = { %s }\n", strings.Join(el, ", "))
+		w("\t}\n")
+		sep = "\n"
+	}
+	if f == p.family && p.shifted() {
+		w(sep)
+		for _, line := range p.shiftedDecl() {
+			w("\t%s\n", line)
+		}
+		sep = "\n"
+	}
+	if p.peerFilter() && f == familyIP {
+		w(sep)
+		var pb strings.Builder
+		p.renderPeerSets(&pb, f)
+		w("%s", strings.TrimSuffix(pb.String(), "\n"))
+		sep = "\n"
+	}
+	if f == p.family {
+		for _, c := range p.chains {
+			w(sep)
+			for _, line := range c.why {
+				w("\t# %s\n", line)
+			}
+			w("\tchain %s {\n", c.name)
+			w("\t\ttype filter hook %s priority %s; policy accept;\n", c.hook, priorityText(c.priority))
+			if scoped {
+				for _, dir := range []string{"saddr", "daddr"} {
+					w("\t\t%s %s @%s jump %s\n", f, dir, scopeSet, divertChain)
+				}
+			} else {
+				w("\t\tjump %s\n", divertChain)
+			}
+			w("\t}\n")
+			sep = "\n"
+		}
+		w(sep)
+		w("\t# FTP control packets, both directions, to the daemon's queue.\n")
+		w("\tchain %s {\n", divertChain)
+		if queueRules {
+			if p.shifted() {
+				w("\t\t%s\n", p.shiftedRule())
+			}
+			for _, dir := range []string{"dport", "sport"} {
+				w("\t\ttcp %s %s counter %s\n", dir, p.portsText(), p.queueText())
+			}
+		}
+		w("\t}\n")
+	}
+	if p.helper {
+		w(sep)
+		for _, line := range h.why {
+			w("\t# %s\n", line)
+		}
+		w("\tchain %s {\n", helperChain)
+		w("\t\ttype filter hook prerouting priority %s; policy accept;\n", priorityText(prioMangle))
+		for _, dir := range []string{"saddr", "daddr"} {
+			w("\t\t%s %s @%s tcp dport %s ct state new counter ct helper set \"%s\"\n", f, dir, scopeSet, p.portsText(), h.obj)
+		}
+		w("\t}\n")
+		sep = "\n"
+	}
+	if p.peerFilter() && f == familyIP {
+		var pb strings.Builder
+		p.renderPeerChains(&pb, f, sep == "")
+		w("%s", pb.String())
+	}
+	w("}\n")
+}
+
+// prefixText writes a prefix the way "nft list" does: a single address
+// without its length.
+func prefixText(q netip.Prefix) string {
+	if q.IsSingleIP() {
+		return q.Addr().String()
+	}
+	return q.String()
+}
+
+// addrType is the nft address type of the family: "ipv4" or "ipv6".
+func (f family) addrType() string {
+	if f == familyIP6 {
+		return "ipv6"
+	}
+	return "ipv4"
 }
 
 // priorityText writes a priority the way "nft list" does for the ip and
@@ -131,14 +250,24 @@ func (p *plan) flags() []string {
 	if p.queues != 1 {
 		f = append(f, fmt.Sprintf("--queues %d", p.queues))
 	}
-	if p.bypass {
-		f = append(f, "--bypass")
+	if !p.bypass {
+		f = append(f, "--fail-open=false")
 	}
 	if p.helper {
 		f = append(f, "--helper")
 	}
+	if p.peerFilter() {
+		f = append(f, fmt.Sprintf("--jool-ports %d-%d", p.peerPorts[0], p.peerPorts[1]))
+	}
 	if p.table != DefaultTable {
 		f = append(f, "--table "+p.table)
+	}
+	if sc := append(slices.Clone(p.scope4), p.scope6...); len(sc) > 0 {
+		s := make([]string, len(sc))
+		for i, q := range sc {
+			s[i] = prefixText(q)
+		}
+		f = append(f, "--scope "+strings.Join(s, ","))
 	}
 	return f
 }

@@ -21,14 +21,73 @@ var goldens = []struct {
 	file string
 	cfg  Config
 }{
-	{"tayga.nft", Config{Translator: Tayga}},
-	{"jool.nft", Config{Translator: Jool}},
+	{"testdata/tayga.nft", Config{Translator: Tayga}},
+	{"testdata/jool.nft", Config{Translator: Jool}},
+	{"testdata/tayga-scope-helper.nft", ShippedTayga},
+	{"testdata/jool-scope.nft", ShippedJool},
+	{"testdata/jool-ipv6-scope.nft", Config{Translator: Jool, Leg: LegIPv6, Scope: exampleJoolScope}},
 	{"testdata/tayga-ipv6.nft", Config{Translator: Tayga, Leg: LegIPv6}},
 	{"testdata/jool-ipv6.nft", Config{Translator: Jool, Leg: LegIPv6}},
 	{"testdata/tayga-ports-queues-bypass.nft", Config{Translator: Tayga, Ports: []uint16{2121, 21}, QueueNum: 4, Queues: 2, Bypass: true}},
 	{"testdata/jool-ports-table.nft", Config{Translator: Jool, Ports: []uint16{21, 990, 2121}, QueueNum: 7, Table: "nat64_ftp"}},
-	{"testdata/tayga-helper.nft", Config{Translator: Tayga, Helper: true}},
-	{"testdata/tayga-ipv6-helper-ports.nft", Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Ports: []uint16{2121, 21}, Bypass: true}},
+	{"testdata/tayga-ipv6-helper-ports.nft", Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Ports: []uint16{2121, 21}, Bypass: true, Scope: exampleTaygaScope}},
+	{"testdata/jool-peerfilter.nft", Config{Translator: Jool, PeerFilter: [2]uint16{61000, 61999}}},
+	{"testdata/jool-ipv6-peerfilter.nft", Config{Translator: Jool, Leg: LegIPv6, PeerFilter: [2]uint16{61000, 61000}, Bypass: true}},
+}
+
+// shipped pairs the files operators include with the Config they are
+// rendered from.
+var shipped = []struct {
+	tables, queue string
+	cfg           Config
+}{
+	{"tayga.nft", "tayga-queue.nft", ShippedTayga},
+	{"jool.nft", "jool-queue.nft", ShippedJool},
+}
+
+// TestRenderShipped checks that the shipped files are RenderFiles of their
+// Config, byte for byte, and that together they are Render's ruleset.
+func TestRenderShipped(t *testing.T) {
+	for _, g := range shipped {
+		t.Run(g.tables, func(t *testing.T) {
+			tables, queue, err := RenderFiles(&g.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for file, got := range map[string]string{g.tables: tables, g.queue: queue} {
+				if *update {
+					if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				want, err := os.ReadFile(file)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(string(want), got); diff != "" {
+					t.Errorf("%s differs from RenderFiles(%+v) (-file +render); run 'go test ./rules -run TestRenderShipped -update' if the change is intended:\n%s", file, g.cfg, diff)
+				}
+			}
+			whole, _ := Render(&g.cfg)
+			if diff := cmp.Diff(listing(whole), listing(withQueueRules(tables, queue))); diff != "" {
+				t.Errorf("tables + queue file differ from Render (-render +files):\n%s", diff)
+			}
+		})
+	}
+}
+
+// withQueueRules puts the "add rule" lines of a queue file into the divert
+// chains of a tables file, as nft would list the two loaded one after the
+// other.
+func withQueueRules(tables, queue string) string {
+	var rules []string
+	for _, line := range strings.Split(queue, "\n") {
+		if f := strings.Fields(line); len(f) > 5 && f[0] == "add" && f[1] == "rule" {
+			rules = append(rules, "\t\t"+strings.Join(f[5:], " "))
+		}
+	}
+	return strings.Replace(tables, "\tchain "+divertChain+" {\n", "\tchain "+divertChain+" {\n"+strings.Join(rules, "\n")+"\n", 1)
 }
 
 func TestRenderGolden(t *testing.T) {
@@ -69,6 +128,10 @@ func TestRenderShape(t *testing.T) {
 			want: `table ip ftpalg {
 	chain prerouting {
 		type filter hook prerouting priority raw; policy accept;
+		jump divert
+	}
+
+	chain divert {
 		tcp dport 21 counter queue num 0
 		tcp sport 21 counter queue num 0
 	}
@@ -79,14 +142,22 @@ func TestRenderShape(t *testing.T) {
 			name: "jool ipv6 bypass queues",
 			cfg:  Config{Translator: Jool, Leg: LegIPv6, Queues: 4, QueueNum: 10, Bypass: true, Ports: []uint16{21, 21}},
 			want: `table ip6 ftpalg {
+	set shifted {
+		type ipv6_addr . inet_service . ipv6_addr . inet_service
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority raw; policy accept;
-		tcp dport 21 counter queue num 10-13 bypass
-		tcp sport 21 counter queue num 10-13 bypass
+		jump divert
 	}
 
 	chain postrouting {
 		type filter hook postrouting priority 300; policy accept;
+		jump divert
+	}
+
+	chain divert {
+		ip6 saddr . tcp sport . ip6 daddr . tcp dport @shifted counter queue num 10-13
 		tcp dport 21 counter queue num 10-13 bypass
 		tcp sport 21 counter queue num 10-13 bypass
 	}
@@ -95,22 +166,34 @@ func TestRenderShape(t *testing.T) {
 		},
 		{
 			name: "tayga helper",
-			cfg:  Config{Translator: Tayga, Helper: true},
+			cfg:  Config{Translator: Tayga, Helper: true, Scope: exampleTaygaScope},
 			want: `table ip ftpalg {
 	ct helper ftpalg {
 		type "sane" protocol tcp
 		l3proto ip
 	}
 
+	set translated {
+		type ipv4_addr
+		flags interval
+		elements = { 192.168.255.0/24, 203.0.113.10 }
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority raw; policy accept;
+		ip saddr @translated jump divert
+		ip daddr @translated jump divert
+	}
+
+	chain divert {
 		tcp dport 21 counter queue num 0
 		tcp sport 21 counter queue num 0
 	}
 
 	chain helper {
 		type filter hook prerouting priority mangle; policy accept;
-		tcp dport 21 ct state new counter ct helper set "ftpalg"
+		ip saddr @translated tcp dport 21 ct state new counter ct helper set "ftpalg"
+		ip daddr @translated tcp dport 21 ct state new counter ct helper set "ftpalg"
 	}
 }
 
@@ -120,31 +203,50 @@ table ip6 ftpalg {
 		l3proto ip6
 	}
 
+	set translated {
+		type ipv6_addr
+		flags interval
+		elements = { 2001:db8:1::10, 2001:db8:64::/96, 2001:db8:ffff::1 }
+	}
+
 	chain helper {
 		type filter hook prerouting priority mangle; policy accept;
-		tcp dport 21 ct state new counter ct helper set "ftp"
+		ip6 saddr @translated tcp dport 21 ct state new counter ct helper set "ftp"
+		ip6 daddr @translated tcp dport 21 ct state new counter ct helper set "ftp"
 	}
 }
 `,
 		},
 		{
 			name: "tayga ipv6 helper ports",
-			cfg:  Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Ports: []uint16{2121, 21}},
+			cfg:  Config{Translator: Tayga, Leg: LegIPv6, Helper: true, Ports: []uint16{2121, 21}, Scope: exampleTaygaScope},
 			want: `table ip6 ftpalg {
 	ct helper ftpalg {
 		type "sane" protocol tcp
 		l3proto ip6
 	}
 
+	set translated {
+		type ipv6_addr
+		flags interval
+		elements = { 2001:db8:1::10, 2001:db8:64::/96, 2001:db8:ffff::1 }
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority raw; policy accept;
+		ip6 saddr @translated jump divert
+		ip6 daddr @translated jump divert
+	}
+
+	chain divert {
 		tcp dport { 21, 2121 } counter queue num 0
 		tcp sport { 21, 2121 } counter queue num 0
 	}
 
 	chain helper {
 		type filter hook prerouting priority mangle; policy accept;
-		tcp dport { 21, 2121 } ct state new counter ct helper set "ftpalg"
+		ip6 saddr @translated tcp dport { 21, 2121 } ct state new counter ct helper set "ftpalg"
+		ip6 daddr @translated tcp dport { 21, 2121 } ct state new counter ct helper set "ftpalg"
 	}
 }
 
@@ -154,9 +256,16 @@ table ip ftpalg {
 		l3proto ip
 	}
 
+	set translated {
+		type ipv4_addr
+		flags interval
+		elements = { 192.168.255.0/24, 203.0.113.10 }
+	}
+
 	chain helper {
 		type filter hook prerouting priority mangle; policy accept;
-		tcp dport { 21, 2121 } ct state new counter ct helper set "ftp"
+		ip saddr @translated tcp dport { 21, 2121 } ct state new counter ct helper set "ftp"
+		ip daddr @translated tcp dport { 21, 2121 } ct state new counter ct helper set "ftp"
 	}
 }
 `,
@@ -167,6 +276,10 @@ table ip ftpalg {
 			want: `table ip t {
 	chain prerouting {
 		type filter hook prerouting priority raw; policy accept;
+		jump divert
+	}
+
+	chain divert {
 		tcp dport { 21, 2121 } counter queue num 0
 		tcp sport { 21, 2121 } counter queue num 0
 	}
@@ -253,14 +366,18 @@ func TestRenderErrors(t *testing.T) {
 // names the flags that reproduce it.
 func TestRenderFlags(t *testing.T) {
 	want := map[string]string{
-		"tayga.nft":                              "--translator tayga",
-		"jool.nft":                               "--translator jool",
-		"testdata/tayga-ipv6.nft":                "--translator tayga --leg ipv6",
-		"testdata/jool-ipv6.nft":                 "--translator jool --leg ipv6",
-		"testdata/tayga-ports-queues-bypass.nft": "--translator tayga --ports 21,2121 --queue-num 4 --queues 2 --bypass",
-		"testdata/jool-ports-table.nft":          "--translator jool --ports 21,990,2121 --queue-num 7 --table nat64_ftp",
-		"testdata/tayga-helper.nft":              "--translator tayga --helper",
-		"testdata/tayga-ipv6-helper-ports.nft":   "--translator tayga --leg ipv6 --ports 21,2121 --bypass --helper",
+		"testdata/tayga.nft":                     "--translator tayga --fail-open=false",
+		"testdata/jool.nft":                      "--translator jool --fail-open=false",
+		"testdata/tayga-scope-helper.nft":        "--translator tayga --helper --scope 192.168.255.0/24,203.0.113.10,2001:db8:1::10,2001:db8:64::/96,2001:db8:ffff::1",
+		"testdata/jool-scope.nft":                "--translator jool --scope 192.0.2.1,2001:db8:64::/96",
+		"testdata/jool-ipv6-scope.nft":           "--translator jool --leg ipv6 --fail-open=false --scope 192.0.2.1,2001:db8:64::/96",
+		"testdata/tayga-ipv6.nft":                "--translator tayga --leg ipv6 --fail-open=false",
+		"testdata/jool-ipv6.nft":                 "--translator jool --leg ipv6 --fail-open=false",
+		"testdata/tayga-ports-queues-bypass.nft": "--translator tayga --ports 21,2121 --queue-num 4 --queues 2",
+		"testdata/jool-ports-table.nft":          "--translator jool --ports 21,990,2121 --queue-num 7 --fail-open=false --table nat64_ftp",
+		"testdata/tayga-ipv6-helper-ports.nft":   "--translator tayga --leg ipv6 --ports 21,2121 --helper --scope 192.168.255.0/24,203.0.113.10,2001:db8:1::10,2001:db8:64::/96,2001:db8:ffff::1",
+		"testdata/jool-peerfilter.nft":           "--translator jool --fail-open=false --jool-ports 61000-61999",
+		"testdata/jool-ipv6-peerfilter.nft":      "--translator jool --leg ipv6 --jool-ports 61000-61000",
 	}
 	for _, g := range goldens {
 		got, err := Render(&g.cfg)
@@ -274,12 +391,17 @@ func TestRenderFlags(t *testing.T) {
 	}
 }
 
-var counters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+var (
+	counters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+	// nft wraps long element lists.
+	wrapped = regexp.MustCompile(`,\n\s+`)
+)
 
 // listing turns Render's output, or "nft list" output, into the canonical
 // form of the table: from the line "table ... {" on, without comments and
 // with counter values dropped.
 func listing(s string) string {
+	s = wrapped.ReplaceAllString(s, ", ")
 	var b strings.Builder
 	in := false
 	for _, line := range strings.Split(s, "\n") {

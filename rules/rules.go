@@ -21,6 +21,7 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -51,6 +52,17 @@ type Config struct {
 	Bypass     bool     // fail-open: accept packets while no daemon listens
 	Table      string   // default "ftpalg"
 
+	// Scope is the translator's own addresses, of both families:
+	// Tayga's IPv4 pool, IPv4 and IPv6 addresses of its map entries, its
+	// own addresses and its prefix; Jool's pool4 addresses and pool6.
+	// Every translated packet has one of them as its source or its
+	// destination on either leg. The queue and helper rules match only
+	// such packets, so plain (untranslated) FTP through the same box,
+	// NAT44 for one, stays with the kernel's own FTP helper. Without
+	// addresses of the queued leg's family, every FTP control packet of
+	// that leg is queued; Helper needs addresses of both families.
+	Scope []netip.Prefix
+
 	// Helper attaches conntrack helpers to new control connections in
 	// both families, ip and ip6, so that the data connections can be
 	// expected and a stateful firewall admits them as "related" (see
@@ -61,6 +73,22 @@ type Config struct {
 	// the forward hook, so helpers have nothing to do there, and a Config
 	// asking for them is an error.
 	Helper bool
+
+	// Shifted are control connections Install puts in the set of shifted
+	// connections (shifted.go; only with Bypass).
+	Shifted []Conn
+	// ShiftedNow, if set, gives the connections of the set at each
+	// install, in place of Shifted: a Keeper that restores the table
+	// after an "nft flush ruleset" puts back the connections shifted by
+	// then, not those of the daemon's start.
+	ShiftedNow func() []Conn
+
+	// PeerFilter, if not zero, is the first and last port (inclusive) of
+	// the Jool ALG's reserved range (ftpalg run --jool-ports): the ruleset
+	// then also has the peer filter, which admits only the control
+	// connection's peer through each data-channel mapping the daemon
+	// guards (PeerGuard; README.md, "Peer filter"). Jool only.
+	PeerFilter [2]uint16
 
 	// NetNS, if not zero, is an open file descriptor of the network
 	// namespace that Install and Remove work in; zero means the
@@ -139,7 +167,54 @@ type plan struct {
 	queues     uint16
 	bypass     bool
 	helper     bool // attach the FTP conntrack helper, in both families
+	preload    []Conn
 	chains     []chainPlan
+	scope4     []netip.Prefix // Config.Scope's IPv4 prefixes, normalised
+	scope6     []netip.Prefix // and its IPv6 ones
+
+	peerPorts [2]uint16 // the peer filter's port range (peerfilter.go); zero: none
+}
+
+// scopeSet is the name of the set of the translator's addresses, in each
+// table that has a scope.
+const scopeSet = "translated"
+
+// divertChain is the regular chain that queues FTP control packets; the
+// base chains jump to it for packets in the scope.
+const divertChain = "divert"
+
+// scopeOf returns the scope of family f: normalised prefixes, none inside
+// another, sorted.
+func (p *plan) scopeOf(f family) []netip.Prefix {
+	if f == familyIP6 {
+		return p.scope6
+	}
+	return p.scope4
+}
+
+// normScope masks the prefixes, sorts them, and drops those inside
+// another (an interval set refuses overlapping elements).
+func normScope(in []netip.Prefix) []netip.Prefix {
+	ps := make([]netip.Prefix, 0, len(in))
+	for _, q := range in {
+		ps = append(ps, q.Masked())
+	}
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	out := ps[:0]
+	for _, q := range ps {
+		if n := len(out); n > 0 && out[n-1].Overlaps(q) {
+			// Sorted by address, then shorter first: the earlier
+			// one contains q.
+			continue
+		}
+		out = append(out, q)
+	}
+	return out
 }
 
 // helperChain is the chain that attaches a conntrack helper to new
@@ -236,6 +311,7 @@ func newPlan(cfg *Config) (*plan, error) {
 		queues:     cfg.Queues,
 		bypass:     cfg.Bypass,
 		helper:     cfg.Helper,
+		preload:    cfg.Shifted,
 	}
 	switch p.translator {
 	case Tayga, Jool:
@@ -259,6 +335,9 @@ func newPlan(cfg *Config) (*plan, error) {
 	if p.table, err = tableOf(cfg); err != nil {
 		return nil, err
 	}
+	if err := p.checkPeerFilter(cfg.PeerFilter); err != nil {
+		return nil, err
+	}
 	if p.queues == 0 {
 		p.queues = 1
 	}
@@ -273,6 +352,22 @@ func newPlan(cfg *Config) (*plan, error) {
 	p.ports = slices.Compact(p.ports)
 	if p.ports[0] == 0 {
 		return nil, fmt.Errorf("%w: port 0", ErrConfig)
+	}
+	for _, q := range cfg.Scope {
+		switch {
+		case !q.IsValid():
+			return nil, fmt.Errorf("%w: invalid scope prefix %v", ErrConfig, q)
+		case q.Addr().Is4():
+			p.scope4 = append(p.scope4, q)
+		case q.Addr().Is4In6():
+			return nil, fmt.Errorf("%w: scope prefix %v: an IPv4-mapped IPv6 address; write the IPv4 address", ErrConfig, q)
+		default:
+			p.scope6 = append(p.scope6, q)
+		}
+	}
+	p.scope4, p.scope6 = normScope(p.scope4), normScope(p.scope6)
+	if p.helper && (len(p.scope4) == 0 || len(p.scope6) == 0) {
+		return nil, fmt.Errorf("%w: the conntrack helper needs the translator's addresses of both families (Scope, --scope): unscoped, it would take plain FTP from the kernel's own FTP helper", ErrConfig)
 	}
 	p.chains = chainsFor(p.translator, p.family)
 	return p, nil
@@ -351,9 +446,9 @@ func (p *plan) portsText() string {
 }
 
 // families are the families of the plan's tables: the leg's, and with the
-// helper also the other one.
+// helper also the other one; with the peer filter also ip.
 func (p *plan) families() []family {
-	if p.helper {
+	if p.helper || p.peerFilter() && p.family != familyIP {
 		return []family{p.family, p.family.other()}
 	}
 	return []family{p.family}
@@ -366,4 +461,35 @@ func (f family) other() family {
 		return familyIP6
 	}
 	return familyIP
+}
+
+// ruleCounts is the number of rules of each chain of the plan, by family:
+// what an installed ruleset must still have.
+func (p *plan) ruleCounts() map[family]map[string]int {
+	m := map[family]map[string]int{}
+	for _, f := range p.families() {
+		chains := map[string]int{}
+		scoped := len(p.scopeOf(f)) > 0
+		if f == p.family {
+			for _, c := range p.chains {
+				chains[c.name] = 1
+				if scoped {
+					chains[c.name] = 2
+				}
+			}
+			chains[divertChain] = 2
+			if p.shifted() {
+				chains[divertChain] = 3
+			}
+		}
+		if p.helper {
+			chains[helperChain] = 2
+		}
+		if p.peerFilter() && f == familyIP {
+			chains[peerChain] = 1
+			chains[admitChain] = 3
+		}
+		m[f] = chains
+	}
+	return m
 }

@@ -10,12 +10,40 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are set at build time (the Makefile's -ldflags "-X
+// main.version=... -X main.commit=...", from git describe); a build
+// without them (go install, go build) takes the commit from the module's
+// build information where there is one.
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// versionText is what "ftpalg version" prints.
+func versionText() string {
+	c := commit
+	if c == "" {
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" {
+					c = s.Value
+				}
+			}
+			if version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+				return fmt.Sprintf("ftpalg %s (%s)\n", bi.Main.Version, runtime.Version())
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return fmt.Sprintf("ftpalg %s (commit %s, %s)\n", version, c, runtime.Version())
+}
 
 type command struct {
 	name    string
@@ -49,7 +77,15 @@ Commands:
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nRun 'ftpalg <command> --help' for a command's flags.\n")
+	fmt.Fprintf(w, `  %-9s %s
+  %-9s %s
+
+Run 'ftpalg <command> --help' (or 'ftpalg help <command>') for a command's
+flags and exit statuses.
+
+Exit status: 0 success, 1 failure, 2 usage error; each command's --help
+says more.
+`, "help", "print this help, or a command's (ftpalg help run)", "version", "print the version and the commit it was built from")
 }
 
 func main() {
@@ -58,15 +94,34 @@ func main() {
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		usage(stderr)
+		fmt.Fprint(stderr, "ftpalg: missing command\nRun 'ftpalg --help' for usage.\n")
 		return 2
 	}
 	switch args[0] {
-	case "-h", "-help", "--help", "help":
+	case "-h", "-help", "--help":
 		usage(stdout)
 		return 0
+	case "help":
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		if len(args) == 2 && args[1] != "help" && args[1] != "version" {
+			// The command's own --help (all of them print it and exit 0).
+			return dispatch([]string{args[1], "--help"}, stdout, stderr)
+		}
+		if len(args) == 2 {
+			usage(stdout)
+			return 0
+		}
+		fmt.Fprintf(stderr, "ftpalg help: want one command, got %q\nRun 'ftpalg --help' for usage.\n", args[1:])
+		return 2
 	case "version", "--version":
-		fmt.Fprintf(stdout, "ftpalg %s\n", version)
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "ftpalg version: unexpected argument %q\nRun 'ftpalg --help' for usage.\n", args[1])
+			return 2
+		}
+		fmt.Fprint(stdout, versionText())
 		return 0
 	}
 	for _, c := range commands {
@@ -77,7 +132,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 			return c.run(args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintf(stderr, "ftpalg: unknown command %q (see 'ftpalg --help')\n", args[0])
+	fmt.Fprintf(stderr, "ftpalg: unknown command %q\nRun 'ftpalg --help' for usage.\n", args[0])
 	return 2
 }
 

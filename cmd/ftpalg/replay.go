@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -52,10 +51,12 @@ Prints one line per rewritten FTP line:
   <capture time> <flow> <kind> <direction>: "<before>" -> "<after>"
 and a summary with the packet counts and the engine's non-zero counters.
 
-Exit status: 0 on success, 1 for an unreadable capture or configuration or
-an unsupported link type, 2 for a usage error.
+`
 
-Flags:
+const replayExit = `Exit status:
+  0  success
+  1  an unreadable capture or configuration, or an unsupported link type
+  2  usage error (a bad flag, value or argument)
 `
 
 // replayOptions are the settings of one replay.
@@ -104,29 +105,20 @@ type replayArgs struct {
 // parseReplayArgs parses replay's command line. On nil it has printed
 // help (code 0) or a usage error (code 2).
 func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int) {
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	taygaConf := fs.String("tayga-conf", "", "Tayga configuration `FILE` (tayga.conf) that gives the address mapping (required)")
-	out := fs.String("out", "", "write the rewritten capture to `FILE` (classic pcap); without it only the transcript is printed")
-	hold := fs.Duration("hold-timeout", 200*time.Millisecond, "longest a segment ending inside a command or reply is held (in capture time), then it is sent unchanged; as 'ftpalg run --hold-timeout'")
-	leg := fs.String("leg", "", "`leg` whose packets go through the engine, ipv4 or ipv6, as the daemon queues only one; packets of the other pass unchanged (default: both, for a capture of one leg)")
+	fs := newCmdFlags("replay", replayUsage, replayExit)
+	taygaConf := fs.String("tayga-conf", "", "Tayga configuration `file` (tayga.conf) that gives the address mapping (required)")
+	out := fs.String("out", "", "write the rewritten capture to `file` (classic pcap); without it only the transcript is printed")
+	hold := fs.Duration("hold-timeout", 200*time.Millisecond, "longest `duration` a segment ending inside a command or reply is held (in capture time),\nthen a command segment is sent unchanged (a reply being translated waits for its line); as 'ftpalg run --hold-timeout'")
+	leg := fs.String("leg", "", "`leg` whose packets go through the engine, ipv4 or ipv6, as the daemon queues only one;\npackets of the other pass unchanged (default: both, for a capture of one leg)")
 	maxFlows := fs.Int("max-flows", defaultMaxFlows, "`count` of control connections the engine follows at once; as 'ftpalg run --max-flows'")
 	strict := fs.Bool("strict", false, "answer a 64 session's 227 naming another address than the server's with 425")
-	ports := fs.String("ports", "21", "comma-separated FTP control `PORTS` of servers")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), replayUsage)
-		fs.PrintDefaults()
-	}
+	trust := fs.Bool("trust-checksums", false, "parse segments whatever their TCP checksum says (a capture taken on a host with\nchecksum offload); by default a segment whose checksum is wrong passes unparsed, as in the daemon")
+	ports := fs.String("ports", "21", "comma-separated FTP control `ports` of servers")
 	// Flags may come after the capture's name too.
 	var files []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(stdout)
-				fs.Usage()
-				return nil, 0
-			}
-			return nil, 2
+		if err := fs.parse(args, stdout); err != nil {
+			return nil, usageExit("replay", err, stderr)
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -136,8 +128,7 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 		args = args[1:]
 	}
 	usageErr := func(format string, a ...any) (*replayArgs, int) {
-		fmt.Fprintf(stderr, "ftpalg replay: "+format+" (see 'ftpalg replay --help')\n", a...)
-		return nil, 2
+		return nil, usageExit("replay", usagef(format, a...), stderr)
 	}
 	if len(files) != 1 {
 		return usageErr("want exactly one input capture, got %d arguments", len(files))
@@ -165,7 +156,7 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 	if err != nil {
 		return usageErr("--ports: %v", err)
 	}
-	ra.opts.Engine = mangle.Config{Strict: *strict, ServerPorts: serverPorts, MaxFlows: *maxFlows}
+	ra.opts.Engine = mangle.Config{Strict: *strict, ServerPorts: serverPorts, TrustChecksums: *trust, MaxFlows: *maxFlows}
 	return ra, 0
 }
 
@@ -209,9 +200,11 @@ func replayFiles(in, out string, transcript io.Writer, opts replayOptions) (repl
 
 // replaySummary counts what a replay did.
 type replaySummary struct {
-	Frames    int // frames read (and written)
+	Frames    int // frames read (and written, but for Dropped)
 	IP        int // frames handed to the engine
 	Modified  int // frames written with a changed IP packet
+	Dropped   int // frames the engine dropped (not written; see mangle.Emit)
+	Extra     int // frames written in addition: the rest of split segments
 	Rewrites  int // transcript lines
 	Truncated int // frames passed without the engine because the capture cut them short
 	OtherLeg  int // IP frames of the family --leg leaves out
@@ -229,6 +222,12 @@ func (s replaySummary) String() string {
 	}
 	if s.OtherLeg > 0 {
 		fmt.Fprintf(&b, ", other leg %d", s.OtherLeg)
+	}
+	if s.Dropped > 0 {
+		fmt.Fprintf(&b, ", dropped %d", s.Dropped)
+	}
+	if s.Extra > 0 {
+		fmt.Fprintf(&b, ", split into %d more", s.Extra)
 	}
 	b.WriteString("; engine:")
 	v := reflect.ValueOf(s.Stats)
@@ -538,12 +537,27 @@ func (rp *replayer) frame(data []byte, ci gopacket.CaptureInfo, flt layers.LinkT
 
 // drain writes what one engine call emitted and prints its rewrites.
 func (rp *replayer) drain() error {
+	var last pendingFrame
+	lastTag := ^uint64(0)
 	for _, em := range rp.res.Emits {
 		pf, ok := rp.pending[em.Tag]
+		if em.Extra && !ok && em.Tag == lastTag {
+			// The rest of a split segment: a frame of its own, right
+			// after the first part, with the same link header.
+			pf, ok = last, true
+		}
 		if !ok {
 			return fmt.Errorf("engine emitted frame %d, which is not pending (emitted twice or never given)", em.Tag+1)
 		}
 		delete(rp.pending, em.Tag)
+		last, lastTag = pf, em.Tag
+		if em.Extra {
+			rp.sum.Extra++
+		}
+		if em.Drop {
+			rp.sum.Dropped++
+			continue
+		}
 		rp.buf = append(append(append(rp.buf[:0], pf.head...), em.Packet...), pf.tail...)
 		if em.Modified {
 			rp.sum.Modified++
@@ -559,6 +573,10 @@ func (rp *replayer) drain() error {
 		rp.sum.Rewrites++
 		fmt.Fprintf(rp.transcript, "%s %v %v %v: %q -> %q\n",
 			rp.frameTime.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), rw.Flow, rw.Kind, rw.Dir, rw.Before, rw.After)
+	}
+	for _, a := range rp.res.Alerts {
+		fmt.Fprintf(rp.transcript, "%s %v %v error: %s\n",
+			rp.frameTime.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), a.Flow, a.Kind, a.Text)
 	}
 	return rp.writeErr
 }

@@ -170,12 +170,11 @@ var replayScenarios = []replayScenario{
 			c.Command("ALGS ENABLE64\r\n", "NOOP\r\n")
 			c.Reply("200 NOOP ok.\r\n", "216 EPSVEPRT translation of EPSV and EPRT is enabled\r\n")
 			c.Command("ALGS FOO\r\n", "NOOP\r\n")
-			c.Reply("200 NOOP ok.\r\n", "501 Syntax error in ALGS arguments\r\n")
-			// EPSV ALL: answered by the ALG; then PASV is refused.
+			c.Reply("200 NOOP ok.\r\n", "504 Command not implemented for that parameter\r\n")
+			// EPSV ALL: answered 504 by the ALG, nothing else changes
+			// (RFC 6384 section 6).
 			c.Command("EPSV ALL\r\n", "NOOP\r\n")
-			c.Reply("200 NOOP ok.\r\n", "200 EPSV ALL command successful.\r\n")
-			c.Command("PASV\r\n", "NOOP\r\n")
-			c.Reply("200 NOOP ok.\r\n", "503 Only EPSV is allowed after EPSV ALL\r\n")
+			c.Reply("200 NOOP ok.\r\n", "504 Command not implemented for that parameter\r\n")
 			c.Command("EPSV\r\n", "PASV\r\n")
 			c.Reply("227 Entering Passive Mode (198,51,100,10,7,209)\r\n", "229 Entering Extended Passive Mode (|||2001|)\r\n")
 			// REIN resets the session's ALG settings.
@@ -187,6 +186,23 @@ var replayScenarios = []replayScenario{
 			c.Reply("227 Entering Passive Mode (198,51,100,10,7,210)\r\n", "")
 			c.Command("EPSV\r\n", "PASV\r\n")
 			c.Reply("227 Entering Passive Mode (198,51,100,10,7,211)\r\n", "229 Entering Extended Passive Mode (|||2003|)\r\n")
+			ftpQuit(c)
+		},
+	},
+	{
+		// A 227 split over two segments 300 ms apart, past the 200 ms hold
+		// timeout (a retransmission after an RTO): the server got PASV, so
+		// the client must still get one 229, never a raw 227 (PB-13).
+		name: "64-late-reply-segment",
+		leg:  func() ftpcap.Leg { return ftpcap.Session64(50009).V4 },
+		link: ftpcap.Link{Type: layers.LinkTypeRaw},
+		conf: "tayga.conf",
+		cfg:  ftpcap.Config{Step: 300 * time.Millisecond},
+		script: func(c *ftpcap.Conv) {
+			ftpLogin(c)
+			c.Command("EPSV\r\n", "PASV\r\n")
+			c.Send(ftpcap.Write{From: ftpcap.Server, Data: "227 Entering Passive Mode (198,51,100,10,7,208)\r\n",
+				Want: "229 Entering Extended Passive Mode (|||2000|)\r\n", Split: []int{20}})
 			ftpQuit(c)
 		},
 	},
@@ -478,14 +494,14 @@ var replayScenarios = []replayScenario{
 		conf: "tayga.conf",
 		script: func(c *ftpcap.Conv) {
 			ftpLogin(c)
-			// Bad numbers pass unchanged (docs/PROTOCOL.md PB-11: malformed passes,
-			// counted, nothing crashes).
+			// Bad numbers in a 227 an EPSV client cannot use: 425
+			// (docs/PROTOCOL.md PB-11), counted; nothing crashes.
 			c.Command("EPSV\r\n", "PASV\r\n")
-			c.Reply("227 Entering Passive Mode (300,51,100,10,7,208)\r\n", "")
+			c.Reply("227 Entering Passive Mode (300,51,100,10,7,208)\r\n", "425 Can't open data connection (ALG: reply not understood)\r\n")
 			c.Command("EPSV\r\n", "PASV\r\n")
-			c.Reply("227 Entering Passive Mode (198,51,100,10,7)\r\n", "")
+			c.Reply("227 Entering Passive Mode (198,51,100,10,7)\r\n", "425 Can't open data connection (ALG: reply not understood)\r\n")
 			c.Command("EPSV\r\n", "PASV\r\n")
-			c.Reply("227 Entering Passive Mode (198,51,100,10,0,0)\r\n", "")
+			c.Reply("227 Entering Passive Mode (198,51,100,10,0,0)\r\n", "425 Can't open data connection (ALG: reply not understood)\r\n")
 			c.Command("EPRT |2|2001:db8:2::20|70000|\r\n", "")
 			c.Reply("501 Illegal EPRT command.\r\n", "")
 			ftpQuit(c)
@@ -499,9 +515,9 @@ var replayScenarios = []replayScenario{
 		script: func(c *ftpcap.Conv) {
 			ftpLogin(c)
 			c.Command("PASV\r\n", "EPSV 2\r\n")
-			c.Reply("229 Entering Extended Passive Mode (|||99999|)\r\n", "")
+			c.Reply("229 Entering Extended Passive Mode (|||99999|)\r\n", "425 Can't open data connection (ALG: reply not understood)\r\n")
 			c.Command("PASV\r\n", "EPSV 2\r\n")
-			c.Reply("229 Entering Extended Passive Mode (||2000|)\r\n", "")
+			c.Reply("229 Entering Extended Passive Mode (||2000|)\r\n", "425 Can't open data connection (ALG: reply not understood)\r\n")
 			ftpQuit(c)
 		},
 	},
@@ -897,10 +913,10 @@ func TestReplayErrors(t *testing.T) {
 		{"no input", []string{"--tayga-conf", conf}, 2, "want exactly one input capture"},
 		{"two inputs", []string{"--tayga-conf", conf, in, in}, 2, "want exactly one input capture"},
 		{"no config", []string{in}, 2, "--tayga-conf is required"},
-		{"flags after the capture", []string{in, "--tayga-conf", conf, "--out"}, 2, "flag needs an argument"},
-		{"bad flag", []string{"--nope", in}, 2, "flag provided but not defined"},
-		{"bad ports", []string{"--tayga-conf", conf, "--ports", "21,x", in}, 2, "--ports"},
-		{"bad max-flows", []string{"--tayga-conf", conf, "--max-flows", "0", in}, 2, "--max-flows must be positive"},
+		{"flags after the capture", []string{in, "--tayga-conf", conf, "--out"}, 2, "ftpalg replay: --out needs a value\nRun 'ftpalg replay --help' for usage.\n"},
+		{"bad flag", []string{"--nope", in}, 2, "ftpalg replay: unknown flag --nope\n"},
+		{"bad ports", []string{"--tayga-conf", conf, "--ports", "21,x", in}, 2, "ftpalg replay: --ports: bad port \"x\" (want 1-65535)\n"},
+		{"bad max-flows", []string{"--tayga-conf", conf, "--max-flows", "0", in}, 2, "ftpalg replay: --max-flows must be positive\n"},
 		{"missing input", []string{"--tayga-conf", conf, filepath.Join(dir, "nothere.pcap")}, 1, "no such file"},
 		{"empty input", []string{"--tayga-conf", conf, write("empty.pcap", nil)}, 1, "not a capture"},
 		{"garbage input", []string{"--tayga-conf", conf, write("garbage.pcap", []byte("USER anonymous\r\nPASS x\r\nQUIT\r\n"))}, 1, "read pcap"},
@@ -921,6 +937,9 @@ func TestReplayErrors(t *testing.T) {
 			}
 			if code == 1 && strings.Count(strings.TrimRight(stderr, "\n"), "\n") != 0 {
 				t.Errorf("error is not one line: %q", stderr)
+			}
+			if code == 2 && (strings.Count(stderr, "\n") != 2 || !strings.HasSuffix(stderr, "\nRun 'ftpalg replay --help' for usage.\n")) {
+				t.Errorf("usage error is not one line and the pointer to --help: %q", stderr)
 			}
 			if _, err := os.Stat(out); err == nil {
 				t.Error("a failed replay left its output file behind")
@@ -1429,7 +1448,7 @@ var exchanges46 = []exchange{
 	{"NOOP\r\n", "", "200 NOOP ok.\r\n", ""},
 	{"TYPE I\r\n", "", "200 Switching to Binary mode.\r\n", ""},
 	{"LIST\r\n", "", "150 Here comes the directory listing.\r\n226 Directory send OK.\r\n", ""},
-	{"PASV\r\n", "EPSV 2\r\n", "229 Entering Extended Passive Mode (|||99999|)\r\n", ""},
+	{"PASV\r\n", "EPSV 2\r\n", "229 Entering Extended Passive Mode (|||99999|)\r\n", "425 Can't open data connection (ALG: reply not understood)\r\n"},
 	{"PASV\r\n", "EPSV 2\r\n", "229-Extended Passive Mode\r\n229 Entering Extended Passive Mode (|||2000|)\r\n",
 		"227-Extended Passive Mode\r\n227 Entering Passive Mode (203,0,113,10,7,208)\r\n"},
 }
@@ -1444,7 +1463,7 @@ var exchanges64 = []exchange{
 	{"PASV\r\n", "", "227 Entering Passive Mode (198,51,100,10,7,211)\r\n", ""},
 	{"NOOP\r\n", "", "200 NOOP ok.\r\n", ""},
 	{"LIST\r\n", "", "150 Here comes the directory listing.\r\n226 Directory send OK.\r\n", ""},
-	{"EPSV\r\n", "PASV\r\n", "227 Entering Passive Mode (300,51,100,10,7,208)\r\n", ""},
+	{"EPSV\r\n", "PASV\r\n", "227 Entering Passive Mode (300,51,100,10,7,208)\r\n", "425 Can't open data connection (ALG: reply not understood)\r\n"},
 	{"EPSV\r\n", "PASV\r\n", "227-Entering Passive Mode\r\n227 (198,51,100,10,7,208)\r\n",
 		"229-Entering Passive Mode\r\n229 Entering Extended Passive Mode (|||2000|)\r\n"},
 }

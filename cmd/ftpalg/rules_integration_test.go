@@ -48,11 +48,11 @@ func TestIntegrationRulesCLI(t *testing.T) {
 
 	noCaps := []string{"setpriv", "--bounding-set=-all", "--inh-caps=-all"}
 	code, _, stderr := ftpalg(noCaps, "rules", "install", "--translator", "tayga")
-	if code != 1 || stderr != "ftpalg rules install: permission denied (run as root)\n" {
+	if code != 1 || stderr != "ftpalg rules install: permission denied (needs CAP_NET_ADMIN: run as root)\n" {
 		t.Errorf("install without CAP_NET_ADMIN: exit %d, stderr %q", code, stderr)
 	}
 
-	code, stdout, stderr := ftpalg(nil, "rules", "install", "--translator", "jool", "--bypass", "--queue-num", "7")
+	code, stdout, stderr := ftpalg(nil, "rules", "install", "--translator", "jool", "--queue-num", "7")
 	if code != 0 || stderr != "" || !strings.HasPrefix(stdout, "installed table ip ftpalg") {
 		t.Fatalf("install: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
@@ -65,7 +65,7 @@ func TestIntegrationRulesCLI(t *testing.T) {
 	}
 
 	code, _, stderr = ftpalg(noCaps, "rules", "remove")
-	if code != 1 || stderr != "ftpalg rules remove: permission denied (run as root)\n" {
+	if code != 1 || stderr != "ftpalg rules remove: permission denied (needs CAP_NET_ADMIN: run as root)\n" {
 		t.Errorf("remove without CAP_NET_ADMIN: exit %d, stderr %q", code, stderr)
 	}
 	if code, stdout, stderr = ftpalg(nil, "rules", "remove"); code != 0 || stdout != "" || stderr != "" {

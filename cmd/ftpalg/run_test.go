@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
@@ -35,7 +36,9 @@ func writeFile(t *testing.T, name, text string) string {
 func TestParseRunFlags(t *testing.T) {
 	defaults := runConfig{
 		TaygaConf: "t.conf", Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
-		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg.sock", MaxFlows: 65536,
+		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg",
+		StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg",
+		JoolIdle: 30 * time.Second, MaxFlows: 65536,
 	}
 	with := func(f func(c *runConfig)) *runConfig {
 		c := defaults
@@ -48,8 +51,9 @@ func TestParseRunFlags(t *testing.T) {
 		wantErr string
 	}{
 		{args: "--tayga-conf t.conf", want: &defaults},
-		{args: "--tayga-conf t.conf --queues 4 --queue-num 10 --ports 21,2121 --leg ipv6 --no-rules --fail-open=false --hold-timeout 1s --max-flows 100 --strict --log-level debug --log-format json --status-socket=",
+		{args: "--tayga-conf t.conf --queues 4 --queue-num 10 --ports 21,2121 --leg ipv6 --no-rules --fail-open=false --hold-timeout 1s --max-flows 100 --strict --log-level debug --log-format json --status-socket= --table nat64b",
 			want: with(func(c *runConfig) {
+				c.Table = "nat64b"
 				c.Queues, c.QueueNum, c.Ports, c.Leg, c.NoRules, c.FailOpen = 4, 10, []uint16{21, 2121}, "ipv6", true, false
 				c.HoldTimeout, c.Strict, c.LogLevel, c.LogFormat, c.StatusSocket = time.Second, true, slog.LevelDebug, "json", ""
 				c.MaxFlows = 100
@@ -58,21 +62,28 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg.sock", MaxFlows: 65536}},
+			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 30 * time.Second, MaxFlows: 65536}},
+		{args: "--tayga-conf t.conf --state-dir= --keep-rules no", want: with(func(c *runConfig) { c.StateDir, c.KeepRules = "", "no" })},
+		{args: "--tayga-conf a --keep-rules maybe", wantErr: `--keep-rules "maybe"`},
+		{args: "--jool-instance j --jool-ports 61000-61999 --jool-idle-timeout 45s", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
+			Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
+			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 45 * time.Second, MaxFlows: 65536}},
+		{args: "--jool-instance j --jool-idle-timeout 0s", wantErr: "--jool-idle-timeout 0s: want a positive duration"},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},
+		{args: "--jool-instance j --jool-ports 2000-3000 --ports 21,2121", wantErr: "--jool-ports 2000-3000 holds FTP control port 2121 (--ports): choose a range without it"},
 		{args: "--tayga-conf a --jool-ports 61000-61999", wantErr: "--jool-ports needs --jool-instance"},
 		{args: "--tayga-conf a --leg ipv5", wantErr: `--leg "ipv5": want ipv4 or ipv6`},
-		{args: "--tayga-conf a --ports 21,0", wantErr: `bad port "0"`},
+		{args: "--tayga-conf a --ports 21,0", wantErr: `--ports: bad port "0" (want 1-65535)`},
 		{args: "--tayga-conf a --ports 70000", wantErr: `bad port "70000"`},
-		{args: "--tayga-conf a --queues 0", wantErr: "want a number from 1 to 65535"},
+		{args: "--tayga-conf a --queues 0", wantErr: `--queues: bad count "0" (want 1-65535)`},
 		{args: "--tayga-conf a --queue-num 65535 --queues 2", wantErr: "goes past queue 65535"},
 		{args: "--tayga-conf t.conf --queue-num 65535", want: with(func(c *runConfig) { c.QueueNum, c.Queues = 65535, 1 })},
 		{args: "--tayga-conf a --hold-timeout 0s", wantErr: "want a positive duration"},
 		{args: "--tayga-conf a --max-flows 0", wantErr: "--max-flows 0: want a positive number"},
-		{args: "--tayga-conf a --log-level loud", wantErr: "log-level"},
+		{args: "--tayga-conf a --log-level loud", wantErr: `--log-level: bad level "loud" (want debug, info, warn or error)`},
 		{args: "--tayga-conf a --log-format xml", wantErr: `--log-format "xml"`},
 		{args: "--tayga-conf a extra", wantErr: `unexpected argument "extra"`},
-		{args: "--bogus", wantErr: "flag provided but not defined"},
+		{args: "--bogus", wantErr: "unknown flag --bogus"},
 	} {
 		t.Run(tc.args, func(t *testing.T) {
 			got, err := parseRunFlags(strings.Fields(tc.args), io.Discard)
@@ -92,6 +103,27 @@ func TestParseRunFlags(t *testing.T) {
 	}
 }
 
+// The daemon's rules carry the peer filter exactly when it maps Jool data
+// channels (--jool-ports).
+func TestRunConfigPeerFilter(t *testing.T) {
+	for _, tc := range []struct {
+		args string
+		want [2]uint16
+	}{
+		{"--jool-instance j --jool-ports 61000-61999", [2]uint16{61000, 61999}},
+		{"--jool-instance j", [2]uint16{}},
+		{"--tayga-conf t.conf", [2]uint16{}},
+	} {
+		cfg, err := parseRunFlags(strings.Fields(tc.args), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.rules(nil).PeerFilter; got != tc.want {
+			t.Errorf("%s: rules PeerFilter %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
+
 // --help is true: it names every flag, and it is not an error.
 func TestRunHelp(t *testing.T) {
 	var out bytes.Buffer
@@ -100,9 +132,9 @@ func TestRunHelp(t *testing.T) {
 	}
 	var cfg runConfig
 	n := 0
-	newRunFlags(&cfg, io.Discard).VisitAll(func(f *flag.Flag) {
+	newRunFlags(&cfg).VisitAll(func(f *flag.Flag) {
 		n++
-		if !strings.Contains(out.String(), "-"+f.Name+" ") && !strings.Contains(out.String(), "-"+f.Name+"\n") {
+		if !strings.Contains(out.String(), "\n  --"+f.Name+" ") && !strings.Contains(out.String(), "\n  --"+f.Name+"\n") {
 			t.Errorf("help does not mention --%s", f.Name)
 		}
 	})
@@ -273,7 +305,7 @@ func TestStatusSocket(t *testing.T) {
 			{Queue: 0, NFQ: nfq.Stats{Packets: 10, Verdicts: 10}, Engine: mangle.Stats{Packets: 10, Rewrites: 2}, Flows: 1},
 			{Queue: 1, NFQ: nfq.Stats{Packets: 5, Verdicts: 5, ENOBUFS: 1}, Kernel: &nfq.KernelStats{QueueDrops: 3}},
 		}}
-	s.serve(func() statusReport { return rep })
+	s.serve(func() statusReport { return rep }, nil)
 
 	if _, err := listenStatus(path, log); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second listener: %v, want in use", err)
@@ -284,13 +316,16 @@ func TestStatusSocket(t *testing.T) {
 		t.Fatalf("status: exit %d: %s", code, errOut.String())
 	}
 	text := out.String()
-	for _, want := range []string{"queue 0", "queue 1", "total", "nfqueue.Packets", "engine.Rewrites", "nfqueue.ENOBUFS"} {
+	for _, want := range []string{"queue 0", "queue 1", "total", "packets queued", "lines rewritten", "receive buffer overruns", "dropped: queue full"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status text lacks %q:\n%s", want, text)
 		}
 	}
 	if !strings.Contains(text, "15") {
 		t.Errorf("status text lacks the total of 15 packets:\n%s", text)
+	}
+	if strings.Contains(text, "nfqueue.") || strings.Contains(text, "ENOBUFS") || strings.Contains(text, "engine.") {
+		t.Errorf("status text shows Go field names:\n%s", text)
 	}
 
 	out.Reset()
@@ -318,28 +353,40 @@ func TestStatusSocket(t *testing.T) {
 	}
 }
 
-func TestSnake(t *testing.T) {
-	for in, want := range map[string]string{
-		"Packets": "packets", "VerdictErrors": "verdict_errors", "ENOBUFS": "enobufs",
-		"NotTCP": "not_tcp", "HeldTimeout": "held_timeout", "FlowsEvicted": "flows_evicted",
-	} {
-		if got := snake(in); got != want {
-			t.Errorf("snake(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestMetrics(t *testing.T) {
 	rep := statusReport{Version: "v1", Translator: "tayga", Leg: "ipv4", Started: time.Unix(1700000000, 0),
 		Queues: []queueStatus{
 			{Queue: 0, NFQ: nfq.Stats{Packets: 10, ENOBUFS: 2}, Engine: mangle.Stats{NotTCP: 3}, Flows: 4},
 			{Queue: 1, Kernel: &nfq.KernelStats{QueueDrops: 5}},
 		}}
-	m, err := listenMetrics("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)), func() statusReport { return rep })
+	rep.Table, rep.Rules, rep.Restores = "ftpalg", true, 2
+	rep.Pinholes = &pinholeStats{Created: 7, Failed: 1}
+	var notReady error
+	m, err := listenMetrics("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)), func() statusReport { return rep },
+		func() error { return notReady })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + m.ln.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
+		t.Errorf("/readyz: %d %q", code, body)
+	}
+	notReady = errors.New("rules not installed")
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "rules not installed") {
+		t.Errorf("/readyz while not ready: %d %q", code, body)
+	}
 	resp, err := http.Get("http://" + m.ln.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -348,8 +395,15 @@ func TestMetrics(t *testing.T) {
 	resp.Body.Close()
 	text := string(body)
 	for _, want := range []string{
-		`ftpalg_info{version="v1",translator="tayga",leg="ipv4"} 1`,
-		"ftpalg_start_time_seconds 1700000000",
+		`ftpalg_info{leg="ipv4",table="ftpalg",translator="tayga"} 1`,
+		"ftpalg_start_time_seconds 1.7e+09",
+		"ftpalg_rules_installed 1",
+		"ftpalg_rules_restored_total 2",
+		"ftpalg_pinholes_created_total 7",
+		"ftpalg_pinholes_failed_total 1",
+		"# HELP ftpalg_kernel_queue_drops_total Packets the kernel dropped, or accepted unchanged with fail-open, because the queue was full.",
+		"# TYPE go_goroutines gauge",
+		"# TYPE process_cpu_seconds_total counter",
 		"# TYPE ftpalg_nfqueue_packets_total counter",
 		`ftpalg_nfqueue_packets_total{queue="0"} 10`,
 		`ftpalg_nfqueue_enobufs_total{queue="0"} 2`,

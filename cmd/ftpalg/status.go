@@ -1,9 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,14 +11,20 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"runtime"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
 	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/rules"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func init() {
@@ -41,8 +47,11 @@ type statusReport struct {
 	Conf       string        `json:"conf"`
 	Leg        string        `json:"leg"`
 	Ports      []uint16      `json:"ports"`
+	Table      string        `json:"table"`
 	Rules      bool          `json:"rules_installed"`
+	Restores   uint64        `json:"rules_restored"`
 	Queues     []queueStatus `json:"queues"`
+	Pinholes   *pinholeStats `json:"pinholes,omitempty"` // Tayga with pinholes only
 }
 
 // queueStatus is one queue's counters: the packet loop's, the kernel's
@@ -56,7 +65,17 @@ type queueStatus struct {
 	Flows  int              `json:"flows"`
 }
 
-func report(cfg *runConfig, started time.Time, queues []*nfq.Queue, hs []*engineHandler) statusReport {
+// report is the daemon's state; keeper is nil with --no-rules.
+// pinholeStats are the pinhole decorator's counters
+// (conntrackx.PinholeStats, copied so this file builds on every system).
+type pinholeStats struct {
+	Created uint64 `json:"created"` // expectations created
+	Failed  uint64 `json:"failed"`  // requests the kernel refused (expectation or liberal tracking)
+	Refused uint64 `json:"refused"` // requests that named no end of their control connection
+}
+
+// pinholes is nil without the pinhole decorator.
+func report(cfg *runConfig, started time.Time, queues []*nfq.Queue, hs []*engineHandler, keeper *rules.Keeper, pinholes func() pinholeStats) statusReport {
 	r := statusReport{
 		Version:    version,
 		PID:        os.Getpid(),
@@ -66,7 +85,14 @@ func report(cfg *runConfig, started time.Time, queues []*nfq.Queue, hs []*engine
 		Conf:       cfg.TaygaConf + cfg.JoolInstance,
 		Leg:        cfg.Leg,
 		Ports:      cfg.Ports,
-		Rules:      !cfg.NoRules,
+		Table:      cfg.Table,
+	}
+	if keeper != nil {
+		r.Rules, r.Restores = keeper.Installed(), keeper.Restores()
+	}
+	if pinholes != nil {
+		ps := pinholes()
+		r.Pinholes = &ps
 	}
 	for i, q := range queues {
 		qs := queueStatus{Queue: q.Num(), NFQ: q.Stats()}
@@ -86,6 +112,14 @@ func (r statusReport) total() queueStatus {
 		addCounters(reflect.ValueOf(&t.NFQ).Elem(), reflect.ValueOf(q.NFQ))
 		addCounters(reflect.ValueOf(&t.Engine).Elem(), reflect.ValueOf(q.Engine))
 		t.Flows += q.Flows
+		if q.Kernel != nil {
+			if t.Kernel == nil {
+				t.Kernel = &nfq.KernelStats{}
+			}
+			t.Kernel.Waiting += q.Kernel.Waiting
+			t.Kernel.QueueDrops += q.Kernel.QueueDrops
+			t.Kernel.SocketDrops += q.Kernel.SocketDrops
+		}
 	}
 	return t
 }
@@ -132,7 +166,10 @@ func listenStatus(path string, log *slog.Logger) (*statusServer, error) {
 	return &statusServer{ln: ln, path: path, log: log}, nil
 }
 
-func (s *statusServer) serve(get func() statusReport) {
+// serve answers each connection: a client that sends "sessions\n" gets
+// sessions' report, any other (or one that sends nothing for half a
+// second) the status report. sessions may be nil.
+func (s *statusServer) serve(get func() statusReport, sessions func() sessionsReport) {
 	done := make(chan struct{})
 	s.done = done
 	go func() {
@@ -145,8 +182,14 @@ func (s *statusServer) serve(get func() statusReport) {
 				}
 				return
 			}
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			line, _ := bufio.NewReader(io.LimitReader(c, 64)).ReadString('\n')
 			c.SetDeadline(time.Now().Add(2 * time.Second))
-			if err := json.NewEncoder(c).Encode(get()); err != nil {
+			var answer any = get()
+			if strings.TrimSpace(line) == "sessions" && sessions != nil {
+				answer = sessions()
+			}
+			if err := json.NewEncoder(c).Encode(answer); err != nil {
 				s.log.Debug("status socket", "err", err)
 			}
 			c.Close()
@@ -167,42 +210,48 @@ func (s *statusServer) Close() error {
 }
 
 func readStatus(path string) (*statusReport, error) {
+	var r statusReport
+	return &r, askDaemon(path, "status", &r)
+}
+
+// askDaemon sends a request line to the daemon's status socket and decodes
+// its JSON answer into v.
+func askDaemon(path, request string, v any) error {
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("no daemon answers on %s (is 'ftpalg run' running?)", path)
+			return fmt.Errorf("no daemon answers on %s (is 'ftpalg run' running?)", path)
 		}
-		return nil, err
+		return err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	var r statusReport
-	if err := json.NewDecoder(c).Decode(&r); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	if _, err := io.WriteString(c, request+"\n"); err != nil {
+		return fmt.Errorf("ask %s: %w", path, err)
 	}
-	return &r, nil
+	if err := json.NewDecoder(c).Decode(v); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
 }
 
 func statusMain(args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("ftpalg status", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newCmdFlags("status", "Usage: ftpalg status [--socket PATH] [--json | --explain]\n\nPrints the counters of a running 'ftpalg run', per queue.\n",
+		exitStatus("the daemon could not be reached (not running, another --socket, permissions)"))
 	path := fl.String("socket", defaultStatusSocket, "the daemon's status socket `path` (ftpalg run --status-socket)")
 	asJSON := fl.Bool("json", false, "print the report as JSON")
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), "Usage: ftpalg status [--socket PATH] [--json]\n\nPrints the counters of a running 'ftpalg run', per queue.\n\nFlags:\n")
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	explain := fl.Bool("explain", false, "also say what each counter means and what to do when it grows\n(without a running daemon: only that)")
+	if err := fl.parse(args, stdout); err != nil {
+		return usageExit("status", err, stderr)
 	}
 	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "ftpalg status: unexpected argument %q\n", fl.Arg(0))
-		return 2
+		return usageExit("status", usagef("unexpected argument %q", fl.Arg(0)), stderr)
 	}
 	r, err := readStatus(*path)
+	if err != nil && *explain && !*asJSON {
+		printExplain(stdout)
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ftpalg status: %v\n", err)
 		return 1
@@ -217,6 +266,10 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	printStatus(stdout, r)
+	if *explain {
+		fmt.Fprintln(stdout)
+		printExplain(stdout)
+	}
 	return 0
 }
 
@@ -224,7 +277,8 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 // counters per queue (and a total when there are several).
 func printStatus(w io.Writer, r *statusReport) {
 	fmt.Fprintf(w, "ftpalg %s, pid %d, up %s (since %s)\n", r.Version, r.PID, r.Uptime, r.Started.Format(time.RFC3339))
-	fmt.Fprintf(w, "translator %s (%s), leg %s, ports %v, rules installed: %v\n\n", r.Translator, r.Conf, r.Leg, r.Ports, r.Rules)
+	fmt.Fprintf(w, "translator %s (%s), leg %s, ports %v, table %s, rules installed: %v, restored %d times\n\n",
+		r.Translator, r.Conf, r.Leg, r.Ports, r.Table, r.Rules, r.Restores)
 	cols := r.Queues
 	head := []string{"counter"}
 	for _, q := range r.Queues {
@@ -234,65 +288,80 @@ func printStatus(w io.Writer, r *statusReport) {
 		cols = append(cols, r.total())
 		head = append(head, "total")
 	}
+	// Labels left, numbers right: the labels are padded to one width.
+	width := len(head[0])
+	for _, c := range queueCounters {
+		width = max(width, len(c.label))
+	}
+	head[0] = fmt.Sprintf("%-*s", width, head[0])
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
-	row := func(name string, get func(q queueStatus) string) {
-		cells := []string{name}
+	for _, c := range queueCounters {
+		cells := []string{fmt.Sprintf("%-*s", width, c.label)}
+		known := false
 		for _, q := range cols {
-			cells = append(cells, get(q))
+			v, ok := c.get(q)
+			if !ok {
+				cells = append(cells, "-")
+				continue
+			}
+			known = true
+			cells = append(cells, strconv.FormatUint(v, 10))
 		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+		if known {
+			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+		}
 	}
-	row("flows", func(q queueStatus) string { return fmt.Sprint(q.Flows) })
-	counterRows(row, "nfqueue.", func(q queueStatus) reflect.Value { return reflect.ValueOf(q.NFQ) })
-	if len(r.Queues) > 0 && r.Queues[0].Kernel != nil {
-		row("kernel.Waiting", func(q queueStatus) string {
-			return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.Waiting })
-		})
-		row("kernel.QueueDrops", func(q queueStatus) string {
-			return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.QueueDrops })
-		})
-		row("kernel.SocketDrops", func(q queueStatus) string {
-			return kernelField(q, func(k *nfq.KernelStats) uint32 { return k.SocketDrops })
-		})
-	}
-	counterRows(row, "engine.", func(q queueStatus) reflect.Value { return reflect.ValueOf(q.Engine) })
 	tw.Flush()
-}
-
-func kernelField(q queueStatus, f func(*nfq.KernelStats) uint32) string {
-	if q.Kernel == nil {
-		return "-"
-	}
-	return fmt.Sprint(f(q.Kernel))
-}
-
-// counterRows adds one row per field of the counters struct get returns.
-func counterRows(row func(string, func(queueStatus) string), prefix string, get func(queueStatus) reflect.Value) {
-	t := get(queueStatus{}).Type()
-	for i := range t.NumField() {
-		row(prefix+t.Field(i).Name, func(q queueStatus) string { return fmt.Sprint(get(q).Field(i).Interface()) })
+	if p := r.Pinholes; p != nil {
+		fmt.Fprintf(w, "\npinholes: %d created, %d failed, %d refused\n", p.Created, p.Failed, p.Refused)
 	}
 }
 
-// metricsServer serves the daemon's report in the Prometheus text
-// exposition format (version 0.0.4) on /metrics, with the standard library
-// only.
+// printExplain prints what every row of the status means and, for those
+// that signal trouble, what to do.
+func printExplain(w io.Writer) {
+	fmt.Fprintln(w, "What the counters mean (the metric of each in brackets):")
+	for _, c := range queueCounters {
+		fmt.Fprintf(w, "\n%s (%s)\n  %s\n", c.label, c.metric(), c.help)
+		if c.explain != "" {
+			fmt.Fprintf(w, "  When it grows: %s\n", c.explain)
+		}
+	}
+	fmt.Fprintln(w, "\nrules installed / restored (ftpalg_rules_installed, ftpalg_rules_restored_total)")
+	fmt.Fprintln(w, "  Whether the daemon's nftables table is in place, and how often it was put back after an")
+	fmt.Fprintln(w, "  'nft flush ruleset' or 'systemctl reload nftables'. When restores grow: the operator's")
+	fmt.Fprintln(w, "  firewall reloads flush the ruleset; harmless, but include rules/tayga.nft or jool.nft there.")
+	fmt.Fprintln(w, "\npinholes (ftpalg_pinholes_*_total)")
+	fmt.Fprintln(w, "  Conntrack expectations for data connections (Tayga). When failed grows: see rules/README.md, Pinholes.")
+}
+
+// metricsServer serves the daemon's metrics on /metrics (Prometheus,
+// through client_golang), and /healthz and /readyz.
 type metricsServer struct {
 	srv  *http.Server
 	ln   net.Listener
 	done chan struct{}
 }
 
-func listenMetrics(addr string, log *slog.Logger, get func() statusReport) (*metricsServer, error) {
+// listenMetrics serves the metrics of get's reports. ready tells /readyz
+// whether the daemon translates (nil) or why not.
+func listenMetrics(addr string, log *slog.Logger, get func() statusReport, ready func() error) (*metricsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		writeMetrics(w, get())
+	mux.Handle("/metrics", promhttp.HandlerFor(newRegistry(get), promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
 	})
 	m := &metricsServer{
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
@@ -315,61 +384,91 @@ func (m *metricsServer) Close() error {
 	return err
 }
 
-// writeMetrics writes every counter of the report, one family per field:
-// ftpalg_nfqueue_<field>_total, ftpalg_engine_<field>_total and
-// ftpalg_kernel_* with a queue label, ftpalg_flows as a gauge.
-func writeMetrics(w io.Writer, r statusReport) {
-	fmt.Fprintf(w, "# HELP ftpalg_info The running daemon.\n# TYPE ftpalg_info gauge\n")
-	fmt.Fprintf(w, "ftpalg_info{version=%q,translator=%q,leg=%q} 1\n", r.Version, r.Translator, r.Leg)
-	fmt.Fprintf(w, "# HELP ftpalg_start_time_seconds When the daemon started.\n# TYPE ftpalg_start_time_seconds gauge\n")
-	fmt.Fprintf(w, "ftpalg_start_time_seconds %d\n", r.Started.Unix())
-	family := func(name, typ, help string, value func(q queueStatus) (uint64, bool)) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-		for _, q := range r.Queues {
-			if v, ok := value(q); ok {
-				fmt.Fprintf(w, "%s{queue=\"%d\"} %d\n", name, q.Queue, v)
-			}
-		}
-	}
-	family("ftpalg_flows", "gauge", "Control connections the engine follows.",
-		func(q queueStatus) (uint64, bool) { return uint64(q.Flows), true })
-	counters := func(prefix, what string, get func(q queueStatus) reflect.Value) {
-		t := get(queueStatus{}).Type()
-		for i := range t.NumField() {
-			f := t.Field(i)
-			family(prefix+snake(f.Name)+"_total", "counter", what+" counter "+f.Name+".",
-				func(q queueStatus) (uint64, bool) { return get(q).Field(i).Uint(), true })
-		}
-	}
-	counters("ftpalg_nfqueue_", "Queue loop", func(q queueStatus) reflect.Value { return reflect.ValueOf(q.NFQ) })
-	counters("ftpalg_engine_", "Engine", func(q queueStatus) reflect.Value { return reflect.ValueOf(q.Engine) })
-	kernel := func(f func(*nfq.KernelStats) uint32) func(q queueStatus) (uint64, bool) {
-		return func(q queueStatus) (uint64, bool) {
-			if q.Kernel == nil {
-				return 0, false
-			}
-			return uint64(f(q.Kernel)), true
-		}
-	}
-	family("ftpalg_kernel_waiting", "gauge", "Packets waiting in the kernel for a verdict.",
-		kernel(func(k *nfq.KernelStats) uint32 { return k.Waiting }))
-	family("ftpalg_kernel_queue_drops_total", "counter", "Packets the kernel dropped or bypassed because the queue was full.",
-		kernel(func(k *nfq.KernelStats) uint32 { return k.QueueDrops }))
-	family("ftpalg_kernel_socket_drops_total", "counter", "Packets the kernel could not hand to the daemon.",
-		kernel(func(k *nfq.KernelStats) uint32 { return k.SocketDrops }))
+// newRegistry registers the daemon's metrics and the standard Go runtime
+// and process collectors.
+func newRegistry(get func() statusReport) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newReportCollector(get),
+	)
+	return reg
 }
 
-// snake turns a Go field name into a metric name part: "VerdictErrors" ->
-// "verdict_errors", "ENOBUFS" -> "enobufs", "NotTCP" -> "not_tcp".
-func snake(s string) string {
-	var b strings.Builder
-	rs := []rune(s)
-	for i, r := range rs {
-		upper := unicode.IsUpper(r)
-		if upper && i > 0 && (unicode.IsLower(rs[i-1]) || i+1 < len(rs) && unicode.IsLower(rs[i+1])) {
-			b.WriteByte('_')
-		}
-		b.WriteRune(unicode.ToLower(r))
+// reportCollector turns a status report into metrics at every scrape.
+type reportCollector struct {
+	get    func() statusReport
+	queue  []*prometheus.Desc // one per queueCounters entry
+	daemon map[string]*prometheus.Desc
+}
+
+func newReportCollector(get func() statusReport) *reportCollector {
+	c := &reportCollector{get: get, daemon: map[string]*prometheus.Desc{}}
+	for _, qc := range queueCounters {
+		c.queue = append(c.queue, prometheus.NewDesc(qc.metric(), qc.help, []string{"queue"}, nil))
 	}
-	return b.String()
+	labels := map[string][]string{
+		"ftpalg_build_info": {"version", "revision", "goversion"},
+		"ftpalg_info":       {"translator", "leg", "table"},
+	}
+	for _, d := range daemonMetrics {
+		c.daemon[d.name] = prometheus.NewDesc(d.name, d.help, labels[d.name], nil)
+	}
+	return c
+}
+
+func (c *reportCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.queue {
+		ch <- d
+	}
+	for _, d := range c.daemon {
+		ch <- d
+	}
+}
+
+func (c *reportCollector) Collect(ch chan<- prometheus.Metric) {
+	r := c.get()
+	one := func(name string, typ prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.daemon[name], typ, v, labels...)
+	}
+	one("ftpalg_build_info", prometheus.GaugeValue, 1, version, buildRevision(), runtime.Version())
+	one("ftpalg_info", prometheus.GaugeValue, 1, r.Translator, r.Leg, r.Table)
+	one("ftpalg_start_time_seconds", prometheus.GaugeValue, float64(r.Started.Unix()))
+	installed := 0.0
+	if r.Rules {
+		installed = 1
+	}
+	one("ftpalg_rules_installed", prometheus.GaugeValue, installed)
+	one("ftpalg_rules_restored_total", prometheus.CounterValue, float64(r.Restores))
+	if p := r.Pinholes; p != nil {
+		one("ftpalg_pinholes_created_total", prometheus.CounterValue, float64(p.Created))
+		one("ftpalg_pinholes_failed_total", prometheus.CounterValue, float64(p.Failed))
+		one("ftpalg_pinholes_refused_total", prometheus.CounterValue, float64(p.Refused))
+	}
+	for i, qc := range queueCounters {
+		typ := prometheus.CounterValue
+		if qc.gauge {
+			typ = prometheus.GaugeValue
+		}
+		for _, q := range r.Queues {
+			if v, ok := qc.get(q); ok {
+				ch <- prometheus.MustNewConstMetric(c.queue[i], typ, float64(v), strconv.Itoa(int(q.Queue)))
+			}
+		}
+	}
+}
+
+// buildRevision is the VCS commit the binary was built from, or "".
+func buildRevision() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			return s.Value
+		}
+	}
+	return ""
 }

@@ -27,7 +27,9 @@ package jool
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -58,6 +60,23 @@ type (
 	}
 )
 
+// PeerGuard admits only the control connection's peer through a data-channel
+// mapping (rules.PeerGuard: the peer filter in the daemon's nftables table,
+// ahead of Jool's hook). A static BIB entry in Jool is endpoint-independent:
+// without a guard any IPv4 host could connect through it (RFC 6384 section
+// 7.2 asks for the peer only, narrowed to the one data connection).
+type PeerGuard interface {
+	// Admit lets peer open one TCP connection to mapped (an IPv4 transport
+	// address of a static BIB entry) within ttl, and guards mapped
+	// against everybody else until Release. Called before the BIB entry
+	// is added; an error refuses the mapping.
+	Admit(peer netip.Addr, mapped netip.AddrPort, ttl time.Duration) error
+	// Release ends the guard of the mapped addresses and what it admitted
+	// through them. Called after their BIB entries are removed, once for
+	// all the entries one Expire or Close removes.
+	Release(mapped ...netip.AddrPort) error
+}
+
 // joolPerEntryLookups is how many mappings Expire looks up one by one
 // (when the tables can) before it lists the whole session table instead.
 const joolPerEntryLookups = 32
@@ -75,8 +94,17 @@ type MapperConfig struct {
 	// passive or 64 active data channels.
 	ReservedPorts [2]uint16
 	// IdleTimeout removes a mapping whose data connection never came
-	// (default 2 minutes).
+	// (default 30 s); the guard's admission of the peer lasts as long.
 	IdleTimeout time.Duration
+	// Guard, if not nil, admits only the control connection's peer
+	// through each mapping (46 passive: the IPv4 client; 64 active: the
+	// IPv4 server). Without it a mapping is open to any IPv4 host.
+	Guard PeerGuard
+	// Rand returns a uniform random int in [0, n): which free port of
+	// ReservedPorts a new mapping gets. Default: math/rand/v2's IntN
+	// (its global generator is ChaCha8, seeded by the runtime from the
+	// system's random source), so that a third party cannot predict ports.
+	Rand func(n int) int
 	// CacheTTL bounds how stale the cached pool4 and static BIB tables may
 	// be (default 10 s). A lookup that misses refreshes them sooner.
 	CacheTTL time.Duration
@@ -91,10 +119,15 @@ type MapperConfig struct {
 	// entry that is requested again in that time go early again (before
 	// its new connection came); too short only keeps entries longer.
 	TCPTransTimeout time.Duration
+	// Ledger records the static entries the mapper adds, as it adds and
+	// removes them, so that Cleanup in a later run (after a crash)
+	// removes those and nothing else. Without one, Cleanup removes
+	// nothing: an entry in ReservedPorts may be an operator's.
+	Ledger Ledger
 }
 
 const (
-	defaultJoolIdle       = 2 * time.Minute
+	defaultJoolIdle       = 30 * time.Second
 	defaultJoolCacheTTL   = 10 * time.Second
 	defaultJoolMaxEntries = 4096
 	defaultJoolTransTime  = 4 * time.Minute
@@ -123,9 +156,10 @@ var ErrMapperClosed = errors.New("jool mapper closed")
 //     table, Server6 = pool6 + server).
 //   - MapData: a 46 passive or 64 active data channel gets a static BIB
 //     entry on the control connection's own pool4 address, with a port
-//     from ReservedPorts: the IPv6 port itself when it is free and in the
-//     range, else the next free one. The same target twice gets the same
-//     entry. 64 passive and 46 active need no entry: the stateless RFC 6052
+//     drawn at random from the free ports of ReservedPorts, guarded by
+//     Guard so that only the control connection's IPv4 peer can use it.
+//     The same target twice gets the same entry (the peer admitted again).
+//     64 passive and 46 active need no entry: the stateless RFC 6052
 //     mapping with the same port.
 //   - Expire removes entries whose data connections are over or never came
 //     (read from Jool's session table: a session belongs to the BIB entry
@@ -137,6 +171,9 @@ type Mapper struct {
 	mu     sync.Mutex
 	t      Tables
 	finder joolSessionFinder // nil when t cannot find single sessions
+	guard  PeerGuard         // nil: no peer filter
+	rand   func(n int) int
+	free   []uint16 // scratch: free candidate ports of one mapStatic
 	pool6  netip.Prefix
 	lo, hi uint16
 	idle   time.Duration
@@ -155,6 +192,9 @@ type Mapper struct {
 
 	owned map[netip.AddrPort]*joolMapping // by IPv6 side (the target)
 	used  map[netip.AddrPort]bool         // IPv4 sides of owned entries
+
+	ledger    Ledger // may be nil
+	ledgerErr error  // the last failure to store the ledger, reported by Expire
 }
 
 type joolMapping struct {
@@ -171,7 +211,10 @@ func NewMapper(cfg *MapperConfig) (*Mapper, error) {
 		return nil, errors.New("jool mapper: no jool tables")
 	}
 	m := &Mapper{
+		ledger:  cfg.Ledger,
 		t:       cfg.Tables,
+		guard:   cfg.Guard,
+		rand:    cfg.Rand,
 		pool6:   cfg.Pool6,
 		lo:      cfg.ReservedPorts[0],
 		hi:      cfg.ReservedPorts[1],
@@ -190,6 +233,9 @@ func NewMapper(cfg *MapperConfig) (*Mapper, error) {
 	}
 	if m.idle <= 0 {
 		m.idle = defaultJoolIdle
+	}
+	if m.rand == nil {
+		m.rand = rand.IntN
 	}
 	if m.trans <= 0 {
 		m.trans = defaultJoolTransTime
@@ -351,6 +397,18 @@ func (m *Mapper) pool4Covers(a netip.AddrPort) bool {
 	return false
 }
 
+// ReloadPool4 reads pool4 from the instance now (the daemon's SIGHUP) and
+// returns it; on an error the old copy stays.
+func (m *Mapper) ReloadPool4() ([]Pool4Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pool4At = time.Time{}
+	if err := m.refreshPool4(m.now(), true); err != nil {
+		return nil, err
+	}
+	return slices.Clone(m.pool4), nil
+}
+
 // refreshStatic reloads the static BIB entries (TTL as refreshPool4).
 func (m *Mapper) refreshStatic(now time.Time, miss bool) error {
 	age := now.Sub(m.staticAt)
@@ -413,23 +471,41 @@ func (m *Mapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 		if !t.Addr().Is6() || t.Addr().Is4In6() {
 			return netip.AddrPort{}, fmt.Errorf("jool map %v %v: target is not IPv6", req.Mode, t)
 		}
-		a4 := s.Server4
+		// a4 is the control connection's pool4 address; peer the IPv4
+		// host that will connect through the mapping.
+		a4, peer := s.Server4, s.Client4
 		if req.Mode == mangle.Active64 {
-			a4 = s.Client4
+			a4, peer = s.Client4, s.Server4
 		}
 		if !a4.Is4() {
 			return netip.AddrPort{}, fmt.Errorf("jool map %v %v: the session has no IPv4 address for it", req.Mode, t)
 		}
+		if m.guard != nil && !peer.Is4() {
+			return netip.AddrPort{}, fmt.Errorf("jool map %v %v: the session has no IPv4 peer to admit", req.Mode, t)
+		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		return m.mapStatic(t, a4)
+		return m.mapStatic(t, a4, peer)
 	}
 	return netip.AddrPort{}, fmt.Errorf("jool map: unknown mode %v", req.Mode)
 }
 
+// CanMapActive64 implements mangle.ActiveChecker: an EPRT needs a static
+// BIB entry, which the mapper adds only inside its reserved port range.
+// Without one the engine answers ALGS with the token EPSV and passes EPRT
+// unchanged (RFC 6384 section 11: the token must be true).
+func (m *Mapper) CanMapActive64(mangle.Session) bool { return m.lo != 0 }
+
 // mapStatic returns a4:p4 bound to target by a static BIB entry of ours,
-// adding one if needed. Called with m.mu held.
-func (m *Mapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.AddrPort, error) {
+// adding one if needed, and admits peer through it. Called with m.mu held.
+//
+// p4 is drawn uniformly from the free ports of the reserved range: the
+// engine rewrites the port in both modes that need an entry (46 passive:
+// 229 to 227; 64 active: EPRT to PORT), so nothing requires p4 = p6, and
+// a port a third party could guess (the next one in order) would help it
+// race the peer. The guard admits only the peer anyway; random ports keep
+// a guess from even finding a live mapping.
+func (m *Mapper) mapStatic(target netip.AddrPort, a4, peer netip.Addr) (netip.AddrPort, error) {
 	if m.closed {
 		return netip.AddrPort{}, ErrMapperClosed
 	}
@@ -437,6 +513,9 @@ func (m *Mapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.AddrPort
 	if om := m.owned[target]; om != nil {
 		if om.entry.Addr4.Addr() != a4 {
 			return netip.AddrPort{}, fmt.Errorf("jool map %v: already mapped to %v, not on %v", target, om.entry.Addr4, a4)
+		}
+		if err := m.admit(peer, om.entry.Addr4); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("jool map %v: %w", target, err)
 		}
 		om.requested, om.seen = now, false
 		return om.entry.Addr4, nil
@@ -452,20 +531,32 @@ func (m *Mapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.AddrPort
 	}
 	m.refreshStatic(now, false)
 
-	n := int(m.hi-m.lo) + 1
-	start := 0
-	if p := target.Port(); p >= m.lo && p <= m.hi {
-		start = int(p - m.lo)
-	}
-	var taken map[netip.AddrPort]bool // filled from a BIB listing after a collision
-	attempts := 0
-	for i := range n {
-		cand := netip.AddrPortFrom(a4, m.lo+uint16((start+i)%n))
-		if m.used[cand] || taken[cand] || !m.pool4Covers(cand) {
+	// The free ports: not ours already, not someone's static entry, in
+	// pool4.
+	free := m.free[:0]
+	for p := int(m.lo); p <= int(m.hi); p++ {
+		cand := netip.AddrPortFrom(a4, uint16(p))
+		if m.used[cand] || !m.pool4Covers(cand) {
 			continue
 		}
 		if _, ok := m.static4[cand]; ok {
 			continue
+		}
+		free = append(free, uint16(p))
+	}
+	m.free = free[:0]
+	var taken map[netip.AddrPort]bool // filled from a BIB listing after a collision
+	for attempts := 0; len(free) > 0 && attempts < joolMaxAddAttempts; {
+		i := m.rand(len(free))
+		cand := netip.AddrPortFrom(a4, free[i])
+		free = slices.Delete(free, i, i+1)
+		if taken[cand] {
+			continue
+		}
+		attempts++
+		// The guard first: the entry never exists unguarded.
+		if err := m.admit(peer, cand); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("jool map %v: %w", target, err)
 		}
 		e := BIBEntry{Addr6: target, Addr4: cand, Proto: ProtoTCP, Static: true}
 		err := m.t.BIBAdd(e)
@@ -473,11 +564,9 @@ func (m *Mapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.AddrPort
 			m.record(e, now)
 			return cand, nil
 		}
+		m.release(cand)
 		if !errors.Is(err, syscall.EEXIST) {
 			return netip.AddrPort{}, fmt.Errorf("jool map %v: %w", target, err)
-		}
-		if attempts++; attempts >= joolMaxAddAttempts {
-			break
 		}
 		if taken == nil {
 			// The port is someone else's, or the target already has an
@@ -496,11 +585,14 @@ func (m *Mapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.AddrPort
 					return netip.AddrPort{}, fmt.Errorf("jool map %v: jool already binds it to %v", target, b.Addr4)
 				}
 				if b.Static && m.reserved(b.Addr4.Port()) {
-					// Ours from an earlier run: adopt it.
+					// Ours from an earlier run: adopt it, guarded.
+					if err := m.admit(peer, b.Addr4); err != nil {
+						return netip.AddrPort{}, fmt.Errorf("jool map %v: %w", target, err)
+					}
 					m.record(b, now)
 				}
 				// Otherwise (a dynamic or operator's entry) use it as is:
-				// not ours to remove.
+				// not ours to remove, nor to guard.
 				return b.Addr4, nil
 			}
 		}
@@ -508,11 +600,54 @@ func (m *Mapper) mapStatic(target netip.AddrPort, a4 netip.Addr) (netip.AddrPort
 	return netip.AddrPort{}, fmt.Errorf("jool map %v: no free port in %v#%d-%d", target, a4, m.lo, m.hi)
 }
 
+// admit lets peer through mapped (no-op without a guard).
+func (m *Mapper) admit(peer netip.Addr, mapped netip.AddrPort) error {
+	if m.guard == nil {
+		return nil
+	}
+	if err := m.guard.Admit(peer, mapped, m.idle); err != nil {
+		return fmt.Errorf("admit %v through %v: %w", peer, mapped, err)
+	}
+	return nil
+}
+
+// release ends the guard of the mapped addresses (no-op without a guard
+// or without addresses).
+func (m *Mapper) release(mapped ...netip.AddrPort) error {
+	if m.guard == nil || len(mapped) == 0 {
+		return nil
+	}
+	if err := m.guard.Release(mapped...); err != nil {
+		return fmt.Errorf("release guard of %v: %w", mapped, err)
+	}
+	return nil
+}
+
 func (m *Mapper) reserved(p uint16) bool { return m.lo != 0 && p >= m.lo && p <= m.hi }
 
 func (m *Mapper) record(e BIBEntry, now time.Time) {
 	m.owned[e.Addr6] = &joolMapping{entry: e, requested: now}
 	m.used[e.Addr4] = true
+	m.storeLedger()
+}
+
+// storeLedger writes the entries the mapper holds to the ledger. A failure
+// does not fail the mapping (the transfer matters more; the entry would
+// only outlive a crash); Expire reports it. Called with m.mu held.
+func (m *Mapper) storeLedger() {
+	if m.ledger == nil {
+		return
+	}
+	held := make([]BIBEntry, 0, len(m.owned))
+	for _, om := range m.owned {
+		held = append(held, om.entry)
+	}
+	slices.SortFunc(held, func(a, b BIBEntry) int { return a.Addr4.Compare(b.Addr4) })
+	if err := m.ledger.Store(held); err != nil {
+		m.ledgerErr = fmt.Errorf("jool mapper: record the static BIB entries: %w", err)
+	} else {
+		m.ledgerErr = nil
+	}
 }
 
 // embed6 is pool6::a (RFC 6052), or the zero Addr when a is not IPv4.

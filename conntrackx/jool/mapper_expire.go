@@ -15,10 +15,14 @@ import (
 func (m *Mapper) forget(e BIBEntry) {
 	delete(m.owned, e.Addr6)
 	delete(m.used, e.Addr4)
+	m.storeLedger()
 }
 
 // remove deletes one of our entries from Jool; an entry already gone
-// counts as removed.
+// counts as removed. The caller then releases its guard (release), after
+// the entry: the guard must not end while the entry exists. One release
+// for all the entries of a round keeps the guard's netlink work per round,
+// not per entry, while the lock is held.
 func (m *Mapper) remove(e BIBEntry) error {
 	err := m.t.BIBRemove(e)
 	if err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -37,9 +41,17 @@ func (m *Mapper) remove(e BIBEntry) error {
 // seconds): when it holds mappings it asks Jool for their sessions (one
 // request per mapping, or one listing of all TCP sessions when it holds
 // more than a few dozen).
+//
+// It also reports a failure to keep the Ledger (once per failure).
 func (m *Mapper) Expire(now time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	lerr := m.ledgerErr
+	m.ledgerErr = nil
+	return errors.Join(m.expire(now), lerr)
+}
+
+func (m *Mapper) expire(now time.Time) error {
 	if len(m.owned) == 0 {
 		return nil
 	}
@@ -64,6 +76,7 @@ func (m *Mapper) Expire(now time.Time) error {
 		uses[s.Src6] = u
 	}
 	var errs []error
+	var removed []netip.AddrPort
 	for target, om := range m.owned {
 		u := uses[target]
 		var done bool
@@ -80,8 +93,13 @@ func (m *Mapper) Expire(now time.Time) error {
 		if done {
 			if err := m.remove(om.entry); err != nil {
 				errs = append(errs, err)
+			} else {
+				removed = append(removed, om.entry.Addr4)
 			}
 		}
+	}
+	if err := m.release(removed...); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -127,18 +145,27 @@ func (m *Mapper) Close() error {
 	defer m.mu.Unlock()
 	m.closed = true
 	var errs []error
+	var removed []netip.AddrPort
 	for _, om := range m.owned {
 		if err := m.remove(om.entry); err != nil {
 			errs = append(errs, err)
+		} else {
+			removed = append(removed, om.entry.Addr4)
 		}
+	}
+	if err := m.release(removed...); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// Cleanup removes the static entries a killed daemon left behind: every
-// static TCP entry on a pool4 address with a port inside ReservedPorts that
-// this mapper does not hold. It returns how many it removed. Call it once at
-// start, before the first MapData.
+// Cleanup removes the static entries an earlier run recorded in the Ledger
+// (a killed daemon's leftovers) and still in Jool, and returns how many it
+// removed; with no Ledger it removes nothing. Then it checks that no other
+// static TCP entry sits in ReservedPorts on a pool4 address: those are an
+// operator's, which the mapper must neither remove nor collide with; it
+// returns a *ReservedInUseError naming them. Call it once at start, before
+// the first MapData.
 func (m *Mapper) Cleanup() (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -149,14 +176,30 @@ func (m *Mapper) Cleanup() (int, error) {
 	if err := m.refreshPool4(now, true); err != nil {
 		return 0, fmt.Errorf("jool mapper cleanup: %w", err)
 	}
+	var recorded []BIBEntry
+	if m.ledger != nil {
+		var err error
+		if recorded, err = m.ledger.Load(); err != nil {
+			return 0, fmt.Errorf("jool mapper cleanup: %w", err)
+		}
+	}
 	bib, err := m.t.BIBList(ProtoTCP)
 	if err != nil {
 		return 0, fmt.Errorf("jool mapper cleanup: %w", err)
 	}
+	ours := map[BIBEntry]bool{}
+	for _, e := range recorded {
+		ours[e] = true
+	}
 	n := 0
 	var errs []error
+	var others []BIBEntry
 	for _, e := range bib {
 		if !e.Static || !m.reserved(e.Addr4.Port()) || !m.inPool4(e.Addr4.Addr()) || m.used[e.Addr4] {
+			continue
+		}
+		if !ours[BIBEntry{Addr6: e.Addr6, Addr4: e.Addr4, Proto: ProtoTCP, Static: true}] {
+			others = append(others, e)
 			continue
 		}
 		if err := m.t.BIBRemove(e); err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -166,7 +209,30 @@ func (m *Mapper) Cleanup() (int, error) {
 		n++
 	}
 	m.staticAt = time.Time{} // the cached copy is stale now
+	if len(errs) == 0 {
+		m.storeLedger() // what is left of the record: the entries held now
+	}
+	if len(others) > 0 {
+		errs = append(errs, &ReservedInUseError{Lo: m.lo, Hi: m.hi, Entries: others})
+	}
 	return n, errors.Join(errs...)
+}
+
+// ReservedInUseError is Cleanup's error for static BIB entries in
+// ReservedPorts that the mapper did not make.
+type ReservedInUseError struct {
+	Lo, Hi  uint16
+	Entries []BIBEntry
+}
+
+func (e *ReservedInUseError) Error() string {
+	more := ""
+	if len(e.Entries) > 1 {
+		more = fmt.Sprintf(" and %d more", len(e.Entries)-1)
+	}
+	f := e.Entries[0]
+	return fmt.Sprintf("ports %d-%d hold static BIB entries that are not ftpalg's (%v#%d %v#%d%s): choose a range without static entries, or remove them",
+		e.Lo, e.Hi, f.Addr6.Addr(), f.Addr6.Port(), f.Addr4.Addr(), f.Addr4.Port(), more)
 }
 
 // Mappings returns the entries the mapper currently holds, sorted by their

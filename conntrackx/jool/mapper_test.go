@@ -3,7 +3,10 @@ package jool
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,6 +145,10 @@ func (p perEntryTables) BIBSessions(proto uint8, src4 netip.AddrPort) ([]Session
 	return out, nil
 }
 
+// lowestFree is a Rand that always picks the lowest free port: the tests
+// that are not about randomness can name the port they expect.
+func lowestFree(int) int { return 0 }
+
 // fakeClock is a settable clock for the mapper.
 type fakeClock struct{ t time.Time }
 
@@ -155,6 +162,9 @@ func newTestMapper(t *testing.T, f *fakeTables, cfg MapperConfig) (*Mapper, *fak
 	}
 	if cfg.ReservedPorts == [2]uint16{} {
 		cfg.ReservedPorts = [2]uint16{61000, 61999}
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = lowestFree
 	}
 	m, err := NewMapper(&cfg)
 	if err != nil {
@@ -272,20 +282,20 @@ func TestJoolMapperMapData(t *testing.T) {
 		want netip.AddrPort
 		add  bool // a BIB entry Addr6=target <-> want must exist
 	}{
-		{"passive46 keeps the port inside the range",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61005")}, ap("192.0.2.1:61005"), true},
+		{"passive46 does not keep the IPv6 port, even inside the range",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61005")}, ap("192.0.2.1:61000"), true},
 		{"passive46 again: same entry",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61005")}, ap("192.0.2.1:61005"), true},
-		{"passive46 outside the range takes the first free port",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40000")}, ap("192.0.2.1:61000"), true},
-		{"next one",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40001")}, ap("192.0.2.1:61001"), true},
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61005")}, ap("192.0.2.1:61000"), true},
+		{"passive46 outside the range",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40000")}, ap("192.0.2.1:61001"), true},
 		{"skips a port Jool gave someone else",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40002")}, ap("192.0.2.1:61003"), true},
-		{"same port as an owned one: next free",
-			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61000")}, ap("192.0.2.1:61004"), true},
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40001")}, ap("192.0.2.1:61003"), true},
+		{"next one",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40002")}, ap("192.0.2.1:61004"), true},
+		{"same port as an owned one",
+			mangle.DataRequest{Session: s46, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:61000")}, ap("192.0.2.1:61005"), true},
 		{"active64 on the client's pool4 address",
-			mangle.DataRequest{Session: s64, Mode: mangle.Active64, Target: ap("[2001:db8::20]:61500")}, ap("192.0.2.1:61500"), true},
+			mangle.DataRequest{Session: s64, Mode: mangle.Active64, Target: ap("[2001:db8::20]:61500")}, ap("192.0.2.1:61006"), true},
 		{"passive64 is stateless",
 			mangle.DataRequest{Session: s64, Mode: mangle.Passive64, Target: ap("198.51.100.7:30000")}, ap("[64:ff9b::c633:6407]:30000"), false},
 		{"active46 is stateless",
@@ -478,6 +488,7 @@ func testJoolMapperExpire(t *testing.T, perEntry bool) {
 
 func TestJoolMapperCloseAndCleanup(t *testing.T) {
 	f := newFakeTables()
+	// A killed daemon's entries, in its ledger.
 	leftovers := []BIBEntry{
 		{Addr6: ap("[2001:db8::10]:61000"), Addr4: ap("192.0.2.1:61000"), Proto: ProtoTCP, Static: true},
 		{Addr6: ap("[2001:db8::20]:5000"), Addr4: ap("192.0.2.1:61999"), Proto: ProtoTCP, Static: true},
@@ -488,13 +499,20 @@ func TestJoolMapperCloseAndCleanup(t *testing.T) {
 		{Addr6: ap("[2001:db8::20]:5002"), Addr4: ap("192.0.2.1:60999"), Proto: ProtoTCP, Static: true}, // outside the range
 	}
 	f.bib = append(append([]BIBEntry{}, keep...), leftovers...)
-	m, _ := newTestMapper(t, f, MapperConfig{})
+	ledger := &FileLedger{Path: filepath.Join(t.TempDir(), "run", "jool-bib")}
+	if err := ledger.Store(leftovers); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := newTestMapper(t, f, MapperConfig{Ledger: ledger})
 	n, err := m.Cleanup()
 	if err != nil || n != 2 {
 		t.Fatalf("Cleanup = %d, %v; want 2", n, err)
 	}
 	if diff := cmp.Diff(keep, f.bib, equateNetip); diff != "" {
 		t.Errorf("BIB after cleanup (-want +got):\n%s", diff)
+	}
+	if got, err := ledger.Load(); err != nil || len(got) != 0 {
+		t.Errorf("ledger after cleanup: %v, %v; want empty", got, err)
 	}
 
 	s := session46(m)
@@ -503,14 +521,101 @@ func TestJoolMapperCloseAndCleanup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The ledger follows the entries as they are added.
+	if got, err := ledger.Load(); err != nil || len(got) != 3 {
+		t.Errorf("ledger after 3 mappings: %v, %v; want 3 entries", got, err)
+	}
+	if diff := cmp.Diff(m.Mappings(), mustLoad(t, ledger), equateNetip); diff != "" {
+		t.Errorf("ledger differs from the mappings held (-held +ledger):\n%s", diff)
+	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(keep, f.bib, equateNetip); diff != "" {
 		t.Errorf("BIB after Close (-want +got):\n%s", diff)
 	}
+	if got := mustLoad(t, ledger); len(got) != 0 {
+		t.Errorf("ledger after Close: %v; want empty", got)
+	}
 	if _, err := m.MapData(mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:9")}); !errors.Is(err, ErrMapperClosed) {
 		t.Errorf("MapData after Close: %v", err)
+	}
+}
+
+func mustLoad(t *testing.T, l Ledger) []BIBEntry {
+	t.Helper()
+	got, err := l.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestJoolMapperCrashCleanup: a daemon adds entries and dies without
+// Close; the next one removes exactly those, and leaves an operator's
+// static entry in the reserved range alone, refusing the range.
+func TestJoolMapperCrashCleanup(t *testing.T) {
+	f := newFakeTables()
+	ledger := &FileLedger{Path: filepath.Join(t.TempDir(), "jool-bib")}
+	first, _ := newTestMapper(t, f, MapperConfig{Ledger: ledger})
+	s := session46(first)
+	for p := uint16(1); p <= 2; p++ {
+		if _, err := first.MapData(mangle.DataRequest{Session: s, Mode: mangle.Passive46, Target: netip.AddrPortFrom(addr("2001:db8::10"), p)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first daemon is killed here. The operator then adds a static
+	// entry of their own inside the range.
+	operators := BIBEntry{Addr6: ap("[2001:db8::99]:21"), Addr4: ap("192.0.2.1:61777"), Proto: ProtoTCP, Static: true}
+	f.bib = append(f.bib, operators)
+	before := len(f.bib)
+
+	second, _ := newTestMapper(t, f, MapperConfig{Ledger: ledger})
+	n, err := second.Cleanup()
+	var inUse *ReservedInUseError
+	if n != 2 || !errors.As(err, &inUse) || len(inUse.Entries) != 1 || inUse.Entries[0] != operators {
+		t.Fatalf("Cleanup = %d, %v; want 2 removed and the operator's entry named", n, err)
+	}
+	if !strings.Contains(err.Error(), "2001:db8::99#21 192.0.2.1#61777") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("error %q: want one line naming the operator's entry", err)
+	}
+	if len(f.bib) != before-2 || !slices.Contains(f.bib, operators) {
+		t.Errorf("BIB after cleanup %v: want the operator's entry kept, ours removed", f.bib)
+	}
+
+	// Without a ledger nothing is removed: an entry in the range may be
+	// an operator's.
+	third, _ := newTestMapper(t, f, MapperConfig{})
+	if n, err := third.Cleanup(); n != 0 || !errors.As(err, &inUse) {
+		t.Errorf("Cleanup without a ledger = %d, %v; want 0 and the operator's entry named", n, err)
+	}
+	if !slices.Contains(f.bib, operators) {
+		t.Error("Cleanup without a ledger removed the operator's entry")
+	}
+}
+
+func TestFileLedgerRoundTrip(t *testing.T) {
+	l := &FileLedger{Path: filepath.Join(t.TempDir(), "a", "b", "jool-bib")}
+	if got, err := l.Load(); err != nil || got != nil {
+		t.Fatalf("Load of a missing file = %v, %v; want nothing", got, err)
+	}
+	want := []BIBEntry{
+		{Addr6: ap("[2001:db8::10]:61000"), Addr4: ap("192.0.2.1:61000"), Proto: ProtoTCP, Static: true},
+		{Addr6: ap("[64:ff9b::c000:205]:21"), Addr4: ap("192.0.2.1:61001"), Proto: ProtoTCP, Static: true},
+	}
+	if err := l.Store(want); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(l.Path)
+	if string(b) != "2001:db8::10#61000 192.0.2.1#61000 tcp\n64:ff9b::c000:205#21 192.0.2.1#61001 tcp\n" {
+		t.Errorf("file:\n%s", b)
+	}
+	if diff := cmp.Diff(want, mustLoad(t, l), equateNetip); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+	os.WriteFile(l.Path, []byte("2001:db8::10#61000 192.0.2.1 tcp\n"), 0o600)
+	if _, err := l.Load(); err == nil || !strings.Contains(err.Error(), ":1:") {
+		t.Errorf("Load of a bad line: %v", err)
 	}
 }
 
@@ -570,5 +675,47 @@ func TestJoolMapperConcurrent(t *testing.T) {
 	wg.Wait()
 	if got := len(m.Mappings()); got > 40 {
 		t.Errorf("%d mappings for 40 targets", got)
+	}
+}
+
+// An EPRT needs a static BIB entry in the reserved range: without one the
+// mapper says so, and the engine then answers ALGS with the token EPSV and
+// passes EPRT unchanged (RFC 6384 section 11; docs/PROTOCOL.md P64-6).
+func TestJoolMapperCanMapActive64(t *testing.T) {
+	f := newFakeTables()
+	with, _ := newTestMapper(t, f, MapperConfig{})
+	without, err := NewMapper(&MapperConfig{Tables: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var _ mangle.ActiveChecker = with
+	if !with.CanMapActive64(mangle.Session{}) {
+		t.Error("with a reserved range: CanMapActive64 false")
+	}
+	if without.CanMapActive64(mangle.Session{}) {
+		t.Error("without a reserved range: CanMapActive64 true")
+	}
+}
+
+// ReloadPool4 (the daemon's SIGHUP) reads pool4 at once, however fresh the
+// copy in hand; a pool4 address added since is then translated.
+func TestMapperReloadPool4(t *testing.T) {
+	f := newFakeTables()
+	m, _ := newTestMapper(t, f, MapperConfig{ReservedPorts: [2]uint16{61000, 61999}})
+	client, server := ap("[2001:db8::7]:40000"), ap("[64:ff9b::203.0.113.5]:21")
+	m.Classify(client, server) // pool4 read once
+	before := f.calls["pool4"]
+	f.mu.Lock()
+	f.pool4 = append(f.pool4, Pool4Entry{Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.2/32"), PortMin: 1024, PortMax: 60999})
+	f.mu.Unlock()
+	p, err := m.ReloadPool4()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != 4 || f.calls["pool4"] != before+1 {
+		t.Errorf("ReloadPool4: %d entries after %d more listings, want 4 after 1", len(p), f.calls["pool4"]-before)
+	}
+	if !m.inPool4(netip.MustParseAddr("192.0.2.2")) {
+		t.Error("the new pool4 address is not known after ReloadPool4")
 	}
 }

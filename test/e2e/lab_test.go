@@ -113,7 +113,7 @@ func newLab() (*lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, tool := range []string{"tayga", "vsftpd", "curl", "lftp", "python3", "nft", "ip", "ss"} {
+	for _, tool := range []string{"tayga", "vsftpd", "curl", "lftp", "python3", "nft", "ip", "ss", "conntrack"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s not found: run test/deps.sh", tool)
 		}
@@ -287,7 +287,8 @@ func (l *lab) startDaemon(t *testing.T, name string, extra ...string) *daemon {
 	}
 	defer f.Close()
 	args := append([]string{"netns", "exec", l.ns("nat"), l.bin, "run",
-		"--tayga-conf", filepath.Join(l.dir, "tayga.conf"), "--log-level", "debug"}, extra...)
+		"--tayga-conf", filepath.Join(l.dir, "tayga.conf"), "--log-level", "debug",
+		"--state-dir", filepath.Join(l.dir, "state-"+name)}, extra...)
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout = f
 	cmd.Stderr = f

@@ -22,9 +22,10 @@ t_start=$(jool_now)
 
 # --- host packages --------------------------------------------------------
 # qemu and busybox run the guest; gcc/make/libelf build the modules; the rest
-# runs inside the guest, which sees the host's root file system read-only.
+# runs inside the guest, which sees the host's root file system read-only
+# (systemd: PID 1 of the guest with FTPALG_GUEST_INIT=systemd).
 host_packages=(qemu-system-x86 busybox-static cpio kmod gcc-12 make libelf-dev
-	iproute2 vsftpd lftp curl python3 nftables iptables tcpdump)
+	iproute2 vsftpd lftp curl python3 nftables iptables tcpdump systemd)
 
 mapfile -t missing < <(pkgs_missing "${host_packages[@]}")
 if [ ${#missing[@]} -gt 0 ]; then

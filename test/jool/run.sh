@@ -16,6 +16,8 @@
 #   FTPALG_WITH_ALG=1       passed to the guest script (ftp-matrix.sh then also runs the pass with ftpalg)
 #   FTPALG_RUN_ARGS         extra flags for "ftpalg run" in that pass
 #   FTPALG_QEMU_SMP         guest CPUs (default 2)
+#   FTPALG_GUEST_INIT=systemd  boot the host's systemd as the guest's PID 1 and run the
+#                           script as a unit (guest/systemd-init; the host needs systemd installed)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -38,7 +40,7 @@ if [ -z "$out" ]; then
 	out=$(mktemp -d -t ftpalg-jool.XXXXXX)
 else
 	mkdir -p "$out"
-	rm -rf "${out:?}/out" "$out/status" "$out/console.log" "$out/env"
+	rm -rf "${out:?}/out" "$out/status" "$out/console.log" "$out/env" "$out/initrd.img"
 fi
 out=$(realpath "$out")
 mkdir -p "$out/out"
@@ -57,6 +59,19 @@ guest_timeout=${FTPALG_GUEST_TIMEOUT:-$((timeout_s - 30))}
 	printf '\n'
 } >"$out/env"
 
+# systemd as PID 1: the cached initramfs with guest/systemd-init as its
+# /init (a second archive appended to the first overrides that file).
+initrd=$entry/initrd.img
+if [ "${FTPALG_GUEST_INIT:-}" = systemd ]; then
+	[ -x /lib/systemd/systemd ] || jool_die "FTPALG_GUEST_INIT=systemd needs systemd on the host (apt-get install systemd)"
+	stage=$(mktemp -d)
+	cp "$JOOL_LAB_DIR/guest/systemd-init" "$stage/init"
+	chmod 755 "$stage/init"
+	{ cat "$entry/initrd.img"; (cd "$stage" && echo init | cpio -o -H newc --quiet | gzip -1); } >"$out/initrd.img"
+	rm -rf "$stage"
+	initrd=$out/initrd.img
+fi
+
 jool_log "booting $(cat "$entry/versions") (timeout ${timeout_s}s, results in $out)"
 t_boot=$(jool_now)
 marks="$out/.marks"
@@ -67,7 +82,7 @@ set +e
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
 	-accel tcg -cpu max -smp "${FTPALG_QEMU_SMP:-2}" -m 1024 \
 	-nographic -no-reboot -nic none \
-	-kernel "$entry/vmlinuz" -initrd "$entry/initrd.img" \
+	-kernel "$entry/vmlinuz" -initrd "$initrd" \
 	-append "console=ttyS0 panic=-1 quiet loglevel=3" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	-virtfs local,path="$out",mount_tag=shared,security_model=none \

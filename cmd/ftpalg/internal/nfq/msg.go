@@ -64,6 +64,7 @@ const (
 // The values go-nfqueue exports are the kernel's, reused here.
 const (
 	verdictAccept = nfqueue.NfAccept
+	verdictDrop   = nfqueue.NfDrop
 	copyPacket    = nfqueue.NfQnlCopyPacket
 	flagFailOpen  = nfqueue.NfQaCfgFlagFailOpen
 )

@@ -182,8 +182,9 @@ func TestVerdictsRoundTrip(t *testing.T) {
 	v.AcceptModified(2, []byte("abcdef"))
 	v.AcceptModified(3, make([]byte, maxPayload+1)) // too long: plain accept
 	v.AcceptModified(4, nil)                        // empty: plain accept
-	if v.Len() != 4 || v.modified != 1 || v.oversize != 1 || v.accepted != 4 {
-		t.Fatalf("Len %d modified %d oversize %d accepted %d", v.Len(), v.modified, v.oversize, v.accepted)
+	v.Drop(5)
+	if v.Len() != 5 || v.modified != 1 || v.oversize != 1 || v.accepted != 4 || v.dropped != 1 {
+		t.Fatalf("Len %d modified %d oversize %d accepted %d dropped %d", v.Len(), v.modified, v.oversize, v.accepted, v.dropped)
 	}
 	v.flush()
 	if len(sent) != 1 || v.Len() != 0 {
@@ -193,7 +194,7 @@ func TestVerdictsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Verdict{{1, 1, 1, nil}, {1, 2, 1, []byte("abcdef")}, {1, 3, 1, nil}, {1, 4, 1, nil}}
+	want := []Verdict{{1, 1, 1, nil}, {1, 2, 1, []byte("abcdef")}, {1, 3, 1, nil}, {1, 4, 1, nil}, {1, 5, 0, nil}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("verdicts (-want +got):\n%s", diff)
 	}

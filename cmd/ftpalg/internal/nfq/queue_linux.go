@@ -70,6 +70,16 @@ type Handler interface {
 	Close(v *Verdicts)
 }
 
+// Leaver is an optional interface of a Handler. When LeaveQueued, asked
+// at shutdown after Close, reports true, Run does not accept the packets
+// still queued: they get no verdict and the kernel drops them when the
+// socket closes (TCP resends them, to the next daemon). A daemon whose
+// successor resumes shifted connections wants that: accepted unchanged,
+// their packets would reach the peer unshifted.
+type Leaver interface {
+	LeaveQueued() bool
+}
+
 // Stats are a queue's counters. All only grow.
 type Stats struct {
 	Reads         uint64 // reads (recvmmsg calls) that returned packets
@@ -207,7 +217,9 @@ func (q *Queue) loop(ctx context.Context, h Handler) error {
 	stop := func(err error) error {
 		h.Close(v)
 		q.sendVerdicts(v)
-		q.drain(rd, &p, v)
+		if l, ok := h.(Leaver); !ok || !l.LeaveQueued() {
+			q.drain(rd, &p, v)
+		}
 		return err
 	}
 	for {
@@ -378,10 +390,10 @@ func (q *Queue) dispatch(b []byte, p *packet, h Handler, v *Verdicts) {
 
 // sendVerdicts writes the collected verdicts, if any.
 func (q *Queue) sendVerdicts(v *Verdicts) {
-	q.st.verdicts.Add(v.accepted)
+	q.st.verdicts.Add(v.accepted + v.dropped)
 	q.st.modified.Add(v.modified)
 	q.st.oversize.Add(v.oversize)
-	v.accepted, v.modified, v.oversize = 0, 0, 0
+	v.accepted, v.modified, v.oversize, v.dropped = 0, 0, 0, 0
 	v.flush()
 }
 

@@ -20,6 +20,7 @@ type Verdicts struct {
 	n        int // verdicts in buf
 	accepted uint64
 	modified uint64
+	dropped  uint64
 	oversize uint64
 	// send, when set, is called with buf when it grows past batchLimit.
 	send func(b []byte)
@@ -29,6 +30,16 @@ type Verdicts struct {
 func (v *Verdicts) Accept(id uint32) {
 	v.buf = appendVerdict(v.buf, v.queue, id, verdictAccept, nil)
 	v.added()
+}
+
+// Drop drops packet id.
+func (v *Verdicts) Drop(id uint32) {
+	v.buf = appendVerdict(v.buf, v.queue, id, verdictDrop, nil)
+	v.n++
+	v.dropped++
+	if v.send != nil && len(v.buf) >= batchLimit {
+		v.flush()
+	}
 }
 
 // AcceptModified lets packet id go on with pkt in place of its bytes. pkt

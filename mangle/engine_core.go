@@ -32,6 +32,7 @@ type Engine struct {
 	watcher    LengthWatcher // cfg.Mapper, if it is one
 	active     ActiveChecker // cfg.Mapper, if it is one
 	stateBuf   []byte        // an encoded flow state (state.go)
+	pools      pools         // buffers flows take only while they need them
 }
 
 // New returns an engine. cfg.Mapper must be set.
@@ -198,9 +199,7 @@ func (e *Engine) newFlow(key FlowKey, now time.Time) *flow {
 	if n := len(e.free); n > 0 {
 		f = e.free[n-1]
 		e.free = e.free[:n-1]
-		held0, held1 := f.s[0].heldBuf[:0], f.s[1].heldBuf[:0]
 		*f = flow{}
-		f.s[0].heldBuf, f.s[1].heldBuf = held0, held1
 	} else {
 		f = new(flow)
 	}
@@ -227,6 +226,7 @@ func (e *Engine) dropFlow(f *flow) {
 		f.inHeldList = false
 	}
 	e.unlinkHalfOpen(f)
+	e.pools.releaseFlow(f)
 	delete(e.flows, f.key)
 	e.noRoom = 0
 	if e.last == f {
@@ -384,6 +384,9 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 		data = data[skip:]
 		s = st.next
 	}
+	if len(data) > 0 && st.line.text == nil {
+		st.line.text = e.pools.getLine()
+	}
 	unsent := s // bytes from here on have not been sent
 	for len(data) > 0 {
 		if !f.active() {
@@ -418,6 +421,7 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 		}
 	}
 	st.next = s
+	e.pools.releaseLine(st)
 	if fin {
 		st.next++
 		st.fin = true

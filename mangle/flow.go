@@ -73,7 +73,7 @@ type stream struct {
 	fin     bool
 	line    lineState
 	nheld   int
-	held    [maxHeldCap]heldPkt
+	held    *[maxHeldCap]heldPkt // from the engine's pools while nheld > 0 (pool.go)
 	heldBuf []byte
 	// refuse holds the ALG's Telnet refusals (IAC DONT/WONT opt) to send
 	// in this direction, at the end of its next line (see telnet.go).

@@ -96,6 +96,7 @@ func BenchmarkScale(b *testing.B) {
 	for _, n := range []int{1, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("flows=%d", n), func(b *testing.B) {
 			fl := newFleet(b, &Config{MaxFlows: 2 * n})
+			fl.conns = make([]fleetConn, 0, n)
 			cmd, rep := []byte("NOOP\r\n"), []byte("200 NOOP ok.\r\n")
 			before := heapAlloc()
 			fl.open(0, n)

@@ -13,7 +13,8 @@ type Config struct {
 	// Strict answers a 64 session's 227 that names an address other than
 	// the server's own with 425 instead of translating it (with a counter).
 	Strict bool
-	// MaxFlows bounds the flow table (default 65536). A new flow past the
+	// MaxFlows bounds the flow table (default 131072: about 100 MB of
+	// idle established flows). A new flow past the
 	// bound evicts the oldest half-open flow (no payload yet), else a flow
 	// whose state its next packet rebuilds; a flow that carries state its
 	// session needs (shifted sequence numbers, held packets, a reply to

@@ -39,7 +39,7 @@ type Engine struct {
 func New(cfg *Config) *Engine {
 	e := &Engine{cfg: *cfg}
 	if e.cfg.MaxFlows <= 0 {
-		e.cfg.MaxFlows = 65536
+		e.cfg.MaxFlows = 131072
 	}
 	if e.cfg.MaxHeld <= 0 {
 		e.cfg.MaxHeld = 4

@@ -99,8 +99,10 @@ const runExit = `Exit status:
 // to gain anything.
 func defaultQueues() int { return min(runtime.NumCPU(), 4) }
 
-// defaultMaxFlows bounds the flow table of each queue's engine.
-const defaultMaxFlows = 65536
+// defaultMaxFlows bounds the flow table of each queue's engine: an idle
+// established control connection costs about 1 KB, so 131072 of them
+// about 128 MB.
+const defaultMaxFlows = 131072
 
 // defaultRunDir is where the daemon keeps its records under /run.
 const defaultRunDir = "/run/ftpalg"

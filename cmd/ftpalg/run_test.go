@@ -38,7 +38,7 @@ func TestParseRunFlags(t *testing.T) {
 		TaygaConf: "t.conf", Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
 		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg",
 		StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg",
-		JoolIdle: 30 * time.Second, MaxFlows: 65536,
+		JoolIdle: 30 * time.Second, MaxFlows: 131072,
 	}
 	with := func(f func(c *runConfig)) *runConfig {
 		c := defaults
@@ -62,12 +62,12 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 30 * time.Second, MaxFlows: 65536}},
+			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 30 * time.Second, MaxFlows: 131072}},
 		{args: "--tayga-conf t.conf --state-dir= --keep-rules no", want: with(func(c *runConfig) { c.StateDir, c.KeepRules = "", "no" })},
 		{args: "--tayga-conf a --keep-rules maybe", wantErr: `--keep-rules "maybe"`},
 		{args: "--jool-instance j --jool-ports 61000-61999 --jool-idle-timeout 45s", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
 			Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 45 * time.Second, MaxFlows: 65536}},
+			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 45 * time.Second, MaxFlows: 131072}},
 		{args: "--jool-instance j --jool-idle-timeout 0s", wantErr: "--jool-idle-timeout 0s: want a positive duration"},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},
 		{args: "--jool-instance j --jool-ports 2000-3000 --ports 21,2121", wantErr: "--jool-ports 2000-3000 holds FTP control port 2121 (--ports): choose a range without it"},

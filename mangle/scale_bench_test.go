@@ -131,7 +131,7 @@ func BenchmarkScale(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(2*b.N), "ns/pkt")
 			b.ReportMetric(perFlow, "bytes/flow")
-			if st := fl.e.Stats(); st.Modified != 0 || st.Desync != 0 || st.FlowsEvicted != 0 {
+			if st := fl.e.Stats(); st.Modified != 0 || st.Desync != 0 || st.FlowsEvicted != 0 || st.BadChecksum != 0 {
 				b.Fatalf("stats %+v", st)
 			}
 			runtime.KeepAlive(cmds)

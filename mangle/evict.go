@@ -84,6 +84,7 @@ func (e *Engine) HalfOpen() int { return e.nHalfOpen }
 func (e *Engine) makeRoom() bool {
 	if f := e.hoHead; f != nil {
 		e.stats.HalfOpenEvicted++
+		e.forgetState(f)
 		e.dropFlow(f)
 		return true
 	}
@@ -116,6 +117,10 @@ func (e *Engine) makeRoom() bool {
 		return false
 	}
 	e.stats.FlowsEvicted++
+	// Its saved state goes too (docs/STATE.md): the connection leaves the
+	// set of those that wait for a daemon, and its next packet does not
+	// bring the evicted state back.
+	e.forgetState(victim)
 	e.dropFlow(victim)
 	return true
 }

@@ -177,3 +177,27 @@ func TestHalfOpenOldestFirst(t *testing.T) {
 		t.Errorf("%d half-open flows after a session opened, want 3", n)
 	}
 }
+
+// An evicted flow's saved state is dropped with it: the store does not
+// keep (and a later packet does not restore) what the table let go.
+func TestEvictForgetsState(t *testing.T) {
+	const maxFlows = 10
+	st := newMemStore()
+	fl := newFleet(t, &Config{MaxFlows: maxFlows, State: st})
+	fl.open(0, maxFlows) // greeted: saved, nothing that matters
+	if len(st.m) != maxFlows {
+		t.Fatalf("%d saved states, want %d", len(st.m), maxFlows)
+	}
+	fl.open(maxFlows, maxFlows)
+	if s := fl.e.Stats(); s.FlowsEvicted != maxFlows || s.Restored != 0 {
+		t.Errorf("evicted %d, restored %d", s.FlowsEvicted, s.Restored)
+	}
+	if len(st.m) != maxFlows {
+		t.Errorf("%d saved states after evicting %d flows, want %d", len(st.m), maxFlows, maxFlows)
+	}
+	for k := range st.m {
+		if _, ok := fl.e.flows[k]; !ok {
+			t.Errorf("%v: evicted, but its state is still saved", k)
+		}
+	}
+}

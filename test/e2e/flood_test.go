@@ -192,7 +192,7 @@ func TestIntegrationFlood(t *testing.T) {
 			t.Fatalf("FTPALG_FLOOD_RATE=%q: want a positive number", v)
 		}
 	}
-	d := l.startDaemon(t, "flood", "--max-flows", strconv.Itoa(floodMaxFlows), "--status-socket=", "--log-level", "info")
+	d := l.startDaemon(t, "flood", append([]string{"--max-flows", strconv.Itoa(floodMaxFlows), "--status-socket=", "--log-level", "info"}, strings.Fields(os.Getenv("FTPALG_FLOOD_FLAGS"))...)...)
 	if hwm, err := vmHWM(d.cmd.Process.Pid); err == nil {
 		t.Logf("daemon peak RSS (VmHWM) before the flood: %.1f MiB", float64(hwm)/(1<<20))
 	}

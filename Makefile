@@ -11,7 +11,9 @@
 #   make demo    a demo network with Tayga: FTP failing without ftpalg and
 #                working with it (root)
 #   make bench   the engine's benchmarks
-#   make deb     build/ftpalg_<version>_<arch>.deb (nfpm, pinned)
+.PHONY: all build deb deb-test e2e-systemd deps test unit cross integration e2e e2e-jool demo bench bench-nfqueue fuzz vet clean
+#   make flood   real sessions through the daemon beside a flood of spoofed
+#                SYNs and garbage segments to port 21 (root; test/README.md)
 
 GO      ?= go
 BIN     := bin/ftpalg
@@ -28,7 +30,7 @@ GOARCH  ?= $(shell $(GO) env GOARCH)
 NFPM    := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build deb deb-test e2e-systemd deps test unit cross integration e2e e2e-jool demo bench bench-nfqueue fuzz vet clean
+.PHONY: all build deb deb-test e2e-systemd deps test unit cross integration e2e e2e-jool demo bench bench-nfqueue bench-sidebyside flood fuzz vet clean
 
 all: build
 
@@ -99,6 +101,17 @@ demo: deps build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./mangle/
+
+# Side by side in one run: no queue, the kernel FTP helper, the C floor and
+# ftpalg (1 and 2 queues, pass-through and rewriting every command).
+bench-sidebyside: build
+	test/deps.sh bench
+	test/bench/sidebyside.sh
+
+# A flood of spoofed SYNs and garbage segments beside real sessions, in the
+# end-to-end lab (FTPALG_FLOOD_RATE packets/s, default 50000).
+flood: build
+	FTPALG_FLOOD=1 FTPALG_BIN=$(CURDIR)/$(BIN) FTPALG_E2E=1 $(GO) test -count=1 -v -timeout 5m -run '^TestIntegrationFlood$$' ./test/e2e/
 
 # The daemon's queue loop against a minimal C libnetfilter_queue consumer.
 bench-nfqueue: build

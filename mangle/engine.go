@@ -13,8 +13,13 @@ type Config struct {
 	// Strict answers a 64 session's 227 that names an address other than
 	// the server's own with 425 instead of translating it (with a counter).
 	Strict bool
-	// MaxFlows bounds the flow table (default 65536). A new flow past the
-	// bound evicts the least recently seen one.
+	// MaxFlows bounds the flow table (default 131072: about 100 MB of
+	// idle established flows). A new flow past the
+	// bound evicts the oldest half-open flow (no payload yet), else a flow
+	// whose state its next packet rebuilds; a flow that carries state its
+	// session needs (shifted sequence numbers, held packets, a reply to
+	// translate) is never evicted: the new flow is refused instead (its
+	// packets pass unchanged, counted in Stats.FlowsRefused).
 	MaxFlows int
 	// MaxHeld bounds the packets held per flow while a command or reply is
 	// incomplete (default 4); past it they are released unmodified.
@@ -129,9 +134,15 @@ type Stats struct {
 	Desync        uint64 // replies that could not be matched to commands
 	Transparent   uint64 // sessions that became transparent after AUTH
 	Flows         uint64 // flows created
-	FlowsEvicted  uint64 // flows dropped from a full table
+	FlowsEvicted  uint64 // established flows without state of their own dropped from a full table
 	Restored      uint64 // flows resumed from a StateStore
 	RestoreFailed uint64 // saved states that did not decode (the flow starts afresh)
+	// HalfOpenEvicted counts half-open flows (no payload yet) dropped from
+	// a full table.
+	HalfOpenEvicted uint64
+	// FlowsRefused counts packets of new flows not followed because the
+	// table was full of flows that matter (passed unchanged).
+	FlowsRefused uint64
 }
 
 // FlowKey names a control connection on one leg, oriented client to

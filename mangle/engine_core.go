@@ -15,6 +15,10 @@ type Engine struct {
 	free  []*flow
 	heldF []*flow // flows holding packets
 
+	hoHead, hoTail *flow // half-open flows, oldest first (evict.go)
+	nHalfOpen      int
+	noRoom         int // new flows to refuse before looking for room again
+
 	pkt        packet
 	last       *flow // the flow of the previous packet: consecutive packets often share one
 	res        *Result
@@ -28,13 +32,14 @@ type Engine struct {
 	watcher    LengthWatcher // cfg.Mapper, if it is one
 	active     ActiveChecker // cfg.Mapper, if it is one
 	stateBuf   []byte        // an encoded flow state (state.go)
+	pools      pools         // buffers flows take only while they need them
 }
 
 // New returns an engine. cfg.Mapper must be set.
 func New(cfg *Config) *Engine {
 	e := &Engine{cfg: *cfg}
 	if e.cfg.MaxFlows <= 0 {
-		e.cfg.MaxFlows = 65536
+		e.cfg.MaxFlows = 131072
 	}
 	if e.cfg.MaxHeld <= 0 {
 		e.cfg.MaxHeld = 4
@@ -158,10 +163,17 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 			e.forceRelease(f, ToClient)
 			e.dropFlow(f)
 		}
-		f = e.newFlow(key, now)
+		if f = e.newFlow(key, now); f == nil {
+			e.stats.FlowsRefused++
+			e.emitOrig(tag, b)
+			return
+		}
 		if e.cfg.State != nil {
 			e.restoreState(f, d, p.flags)
 		}
+	}
+	if f.halfOpen && len(p.data()) > 0 {
+		e.unlinkHalfOpen(f)
 	}
 	f.last = now
 	e.last = f
@@ -177,17 +189,17 @@ func (e *Engine) emitOrig(tag uint64, b []byte) {
 	e.res.Emits = append(e.res.Emits, Emit{Tag: tag, Packet: b})
 }
 
+// newFlow starts following a connection, or returns nil when the table
+// is full and no flow can go (evict.go).
 func (e *Engine) newFlow(key FlowKey, now time.Time) *flow {
-	if len(e.flows) >= e.cfg.MaxFlows {
-		e.evict()
+	if len(e.flows) >= e.cfg.MaxFlows && !e.makeRoom() {
+		return nil
 	}
 	var f *flow
 	if n := len(e.free); n > 0 {
 		f = e.free[n-1]
 		e.free = e.free[:n-1]
-		held0, held1 := f.s[0].heldBuf[:0], f.s[1].heldBuf[:0]
 		*f = flow{}
-		f.s[0].heldBuf, f.s[1].heldBuf = held0, held1
 	} else {
 		f = new(flow)
 	}
@@ -198,6 +210,7 @@ func (e *Engine) newFlow(key FlowKey, now time.Time) *flow {
 		f.translate = false
 	}
 	e.flows[key] = f
+	e.linkHalfOpen(f)
 	e.stats.Flows++
 	return f
 }
@@ -212,35 +225,15 @@ func (e *Engine) dropFlow(f *flow) {
 		}
 		f.inHeldList = false
 	}
+	e.unlinkHalfOpen(f)
+	e.pools.releaseFlow(f)
 	delete(e.flows, f.key)
+	e.noRoom = 0
 	if e.last == f {
 		e.last = nil
 	}
 	if len(e.free) < 1024 {
 		e.free = append(e.free, f)
-	}
-}
-
-// evict makes room in a full flow table: a closed flow if one is found
-// among the first few, else any flow without held packets.
-func (e *Engine) evict() {
-	var victim *flow
-	i := 0
-	for _, f := range e.flows {
-		if f.inHeldList {
-			continue
-		}
-		if victim == nil || f.closed {
-			victim = f
-		}
-		if f.closed || i > 16 {
-			break
-		}
-		i++
-	}
-	if victim != nil {
-		e.stats.FlowsEvicted++
-		e.dropFlow(victim)
 	}
 }
 
@@ -391,6 +384,9 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 		data = data[skip:]
 		s = st.next
 	}
+	if len(data) > 0 && st.line.text == nil {
+		st.line.text = e.pools.getLine()
+	}
 	unsent := s // bytes from here on have not been sent
 	for len(data) > 0 {
 		if !f.active() {
@@ -425,6 +421,7 @@ func (e *Engine) feed(f *flow, d Dir, s uint32, data []byte, fin bool) {
 		}
 	}
 	st.next = s
+	e.pools.releaseLine(st)
 	if fin {
 		st.next++
 		st.fin = true

@@ -73,7 +73,7 @@ type stream struct {
 	fin     bool
 	line    lineState
 	nheld   int
-	held    [maxHeldCap]heldPkt
+	held    *[maxHeldCap]heldPkt // from the engine's pools while nheld > 0 (pool.go)
 	heldBuf []byte
 	// refuse holds the ALG's Telnet refusals (IAC DONT/WONT opt) to send
 	// in this direction, at the end of its next line (see telnet.go).
@@ -110,6 +110,9 @@ type flow struct {
 	lenChanged bool // the Mapper was told of a length change
 	dirty      bool // a line completed since the state was last saved
 	saved      bool // the StateStore holds a state of this flow
+
+	halfOpen       bool  // no payload seen yet: in the engine's half-open list
+	hoPrev, hoNext *flow // that list (evict.go)
 }
 
 func (f *flow) push(c pendingCmd) {

@@ -50,6 +50,7 @@ func (e *Engine) hold(f *flow, d Dir, tag uint64, p *packet, s, end uint32, now 
 	}
 	e.stats.Held++
 	e.res.Held = true
+	e.pools.holdBufs(st)
 	off := len(st.heldBuf)
 	st.heldBuf = append(st.heldBuf, p.b...)
 	h := heldPkt{tag: tag, off: off, n: len(p.b), seq: s, end: end, at: now, parsed: parsed}
@@ -246,6 +247,8 @@ func (e *Engine) Expire(now time.Time, holdTimeout time.Duration, res *Result) {
 			k++
 		} else {
 			f.inHeldList = false
+			e.pools.releaseHeld(&f.s[0])
+			e.pools.releaseHeld(&f.s[1])
 		}
 	}
 	clear(e.heldF[k:])
@@ -264,6 +267,8 @@ func (e *Engine) Expire(now time.Time, holdTimeout time.Duration, res *Result) {
 		if idle > e.cfg.IdleTimeout || f.closed && idle > 2*time.Minute {
 			e.forgetState(f)
 			e.dropFlow(f)
+		} else if idle >= sweep {
+			e.pools.compact(f)
 		}
 	}
 }
@@ -287,6 +292,7 @@ func (e *Engine) Flush(res *Result) {
 				e.stats.HeldTimeout += uint64(n)
 				e.forceRelease(f, Dir(d))
 			}
+			e.pools.releaseHeld(&f.s[d])
 		}
 		f.inHeldList = false
 	}

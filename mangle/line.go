@@ -60,7 +60,9 @@ type lineState struct {
 	tnCmd     byte   // WILL/WONT/DO/DONT being parsed
 	nneg      int    // negotiations seen since the caller last took them
 	neg       [maxNeg]telnetNeg
-	text      [maxLine]byte
+	// text holds the line while it is being assembled; it comes from the
+	// engine's pools and goes back between lines (pool.go).
+	text *[maxLine]byte
 }
 
 func (l *lineState) reset() {
@@ -70,7 +72,12 @@ func (l *lineState) reset() {
 
 // bytes returns the text of the line so far, without the line ending once
 // complete.
-func (l *lineState) bytes() []byte { return l.text[:l.n] }
+func (l *lineState) bytes() []byte {
+	if l.text == nil {
+		return nil
+	}
+	return l.text[:l.n]
+}
 
 // clean reports whether the line's text maps byte for byte onto the wire
 // from textStart, so that it may be rewritten.

@@ -50,9 +50,9 @@ func (r *region) sentOff(off uint32) uint32 {
 }
 
 type history struct {
-	base    uint32 // cumulative delta of the regions already forgotten
-	n       int
-	regions [maxRegions]region
+	base    uint32   // cumulative delta of the regions already forgotten
+	n       int      // regions in use
+	regions []region // from the engine's pools (pool.go), nil when unused
 }
 
 // seqLT reports a < b in sequence space.
@@ -184,7 +184,7 @@ func (h *history) appendSent(dst []byte, s uint32, payload []byte) []byte {
 // exactly; only when the history is full are the oldest regions that end
 // at or before acked (original numbering, valid with canForget) folded
 // into base.
-func (h *history) add(start, olen uint32, b []byte, acked uint32, canForget bool) bool {
+func (h *history) add(p *pools, start, olen uint32, b []byte, acked uint32, canForget bool) bool {
 	if len(b) > maxRegionBytes {
 		return false
 	}
@@ -193,6 +193,15 @@ func (h *history) add(start, olen uint32, b []byte, acked uint32, canForget bool
 	}
 	if h.n == maxRegions {
 		return false
+	}
+	if h.n == len(h.regions) {
+		// Move to the next size class.
+		r := p.getRegions(h.n + 1)
+		copy(r, h.regions[:h.n])
+		if h.regions != nil {
+			p.putRegions(h.regions)
+		}
+		h.regions = r
 	}
 	r := &h.regions[h.n]
 	r.start, r.olen, r.nlen = start, olen, uint32(len(b))

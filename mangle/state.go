@@ -334,6 +334,9 @@ func (f *flow) decodeState(b []byte) bool {
 		if h.n > maxRegions {
 			return false
 		}
+		if h.n > 0 {
+			h.regions = newRegions(h.n)
+		}
 		for i := 0; i < h.n; i++ {
 			rg := &h.regions[i]
 			rg.start, rg.olen, rg.nlen = r.u32(), r.u32(), uint32(r.u8())

@@ -197,7 +197,7 @@ func TestStateSYNDropsStale(t *testing.T) {
 func TestStateCorruptIgnored(t *testing.T) {
 	var f flow
 	f.sess = sess64
-	f.s[0].hist.add(100, 6, []byte("PASV 2\r\n"), 0, false)
+	f.s[0].hist.add(new(pools), 100, 6, []byte("PASV 2\r\n"), 0, false)
 	b := f.appendState(nil)
 	var g flow
 	if !g.decodeState(b) {

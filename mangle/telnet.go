@@ -39,7 +39,7 @@ func (e *Engine) telnet(f *flow, d Dir, unsent uint32) {
 	for i := 0; i < l.nneg; i++ {
 		n := l.neg[i]
 		if !seqLE(unsent, n.seq) && !st.heldCovers(n.seq) ||
-			!st.hist.add(n.seq, 3, nil, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
+			!st.hist.add(&e.pools, n.seq, 3, nil, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
 			e.stats.TelnetRelayed++
 			continue
 		}
@@ -88,7 +88,7 @@ func (e *Engine) refuseAtLineEnd(f *flow, d Dir, lineEnd uint32) {
 	b := append(e.lineOut[:0], '\n')
 	b = append(b, st.refuse[:st.nrefuse]...)
 	e.lineOut = b
-	if !st.hist.add(lineEnd-1, 1, b, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
+	if !st.hist.add(&e.pools, lineEnd-1, 1, b, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
 		e.stats.RegionsFull++
 		return
 	}

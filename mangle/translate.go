@@ -173,7 +173,7 @@ func (e *Engine) replaceLine(f *flow, d Dir, lineEnd uint32, text []byte) bool {
 		refused = true
 	}
 	e.lineOut = nb
-	if !st.hist.add(l.textStart, lineEnd-l.textStart, nb, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
+	if !st.hist.add(&e.pools, l.textStart, lineEnd-l.textStart, nb, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
 		e.stats.RegionsFull++
 		return false
 	}
@@ -192,7 +192,7 @@ func (e *Engine) replaceSpan(f *flow, d Dir, i, j int, b []byte, note bool) bool
 	if !l.clean() || i < 0 || j > l.n || i > j {
 		return false
 	}
-	if !st.hist.add(l.textStart+uint32(i), uint32(j-i), b, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
+	if !st.hist.add(&e.pools, l.textStart+uint32(i), uint32(j-i), b, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
 		e.stats.RegionsFull++
 		return false
 	}

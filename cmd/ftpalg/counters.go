@@ -175,9 +175,17 @@ var queueCounters = []counter{
 		help: "Packets whose headers did not decode (passed).",
 		get:  func(q queueStatus) (uint64, bool) { return q.Engine.Malformed, true }},
 	{key: "engine_flows_evicted", label: "connections evicted",
-		help:    "Control connections dropped from a full flow table.",
-		explain: "More concurrent control connections than the table holds: evicted ones lose their translation.",
+		help:    "Established control connections without state of their own (nothing rewritten, held or awaited) dropped from a full flow table; their next packet follows them again.",
+		explain: "More concurrent control connections than --max-flows: nothing is lost yet, but the table is full.",
 		get:     func(q queueStatus) (uint64, bool) { return q.Engine.FlowsEvicted, true }},
+	{key: "engine_half_open_evicted", label: "half-open connections evicted",
+		help:    "Connections that had sent no payload yet (a SYN, a bare ACK) dropped from a full flow table, oldest first.",
+		explain: "A flood of SYNs or more connection attempts than --max-flows; real sessions with state are never evicted.",
+		get:     func(q queueStatus) (uint64, bool) { return q.Engine.HalfOpenEvicted, true }},
+	{key: "engine_flows_refused", label: "packets of refused connections",
+		help:    "Packets of new connections passed unchanged because the flow table was full of connections with state (shifted numbers, held packets, a reply to translate), none of which is evicted.",
+		explain: "More concurrent FTP sessions than --max-flows: new ones go untranslated; raise --max-flows or add queues.",
+		get:     func(q queueStatus) (uint64, bool) { return q.Engine.FlowsRefused, true }},
 }
 
 // daemonMetric is a number of the whole daemon, not per queue.

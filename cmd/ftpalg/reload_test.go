@@ -83,7 +83,9 @@ func TestReload(t *testing.T) {
 	}
 
 	// The flags that may change, one that may not, and a new map.
-	writeTo(t, confFile, "tayga-conf "+taygaConf+"\nno-pinholes\nhold-timeout 1s\nlog-level debug\nqueues 4\n")
+	// (5: more than the default, which is at most 4.)
+	oldQueues := r.cfg.Queues
+	writeTo(t, confFile, "tayga-conf "+taygaConf+"\nno-pinholes\nhold-timeout 1s\nlog-level debug\nqueues 5\n")
 	writeTo(t, taygaConf, reloadTayga+"map 203.0.113.20 2001:db8:1::20\n")
 	if err := r.reload(); err != nil {
 		t.Fatal(err)
@@ -105,8 +107,8 @@ func TestReload(t *testing.T) {
 			t.Errorf("logs lack %q:\n%s", want, logs.String())
 		}
 	}
-	if r.cfg.Queues != 1 {
-		t.Errorf("queues %d in force after reload, want the old 1", r.cfg.Queues)
+	if r.cfg.Queues != oldQueues {
+		t.Errorf("queues %d in force after reload, want the old %d", r.cfg.Queues, oldQueues)
 	}
 
 	// A bad config file, then a bad tayga.conf: the old settings stay.

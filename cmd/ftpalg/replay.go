@@ -110,6 +110,7 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 	out := fs.String("out", "", "write the rewritten capture to `file` (classic pcap); without it only the transcript is printed")
 	hold := fs.Duration("hold-timeout", 200*time.Millisecond, "longest `duration` a segment ending inside a command or reply is held (in capture time),\nthen a command segment is sent unchanged (a reply being translated waits for its line); as 'ftpalg run --hold-timeout'")
 	leg := fs.String("leg", "", "`leg` whose packets go through the engine, ipv4 or ipv6, as the daemon queues only one;\npackets of the other pass unchanged (default: both, for a capture of one leg)")
+	maxFlows := fs.Int("max-flows", defaultMaxFlows, "`count` of control connections the engine follows at once; as 'ftpalg run --max-flows'")
 	strict := fs.Bool("strict", false, "answer a 64 session's 227 naming another address than the server's with 425")
 	trust := fs.Bool("trust-checksums", false, "parse segments whatever their TCP checksum says (a capture taken on a host with\nchecksum offload); by default a segment whose checksum is wrong passes unparsed, as in the daemon")
 	ports := fs.String("ports", "21", "comma-separated FTP control `ports` of servers")
@@ -138,6 +139,9 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 	if *hold <= 0 {
 		return usageErr("--hold-timeout must be positive")
 	}
+	if *maxFlows <= 0 {
+		return usageErr("--max-flows must be positive")
+	}
 	ra := &replayArgs{taygaConf: *taygaConf, in: files[0], out: *out, opts: replayOptions{HoldTimeout: *hold}}
 	switch *leg {
 	case "":
@@ -152,7 +156,7 @@ func parseReplayArgs(args []string, stdout, stderr io.Writer) (*replayArgs, int)
 	if err != nil {
 		return usageErr("--ports: %v", err)
 	}
-	ra.opts.Engine = mangle.Config{Strict: *strict, ServerPorts: serverPorts, TrustChecksums: *trust}
+	ra.opts.Engine = mangle.Config{Strict: *strict, ServerPorts: serverPorts, TrustChecksums: *trust, MaxFlows: *maxFlows}
 	return ra, 0
 }
 

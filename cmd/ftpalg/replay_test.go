@@ -916,6 +916,7 @@ func TestReplayErrors(t *testing.T) {
 		{"flags after the capture", []string{in, "--tayga-conf", conf, "--out"}, 2, "ftpalg replay: --out needs a value\nRun 'ftpalg replay --help' for usage.\n"},
 		{"bad flag", []string{"--nope", in}, 2, "ftpalg replay: unknown flag --nope\n"},
 		{"bad ports", []string{"--tayga-conf", conf, "--ports", "21,x", in}, 2, "ftpalg replay: --ports: bad port \"x\" (want 1-65535)\n"},
+		{"bad max-flows", []string{"--tayga-conf", conf, "--max-flows", "0", in}, 2, "ftpalg replay: --max-flows must be positive\n"},
 		{"missing input", []string{"--tayga-conf", conf, filepath.Join(dir, "nothere.pcap")}, 1, "no such file"},
 		{"empty input", []string{"--tayga-conf", conf, write("empty.pcap", nil)}, 1, "not a capture"},
 		{"garbage input", []string{"--tayga-conf", conf, write("garbage.pcap", []byte("USER anonymous\r\nPASS x\r\nQUIT\r\n"))}, 1, "read pcap"},

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +48,7 @@ type runConfig struct {
 	NoPinholes   bool
 	FailOpen     bool
 	HoldTimeout  time.Duration
+	MaxFlows     int
 	Strict       bool
 	LogLevel     slog.Level
 	LogFormat    string
@@ -91,6 +93,17 @@ const runExit = `Exit status:
   2  usage error (a bad flag, value, argument or config file line)
 `
 
+// defaultQueues is the number of queues without --queues: one per CPU the
+// daemon may use, at most 4. Two queues on two cores verdict about twice
+// the packets of one (test/bench/RESULTS.md); each needs a core of its own
+// to gain anything.
+func defaultQueues() int { return min(runtime.NumCPU(), 4) }
+
+// defaultMaxFlows bounds the flow table of each queue's engine: an idle
+// established control connection costs about 1 KB, so 131072 of them
+// about 128 MB.
+const defaultMaxFlows = 131072
+
 // defaultRunDir is where the daemon keeps its records under /run.
 const defaultRunDir = "/run/ftpalg"
 
@@ -116,7 +129,7 @@ func newRunFlags(cfg *runConfig) *cmdFlags {
 		return nil
 	})
 	fl.DurationVar(&cfg.JoolIdle, "jool-idle-timeout", 30*time.Second, "with --jool-ports: how long (a `duration`) a data-channel mapping nobody connects through lives,\nand the peer's admission through it (rules/README.md, Peer filter)")
-	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default 1)", func(s string) error {
+	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default: one per CPU, at most 4)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil || n == 0 {
 			return fmt.Errorf("bad count %q (want 1-65535)", s)
@@ -146,6 +159,7 @@ func newRunFlags(cfg *runConfig) *cmdFlags {
 	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
 	fl.BoolVar(&cfg.FailOpen, "fail-open", true, failOpenUsage)
 	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest `duration` a segment ending inside a command is held, then it is sent unchanged\n(a reply the ALG has committed to translate is never sent half translated)")
+	fl.IntVar(&cfg.MaxFlows, "max-flows", defaultMaxFlows, "`count` of control connections each queue follows; past it half-open ones are forgotten first,\nthose with rewritten state never (new ones then pass unchanged, counted as flows_refused)")
 	fl.BoolVar(&cfg.Strict, "strict", false, "answer 425 to an IPv6 client when the IPv4 server's 227 names another address")
 	fl.Func("log-level", "log `level`: debug (every rewritten line), info, warn or error (default info)", func(s string) error {
 		var l slog.Level
@@ -170,7 +184,7 @@ const failOpenUsage = "let FTP control packets pass unchanged while the queue is
 // of --config). It prints the help to stdout for --help (errHelp); a bad
 // flag is a *usageError.
 func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
-	cfg := &runConfig{Queues: 1, Ports: []uint16{21}, StateDir: defaultStateDir, RunDir: defaultRunDir}
+	cfg := &runConfig{Ports: []uint16{21}, StateDir: defaultStateDir, RunDir: defaultRunDir}
 	fl := newRunFlags(cfg)
 	if err := fl.parse(args, stdout); err != nil {
 		return nil, err
@@ -206,13 +220,16 @@ func (c *runConfig) check() error {
 		return fmt.Errorf("--leg %q: want ipv4 or ipv6", c.Leg)
 	}
 	if c.Queues == 0 {
-		c.Queues = 1
+		c.Queues = uint16(min(defaultQueues(), 0x10000-int(c.QueueNum)))
 	}
 	if int(c.QueueNum)+int(c.Queues)-1 > 0xffff {
 		return fmt.Errorf("--queue-num %d with --queues %d goes past queue 65535", c.QueueNum, c.Queues)
 	}
 	if c.HoldTimeout <= 0 {
 		return fmt.Errorf("--hold-timeout %v: want a positive duration", c.HoldTimeout)
+	}
+	if c.MaxFlows <= 0 {
+		return fmt.Errorf("--max-flows %d: want a positive number", c.MaxFlows)
 	}
 	if c.KeepRules != "auto" && c.KeepRules != "yes" && c.KeepRules != "no" {
 		return fmt.Errorf("--keep-rules %q: want auto, yes or no", c.KeepRules)
@@ -376,6 +393,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 			Mapper:      rec,
 			Strict:      cfg.Strict,
 			ServerPorts: cfg.Ports,
+			MaxFlows:    cfg.MaxFlows,
 		}
 		if jn != nil {
 			mc.State = jn
@@ -489,7 +507,9 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		"desync", sum.Engine.Desync, "out_of_order", sum.Engine.OutOfOrder, "held", sum.Engine.Held,
 		"held_timeout", sum.Engine.HeldTimeout,
 		"map_failed", sum.Engine.MapFailed, "enobufs", sum.NFQ.ENOBUFS,
-		"verdict_errors", sum.NFQ.VerdictErrors, "last_verdict_error", lastVerdictError(queues))
+		"verdict_errors", sum.NFQ.VerdictErrors, "last_verdict_error", lastVerdictError(queues),
+		"half_open_evicted", sum.Engine.HalfOpenEvicted, "flows_evicted", sum.Engine.FlowsEvicted,
+		"flows_refused", sum.Engine.FlowsRefused)
 	return loopErr
 }
 
@@ -869,7 +889,7 @@ func warnLoop(ctx context.Context, log *slog.Logger, queues []*nfq.Queue, hs []*
 var troubleNames = []string{
 	"map_failed", "bad_syntax", "addr_mismatch", "desync", "held_overflow", "regions_full",
 	"bad_checksum", "noop_refused", "unparsed_425", "split_lost", "telnet_relayed",
-	"flows_evicted", "enobufs", "verdict_errors", "write_errors", "truncated", "oversize",
+	"flows_evicted", "flows_refused", "enobufs", "verdict_errors", "write_errors", "truncated", "oversize",
 	"queue_drops", "socket_drops",
 }
 
@@ -886,6 +906,7 @@ var troubleText = map[string]string{
 	"split_lost":     "second parts of split segments the daemon could not send (TCP resends them)",
 	"telnet_relayed": "Telnet negotiations the ALG could not remove or refuse",
 	"flows_evicted":  "flows evicted from a full flow table",
+	"flows_refused":  "packets of new flows passed unchanged: flow table full of sessions with state",
 	"enobufs":        "netlink receive buffer overruns (packets lost to the queue)",
 	"verdict_errors": "verdicts the kernel refused",
 	"write_errors":   "verdict writes that failed",
@@ -912,6 +933,7 @@ func troubleCounters(queues []*nfq.Queue, hs []*engineHandler) map[string]uint64
 		m["split_lost"] += es.Split
 		m["telnet_relayed"] += es.TelnetRelayed
 		m["flows_evicted"] += es.FlowsEvicted
+		m["flows_refused"] += es.FlowsRefused
 		m["enobufs"] += qs.ENOBUFS
 		m["verdict_errors"] += qs.VerdictErrors
 		m["write_errors"] += qs.WriteErrors

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -34,10 +35,10 @@ func writeFile(t *testing.T, name, text string) string {
 
 func TestParseRunFlags(t *testing.T) {
 	defaults := runConfig{
-		TaygaConf: "t.conf", Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
+		TaygaConf: "t.conf", Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true,
 		HoldTimeout: 200 * time.Millisecond, LogFormat: "text", StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg",
 		StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg",
-		JoolIdle: 30 * time.Second,
+		JoolIdle: 30 * time.Second, MaxFlows: 131072,
 	}
 	with := func(f func(c *runConfig)) *runConfig {
 		c := defaults
@@ -50,22 +51,23 @@ func TestParseRunFlags(t *testing.T) {
 		wantErr string
 	}{
 		{args: "--tayga-conf t.conf", want: &defaults},
-		{args: "--tayga-conf t.conf --queues 4 --queue-num 10 --ports 21,2121 --leg ipv6 --no-rules --fail-open=false --hold-timeout 1s --strict --log-level debug --log-format json --status-socket= --table nat64b",
+		{args: "--tayga-conf t.conf --queues 4 --queue-num 10 --ports 21,2121 --leg ipv6 --no-rules --fail-open=false --hold-timeout 1s --max-flows 100 --strict --log-level debug --log-format json --status-socket= --table nat64b",
 			want: with(func(c *runConfig) {
 				c.Table = "nat64b"
 				c.Queues, c.QueueNum, c.Ports, c.Leg, c.NoRules, c.FailOpen = 4, 10, []uint16{21, 2121}, "ipv6", true, false
 				c.HoldTimeout, c.Strict, c.LogLevel, c.LogFormat, c.StatusSocket = time.Second, true, slog.LevelDebug, "json", ""
+				c.MaxFlows = 100
 			})},
 		{args: "", wantErr: "one of --tayga-conf or --jool-instance is required"},
 		{args: "--tayga-conf a --jool-instance b", wantErr: "exclude each other"},
 		{args: "--jool-instance j --jool-ports 61000-61999", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
-			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 30 * time.Second}},
+			Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
+			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 30 * time.Second, MaxFlows: 131072}},
 		{args: "--tayga-conf t.conf --state-dir= --keep-rules no", want: with(func(c *runConfig) { c.StateDir, c.KeepRules = "", "no" })},
 		{args: "--tayga-conf a --keep-rules maybe", wantErr: `--keep-rules "maybe"`},
 		{args: "--jool-instance j --jool-ports 61000-61999 --jool-idle-timeout 45s", want: &runConfig{JoolInstance: "j", JoolPorts: [2]uint16{61000, 61999},
-			Queues: 1, Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
-			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 45 * time.Second}},
+			Queues: uint16(defaultQueues()), Ports: []uint16{21}, Leg: "ipv4", FailOpen: true, HoldTimeout: 200 * time.Millisecond, LogFormat: "text",
+			StatusSocket: "/run/ftpalg/ftpalg.sock", Table: "ftpalg", StateDir: "auto", KeepRules: "auto", RunDir: "/run/ftpalg", JoolIdle: 45 * time.Second, MaxFlows: 131072}},
 		{args: "--jool-instance j --jool-idle-timeout 0s", wantErr: "--jool-idle-timeout 0s: want a positive duration"},
 		{args: "--jool-instance j --jool-ports 62000-61999", wantErr: "want LO-HI"},
 		{args: "--jool-instance j --jool-ports 2000-3000 --ports 21,2121", wantErr: "--jool-ports 2000-3000 holds FTP control port 2121 (--ports): choose a range without it"},
@@ -75,7 +77,9 @@ func TestParseRunFlags(t *testing.T) {
 		{args: "--tayga-conf a --ports 70000", wantErr: `bad port "70000"`},
 		{args: "--tayga-conf a --queues 0", wantErr: `--queues: bad count "0" (want 1-65535)`},
 		{args: "--tayga-conf a --queue-num 65535 --queues 2", wantErr: "goes past queue 65535"},
+		{args: "--tayga-conf t.conf --queue-num 65535", want: with(func(c *runConfig) { c.QueueNum, c.Queues = 65535, 1 })},
 		{args: "--tayga-conf a --hold-timeout 0s", wantErr: "want a positive duration"},
+		{args: "--tayga-conf a --max-flows 0", wantErr: "--max-flows 0: want a positive number"},
 		{args: "--tayga-conf a --log-level loud", wantErr: `--log-level: bad level "loud" (want debug, info, warn or error)`},
 		{args: "--tayga-conf a --log-format xml", wantErr: `--log-format "xml"`},
 		{args: "--tayga-conf a extra", wantErr: `unexpected argument "extra"`},
@@ -434,4 +438,10 @@ func TestStatusSocketStale(t *testing.T) {
 		t.Fatalf("stale socket: %v", err)
 	}
 	s2.Close()
+}
+
+func TestDefaultQueues(t *testing.T) {
+	if n := defaultQueues(); n < 1 || n > 4 || n > runtime.NumCPU() {
+		t.Errorf("defaultQueues() = %d with %d CPUs", n, runtime.NumCPU())
+	}
 }

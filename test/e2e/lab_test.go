@@ -275,9 +275,10 @@ type daemon struct {
 	done chan error
 }
 
-// startDaemon runs `ftpalg run --tayga-conf FILE` in nat and waits until it
-// has diverted port 21 (its queue rule appears) or 5 s have passed.
-func (l *lab) startDaemon(t *testing.T, name string) *daemon {
+// startDaemon runs `ftpalg run --tayga-conf FILE` (plus extra flags) in nat
+// and waits until it has diverted port 21 (its queue rule appears) or 5 s
+// have passed.
+func (l *lab) startDaemon(t *testing.T, name string, extra ...string) *daemon {
 	t.Helper()
 	logPath := filepath.Join(l.dir, "ftpalg-"+name+".log")
 	f, err := os.Create(logPath)
@@ -285,9 +286,10 @@ func (l *lab) startDaemon(t *testing.T, name string) *daemon {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command("ip", "netns", "exec", l.ns("nat"), l.bin, "run",
+	args := append([]string{"netns", "exec", l.ns("nat"), l.bin, "run",
 		"--tayga-conf", filepath.Join(l.dir, "tayga.conf"), "--log-level", "debug",
-		"--state-dir", filepath.Join(l.dir, "state-"+name))
+		"--state-dir", filepath.Join(l.dir, "state-"+name)}, extra...)
+	cmd := exec.Command("ip", args...)
 	cmd.Stdout = f
 	cmd.Stderr = f
 	if err := cmd.Start(); err != nil {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpalg/ftpalg/internal/testenv"
+	"github.com/ftpalg/ftpalg/test/testenv"
 	"golang.org/x/sys/unix"
 )
 

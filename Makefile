@@ -81,12 +81,15 @@ e2e: build
 
 # Jool runs in a QEMU guest (the host cannot load modules): the FTP matrix
 # without and with ftpalg, 1000 data connections in a row that must leave no
-# BIB entry behind, then the Jool client's integration tests.
+# BIB entry behind, a third host against the data ports, default active mode
+# and the origin of 46 active data connections, then the Jool client's
+# integration tests.
 e2e-jool: build
 	FTPALG_WITH_ALG=1 test/jool/run.sh test/jool/guest/ftp-matrix.sh
 	# The peer filter made the churn slower in the emulated guest (test/jool/README.md): 20 minutes.
 	FTPALG_JOOL_TIMEOUT=1200 test/jool/run.sh test/jool/guest/bib-churn.sh 1000 60 3
 	test/jool/run.sh test/jool/guest/third-party.sh
+	test/jool/run.sh test/jool/guest/active-origin.sh
 	test/jool/gotest.sh --run 'TestIntegration.*Jool' ./conntrackx/jool
 
 # The Debian package's service under a real systemd (PID 1 of a QEMU guest):

@@ -29,7 +29,9 @@ type ExpectationCreator interface {
 // "EPRT |2|" on IPv4); the rules attach an inert carrier helper instead,
 // and every expectation of that leg is made here, for all four modes. The
 // other leg carries consistent text, and the kernel's FTP helper makes
-// its expectations.
+// its expectations, except for RFC 1639's LPSV/228 and LPRT, which it does
+// not parse: for those (DataRequest.Long) the other leg's expectation is
+// made here too.
 //
 // Before each expectation it makes the control connection's window
 // tracking liberal (Expecter.Liberal): the engine's rewrites
@@ -127,6 +129,15 @@ func (m *PinholeMapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) 
 	if cerr == nil {
 		m.created.Add(1)
 	}
+	// RFC 1639 (LPSV/228, LPRT): the kernel's FTP helper on the other
+	// leg does not parse them, so that leg's expectation is made here too.
+	if o, ok := otherLegPinhole(req, ep); req.Long && ok {
+		if err := m.exp.Create(o); err != nil {
+			cerr = errors.Join(cerr, err)
+		} else {
+			m.created.Add(1)
+		}
+	}
 	if err := errors.Join(lerr, cerr); err != nil {
 		m.failed.Add(1)
 		m.logFailure(req, err)
@@ -182,6 +193,32 @@ func pinholeFor(req mangle.DataRequest, ep netip.AddrPort) (e Expectation, ok bo
 		return e, false
 	}
 	return e, true
+}
+
+// otherLegPinhole returns the expectation of the data connection req asks
+// for on the other leg of the translator: the control connection and the
+// data connection in the other family's addresses (req.Session's), with
+// the control connection's ports, which a stateless translator (Tayga)
+// keeps. The other leg's conntrack entry has the kernel's FTP helper
+// attached (rules/README.md "Pinholes"), so the kernel accepts an
+// expectation for it. ok is false when the session lacks an address of
+// that leg.
+func otherLegPinhole(req mangle.DataRequest, ep netip.AddrPort) (e Expectation, ok bool) {
+	if !req.Client.IsValid() || !req.Server.IsValid() {
+		return e, false
+	}
+	s := req.Session
+	client, server := s.Client6, s.Server6
+	if !req.Client.Addr().Unmap().Is4() {
+		client, server = s.Client4, s.Server4
+	}
+	if !client.IsValid() || !server.IsValid() {
+		return e, false
+	}
+	other := req
+	other.Client = netip.AddrPortFrom(client, req.Client.Port())
+	other.Server = netip.AddrPortFrom(server, req.Server.Port())
+	return pinholeFor(other, ep)
 }
 
 // logFailure logs a failed expectation once per control connection, at

@@ -314,3 +314,78 @@ func TestPinholeMapperCanMapActive64(t *testing.T) {
 		}
 	}
 }
+
+// LPSV and LPRT (DataRequest.Long): the expectation of the other leg too,
+// since the kernel's FTP helper there does not parse RFC 1639; other
+// exchanges get the engine's leg only.
+func TestPinholeMapperLong(t *testing.T) {
+	sess := mangle.Session{
+		Kind:    mangle.Kind64,
+		Client6: netip.MustParseAddr("2001:db8:6::2"), Client4: netip.MustParseAddr("198.51.100.7"),
+		Server4: netip.MustParseAddr("203.0.113.10"), Server6: netip.MustParseAddr("2001:db8:64::cb00:710a"),
+	}
+	c4, s4 := ap("198.51.100.7:40000"), ap("203.0.113.10:21")
+	c6, s6 := ap("[2001:db8:6::2]:40000"), ap("[2001:db8:64::cb00:710a]:21")
+	tests := []struct {
+		name           string
+		mode           mangle.DataMode
+		client, server netip.AddrPort
+		target, ep     netip.AddrPort
+		want           []Expectation
+	}{
+		{
+			name: "LPSV, IPv4 leg", mode: mangle.Passive64, client: c4, server: s4,
+			target: ap("203.0.113.10:50000"), ep: ap("[2001:db8:64::cb00:710a]:50000"),
+			want: []Expectation{
+				{Client: c4, Server: s4, From: sess.Client4, To: ap("203.0.113.10:50000")},
+				{Client: c6, Server: s6, From: sess.Client6, To: ap("[2001:db8:64::cb00:710a]:50000")},
+			},
+		},
+		{
+			name: "LPRT, IPv4 leg", mode: mangle.Active64, client: c4, server: s4,
+			target: ap("[2001:db8:6::2]:50000"), ep: ap("198.51.100.7:50000"),
+			want: []Expectation{
+				{Client: c4, Server: s4, From: sess.Server4, To: ap("198.51.100.7:50000")},
+				{Client: c6, Server: s6, From: sess.Server6, To: ap("[2001:db8:6::2]:50000")},
+			},
+		},
+		{
+			name: "LPRT, IPv6 leg", mode: mangle.Active64, client: c6, server: s6,
+			target: ap("[2001:db8:6::2]:50000"), ep: ap("198.51.100.7:50000"),
+			want: []Expectation{
+				{Client: c6, Server: s6, From: sess.Server6, To: ap("[2001:db8:6::2]:50000")},
+				{Client: c4, Server: s4, From: sess.Server4, To: ap("198.51.100.7:50000")},
+			},
+		},
+	}
+	eq := cmp.Comparer(func(a, b Expectation) bool { return a == b })
+	for _, tt := range tests {
+		for _, long := range []bool{false, true} {
+			x := &fakeExpecter{}
+			m := NewPinholeMapper(fixedMapper{ep: tt.ep}, x, slog.New(slog.DiscardHandler))
+			req := mangle.DataRequest{Session: sess, Mode: tt.mode, Target: tt.target, Client: tt.client, Server: tt.server, Long: long}
+			if _, err := m.MapData(req); err != nil {
+				t.Fatalf("%s: MapData: %v", tt.name, err)
+			}
+			want := tt.want
+			if !long {
+				want = want[:1]
+			}
+			if diff := cmp.Diff(want, x.got, eq); diff != "" {
+				t.Errorf("%s, long %v: expectations (-want +got):\n%s", tt.name, long, diff)
+			}
+			if s := m.Stats(); s.Created != uint64(len(want)) {
+				t.Errorf("%s, long %v: created %d, want %d", tt.name, long, s.Created, len(want))
+			}
+		}
+	}
+
+	// A session without the other leg's addresses: the engine's leg only.
+	x := &fakeExpecter{}
+	m := NewPinholeMapper(fixedMapper{ep: ap("[2001:db8:64::cb00:710a]:50000")}, x, slog.New(slog.DiscardHandler))
+	req := mangle.DataRequest{Session: mangle.Session{Kind: mangle.Kind64}, Mode: mangle.Passive64,
+		Target: ap("203.0.113.10:50000"), Client: c4, Server: s4, Long: true}
+	if _, err := m.MapData(req); err != nil || len(x.got) != 1 {
+		t.Errorf("no other-leg addresses: %v, %v", x.got, err)
+	}
+}

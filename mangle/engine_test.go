@@ -251,3 +251,34 @@ func TestLengthWatcher(t *testing.T) {
 	}
 	s.done()
 }
+
+// DataRequest.Long is set for RFC 1639's LPSV and LPRT only: the kernel's
+// FTP helper does not parse them, so a pinhole Mapper opens the other leg.
+func TestDataRequestLong(t *testing.T) {
+	tests := []struct {
+		cmd, reply string
+		mode       DataMode
+		long       bool
+	}{
+		{"LPSV", "227 Entering Passive Mode (198,51,100,10,7,208)", Passive64, true},
+		{"EPSV", "227 Entering Passive Mode (198,51,100,10,7,208)", Passive64, false},
+		{"LPRT 6,16,32,1,13,184,0,2,0,0,0,0,0,0,0,0,0,32,2,7,208", "200 ok", Active64, true},
+		{"EPRT |2|2001:db8:2::20|2000|", "200 ok", Active64, false},
+	}
+	for _, tt := range tests {
+		for _, v6 := range []bool{false, true} {
+			s := newSim(t, sess64, v6)
+			s.handshake()
+			s.send(ToClient, "220 ready\r\n")
+			s.send(ToServer, tt.cmd+"\r\n")
+			s.send(ToClient, tt.reply+"\r\n")
+			if len(s.m.calls) != 1 {
+				t.Fatalf("%s (IPv6 leg %v): %d mapper calls, want 1", tt.cmd, v6, len(s.m.calls))
+			}
+			if c := s.m.calls[0]; c.Mode != tt.mode || c.Long != tt.long {
+				t.Errorf("%s (IPv6 leg %v): mode %v, long %v; want %v, %v", tt.cmd, v6, c.Mode, c.Long, tt.mode, tt.long)
+			}
+			s.done()
+		}
+	}
+}

@@ -108,6 +108,10 @@ type DataRequest struct {
 	// Client and Server are the control connection's endpoints on the leg
 	// the engine sees (for a pinhole or expectation keyed on it).
 	Client, Server netip.AddrPort
+	// Long says the exchange is RFC 1639's (LPSV and its 228, or LPRT),
+	// which the kernel's FTP conntrack helper does not parse: a Mapper
+	// that opens firewall pinholes must then open the other leg's too.
+	Long bool
 }
 
 // Mapper translates addresses between the two sides of a NAT64 and sets up

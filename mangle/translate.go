@@ -241,8 +241,9 @@ func (e *Engine) substitute(f *flow, lineEnd uint32, r localReply) {
 }
 
 // mapData asks the Mapper for the far side of a data channel of f.
-func (e *Engine) mapData(f *flow, mode DataMode, target netip.AddrPort) (netip.AddrPort, error) {
-	return e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: mode, Target: target})
+// long says the exchange is LPSV's or LPRT's (DataRequest.Long).
+func (e *Engine) mapData(f *flow, mode DataMode, target netip.AddrPort, long bool) (netip.AddrPort, error) {
+	return e.cfg.Mapper.MapData(DataRequest{Session: f.sess, Client: f.key.Client(), Server: f.key.Server(), Mode: mode, Target: target, Long: long})
 }
 
 // commandLine handles a complete line from the client.
@@ -335,7 +336,7 @@ func (e *Engine) active46(f *flow, lineEnd uint32, ap netip.AddrPort) {
 		e.stats.Bounce++ // never translate a bounce (RFC 2577)
 		return
 	}
-	to, err := e.mapData(f, Active46, ap)
+	to, err := e.mapData(f, Active46, ap, false)
 	if err != nil || !to.Addr().Is6() || to.Port() == 0 {
 		e.stats.MapFailed++
 		return
@@ -440,7 +441,7 @@ func (e *Engine) command64(f *flow, lineEnd uint32, verb [4]byte, arg []byte) {
 			break
 		}
 		if ap.Addr().Is6() {
-			e.active64(f, lineEnd, ap)
+			e.active64(f, lineEnd, ap, false)
 		}
 	case vLPRT:
 		ap, ok := parseLPRT(trimSpace(arg))
@@ -449,14 +450,14 @@ func (e *Engine) command64(f *flow, lineEnd uint32, verb [4]byte, arg []byte) {
 			break
 		}
 		if ap.Addr().Is6() {
-			e.active64(f, lineEnd, ap)
+			e.active64(f, lineEnd, ap, true)
 		}
 	}
 	f.push(pendingCmd{kind: kind})
 }
 
-// active64 turns EPRT |2| / LPRT naming the client itself into PORT C4'.
-func (e *Engine) active64(f *flow, lineEnd uint32, ap netip.AddrPort) {
+// active64 turns EPRT |2| / LPRT (long) naming the client itself into PORT C4'.
+func (e *Engine) active64(f *flow, lineEnd uint32, ap netip.AddrPort, long bool) {
 	if !e.canActive64(f) {
 		// Section 7: an EPRT that cannot be checked against the client's
 		// address (a dynamic-pool client seen from the IPv4 leg), or that
@@ -468,7 +469,7 @@ func (e *Engine) active64(f *flow, lineEnd uint32, ap netip.AddrPort) {
 		e.stats.Bounce++
 		return
 	}
-	to, err := e.mapData(f, Active64, ap)
+	to, err := e.mapData(f, Active64, ap, long)
 	if err != nil || !to.Addr().Is4() || to.Port() == 0 || to.Addr() != f.sess.Client4 {
 		e.stats.MapFailed++
 		return
@@ -603,7 +604,7 @@ func (e *Engine) reply229to227(f *flow, lineEnd uint32, lk replyLineKind) bool {
 		return e.unparsed(f, lineEnd, lk)
 	}
 	r.addrDone = true
-	to, err := e.mapData(f, Passive46, netip.AddrPortFrom(f.sess.Server6, p6))
+	to, err := e.mapData(f, Passive46, netip.AddrPortFrom(f.sess.Server6, p6), false)
 	if err != nil || !to.Addr().Is4() || to.Port() == 0 {
 		e.stats.MapFailed++
 		e.fail425(f, lineEnd, lk.sep, text425NoMap)
@@ -640,7 +641,7 @@ func (e *Engine) reply229Port(f *flow, lineEnd uint32, lk replyLineKind) bool {
 		return false
 	}
 	r.addrDone = true
-	to, err := e.mapData(f, Passive46, netip.AddrPortFrom(f.sess.Server6, p6))
+	to, err := e.mapData(f, Passive46, netip.AddrPortFrom(f.sess.Server6, p6), false)
 	if err != nil || to.Port() == 0 {
 		e.stats.MapFailed++
 		e.fail425(f, lineEnd, lk.sep, text425NoMap)
@@ -684,7 +685,7 @@ func (e *Engine) reply227(f *flow, c pendingCmd, lineEnd uint32, lk replyLineKin
 			return true
 		}
 	}
-	to, err := e.mapData(f, Passive64, netip.AddrPortFrom(f.sess.Server4, p))
+	to, err := e.mapData(f, Passive64, netip.AddrPortFrom(f.sess.Server4, p), c.kind == cmdLPSV64)
 	if err != nil || to.Port() == 0 {
 		e.stats.MapFailed++
 		e.fail425(f, lineEnd, lk.sep, text425NoMap)

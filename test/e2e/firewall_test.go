@@ -34,6 +34,10 @@ var firewallCells = []cell{
 	{kind: k64, client: "ftplib", mode: "EPSV", without: mustFail, pinhole: true},
 	{kind: k64, client: "curl", mode: "EPSV", without: mustFail, pinhole: true},
 	{kind: k64, client: "ftplib", mode: "EPRT 2", without: mustFail, pinhole: true},
+	// RFC 1639: the kernel's FTP helper on the IPv6 leg does not parse
+	// LPSV/228 or LPRT, so the daemon makes that leg's expectation too.
+	{kind: k64, client: "ftplib", mode: "LPSV", without: mustFail, pinhole: true},
+	{kind: k64, client: "ftplib", mode: "LPRT", without: mustFail, pinhole: true},
 }
 
 // pinholesRequired says whether the pinhole cells must work with the ALG.

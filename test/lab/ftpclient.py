@@ -13,7 +13,13 @@ clients that fall back to the control connection's address.
 MODE is one of: NONE (log in, PWD, no data channel), REPLY (send --cmd,
 exit 0 when the reply's code starts with --expect), PASV, EPSV, "EPSV 1", "EPSV 2", LPSV (passive) or PORT,
 "EPRT 1", "EPRT 2", LPRT (active; the client listens on its own control
-address unless --port-host names the address to announce).
+address unless --port-host names the address to announce), or DEFAULT
+(RFC 959 section 3.2 default data port, RFC 6384 section 8: no PORT/PASV at
+all; the client listens on its control connection's own address and port
+and the server connects to it, from its port 20 (L-1); the client also
+listens on its control port minus 1, where proftpd connects).
+--check-origin (active modes): the data connection must come from the
+control connection's peer address (as ncftp checks).
 Prints the data-channel reply and exits 0 when every transfer completed;
 exits 1 with the reason on stderr otherwise.
 """
@@ -22,6 +28,7 @@ import argparse
 import ftplib
 import ipaddress
 import re
+import select
 import socket
 import sys
 
@@ -111,9 +118,87 @@ def active_command(mode, host, port):
     fail("unknown mode " + mode)
 
 
-def transfer(ftp, mode, cmd, timeout, port_host, pasv_control, sink=None, source=None):
+def reusable(fam):
+    """A TCP socket that can share its local port with another one."""
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return s
+
+
+def connect_control(host, timeout):
+    """Opens the control connection on a socket whose local port a
+    listener can share (default active mode, RFC 959 section 3.2)."""
+    ftp = ftplib.FTP(timeout=timeout)
+    fam = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    s = reusable(fam)
+    s.settimeout(timeout)
+    s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", 0))
+    s.connect((host, 21))
+    ftp.host, ftp.port, ftp.sock, ftp.af = host, 21, s, fam
+    ftp.file = s.makefile("r", encoding=ftp.encoding)
+    ftp.welcome = ftp.getresp()
+    return ftp
+
+
+def accept_data(ftp, ls, check_origin):
+    try:
+        conn, peer = ls.accept()
+    except OSError as e:
+        fail("no data connection from the server: %s" % e)
+    ls.close()
+    want = ftp.sock.getpeername()[0]
+    if check_origin and ipaddress.ip_address(peer[0]) != ipaddress.ip_address(want):
+        conn.close()
+        fail("data connection from %s port %d, not from the control connection's peer %s" % (peer[0], peer[1], want))
+    print("data connection from %s port %d" % (peer[0], peer[1]))
+    return conn
+
+
+def transfer(ftp, mode, cmd, timeout, port_host, pasv_control, sink=None, source=None, check_origin=False):
     """Runs one transfer command (RETR/STOR) over a fresh data channel."""
-    if mode in ("PORT", "EPRT 1", "EPRT 2", "LPRT"):
+    if mode == "DEFAULT":
+        # RFC 959 section 3.2: without PORT the server connects to the
+        # user's default data port, the control connection's own port U.
+        # proftpd connects to U-1 instead: listen there too when free.
+        local = ftp.sock.getsockname()[:2]
+        listeners = []
+        for port in (local[1], local[1] - 1):
+            ls = reusable(ftp.af)
+            try:
+                ls.bind((local[0], port))
+            except OSError:
+                if port == local[1]:
+                    fail("default data port %d: cannot listen" % port)
+                ls.close()
+                continue
+            ls.listen(1)
+            listeners.append(ls)
+        try:
+            resp = ftp.sendcmd(cmd)
+        except ftplib.Error as e:
+            resp = str(e)
+        print(resp)
+        if not resp.startswith("1"):
+            # Log out before failing: pure-ftpd answers a close without
+            # QUIT with an unsolicited "425 Logout.".
+            try:
+                ftp.quit()
+            except (OSError, ftplib.Error, EOFError):
+                pass
+            fail(cmd + ": " + resp)
+        ready, _, _ = select.select(listeners, [], [], timeout)
+        if not ready:
+            fail("no data connection from the server to port %s" %
+                 " or ".join(str(ls.getsockname()[1]) for ls in listeners))
+        for ls in listeners:
+            if ls is not ready[0]:
+                ls.close()
+        ls = ready[0]
+        ls.settimeout(timeout)
+        print("data connection to port %d (control connection's port %d)" % (ls.getsockname()[1], local[1]))
+        conn = accept_data(ftp, ls, check_origin)
+    elif mode in ("PORT", "EPRT 1", "EPRT 2", "LPRT"):
         local = ftp.sock.getsockname()[0]
         fam = socket.AF_INET6 if ":" in local else socket.AF_INET
         ls = socket.socket(fam, socket.SOCK_STREAM)
@@ -133,11 +218,7 @@ def transfer(ftp, mode, cmd, timeout, port_host, pasv_control, sink=None, source
         resp = ftp.sendcmd(cmd)
         if not resp.startswith("1"):
             fail(cmd + ": " + resp)
-        try:
-            conn, _ = ls.accept()
-        except OSError as e:
-            fail("no data connection from the server: %s" % e)
-        ls.close()
+        conn = accept_data(ftp, ls, check_origin)
     else:
         conn = passive(ftp, mode, timeout, pasv_control)
         resp = ftp.sendcmd(cmd)
@@ -180,14 +261,19 @@ def main():
     ap.add_argument("--pre")
     ap.add_argument("--cmd")
     ap.add_argument("--expect")
+    ap.add_argument("--check-origin", action="store_true",
+                    help="active modes: the data connection must come from the control connection's peer")
     ap.add_argument("--timeout", type=float, default=5)
     a = ap.parse_args()
     mode = a.mode.upper()
-    if mode not in ("NONE", "REPLY", "PASV", "EPSV", "EPSV 1", "EPSV 2", "LPSV", "PORT", "EPRT 1", "EPRT 2", "LPRT"):
+    if mode not in ("NONE", "REPLY", "PASV", "EPSV", "EPSV 1", "EPSV 2", "LPSV", "PORT", "EPRT 1", "EPRT 2", "LPRT", "DEFAULT"):
         fail("unknown mode " + a.mode)
     try:
-        ftp = ftplib.FTP(timeout=a.timeout)
-        ftp.connect(a.host, 21)
+        if mode == "DEFAULT":
+            ftp = connect_control(a.host, a.timeout)
+        else:
+            ftp = ftplib.FTP(timeout=a.timeout)
+            ftp.connect(a.host, 21)
         ftp.login(a.user, a.password)
         ftp.voidcmd("TYPE I")
         if a.pre:
@@ -207,10 +293,10 @@ def main():
                 fail("%s: want a %s reply, got %s" % (a.cmd, a.expect, resp))
         elif a.get:
             with open(a.out, "wb") as f:
-                transfer(ftp, mode, "RETR " + a.get, a.timeout, a.port_host, a.pasv_control, sink=f)
+                transfer(ftp, mode, "RETR " + a.get, a.timeout, a.port_host, a.pasv_control, sink=f, check_origin=a.check_origin)
         if a.put and mode not in ("NONE", "REPLY"):
             with open(a.put, "rb") as f:
-                transfer(ftp, mode, "STOR " + a.as_name, a.timeout, a.port_host, a.pasv_control, source=f)
+                transfer(ftp, mode, "STOR " + a.as_name, a.timeout, a.port_host, a.pasv_control, source=f, check_origin=a.check_origin)
         try:
             ftp.quit()
         except (OSError, ftplib.Error):

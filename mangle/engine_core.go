@@ -267,6 +267,9 @@ func (e *Engine) process(f *flow, d Dir, tag uint64, b []byte, now time.Time) {
 		st.next = s
 		st.synced = true
 	}
+	if d == ToClient && len(data) > 0 {
+		f.greeted = true
+	}
 	if p.flags&tcpRST != 0 {
 		f.closed = true
 	}

@@ -26,7 +26,7 @@ func (f *flow) matters() bool {
 	if f.inHeldList || f.s[0].nheld+f.s[1].nheld > 0 {
 		return true
 	}
-	if !f.translate || f.closed {
+	if !f.translate || f.closed || !f.heard() {
 		return false
 	}
 	if !f.s[0].hist.empty() || !f.s[1].hist.empty() {

@@ -112,6 +112,7 @@ type flow struct {
 	saved      bool // the StateStore holds a state of this flow
 
 	halfOpen       bool  // no payload seen yet: in the engine's half-open list
+	greeted        bool  // the server sent data (its greeting): see heard
 	hoPrev, hoNext *flow // that list (evict.go)
 }
 
@@ -141,3 +142,12 @@ func (f *flow) pop() {
 
 // active reports whether the flow's lines are still parsed.
 func (f *flow) active() bool { return !f.transparent && !f.desync }
+
+// heard reports whether the server has spoken in this connection (its
+// greeting, or any reply), or the flow was resumed from a saved state. An
+// FTP server speaks first (RFC 959 section 5.4). A flood of spoofed SYNs or
+// garbage segments to port 21 never gets a server's data: until it does, a
+// flow's state is not saved (no journal file, no set element: state.go)
+// and it never counts as one that matters in a full table (evict.go), even
+// if a Telnet negotiation in random bytes made the ALG shift it.
+func (f *flow) heard() bool { return f.greeted || f.saved }

@@ -74,7 +74,7 @@ const (
 // an IPv6 server as it is, and the transfer fails; waiting a restart out
 // is what the client can live with.
 func (f *flow) needsState() bool {
-	return f.saved || f.translate && f.sess.Kind != KindNone
+	return f.saved || f.translate && f.sess.Kind != KindNone && f.greeted
 }
 
 // saveState hands the flow's state to the store if a line completed since

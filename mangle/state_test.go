@@ -51,10 +51,13 @@ func TestStateRestart46(t *testing.T) {
 			m := &fakeMapper{sess: sess46, ok: true, ports: map[uint16]uint16{}}
 			s := newSimMapper(t, m, false, &Config{State: st})
 			s.handshake()
-			if len(st.m) != 1 {
-				t.Fatalf("%d states saved after the handshake, want 1: a translated session waits for the next daemon", len(st.m))
+			if len(st.m) != 0 {
+				t.Fatalf("%d states saved after the handshake, want 0: nothing heard from the server yet (a spoofed SYN costs nothing)", len(st.m))
 			}
 			s.send(ToClient, "220 ready\r\n")
+			if len(st.m) != 1 {
+				t.Fatalf("%d states saved after the greeting, want 1: a translated session waits for the next daemon", len(st.m))
+			}
 			s.send(ToServer, "PASV\r\n")
 			sv := s.ends[ToClient]
 			seq := sv.sndNxt
@@ -141,8 +144,10 @@ func TestStateRestartMidLine(t *testing.T) {
 	s.done()
 }
 
-// A daemon lost between the handshake and the greeting: the new engine
-// knows the greeting is a reply to no command and goes on.
+// A daemon lost between the handshake and the greeting: nothing was saved
+// (the server had not spoken), so the new engine meets the connection
+// mid-stream: the greeting is a reply to no command (counted), and the
+// session is translated from its first command on.
 func TestStateRestartBeforeGreeting(t *testing.T) {
 	st := newMemStore()
 	m := &fakeMapper{sess: sess46, ok: true, ports: map[uint16]uint16{}}
@@ -155,8 +160,8 @@ func TestStateRestartBeforeGreeting(t *testing.T) {
 	if diff := cmp.Diff(lines("220 ready", "227 Entering Passive Mode (100,1,1,10,195,80)"), s.got(ToClient)); diff != "" {
 		t.Errorf("client got (-want +got):\n%s", diff)
 	}
-	if st := s.e.Stats(); st.Restored != 1 || st.Desync != 0 {
-		t.Errorf("Restored %d, Desync %d; want 1, 0", st.Restored, st.Desync)
+	if st := s.e.Stats(); st.Restored != 0 || st.Desync != 1 {
+		t.Errorf("Restored %d, Desync %d; want 0, 1", st.Restored, st.Desync)
 	}
 	s.done()
 }
@@ -178,15 +183,18 @@ func TestStateSYNDropsStale(t *testing.T) {
 	s.ends[ToServer].sndNxt += 100000
 	s.ends[ToClient].synced, s.ends[ToServer].synced = false, false
 	s.handshake()
+	if len(st.m) != 0 {
+		t.Errorf("%d states after a new SYN, want the stale one dropped", len(st.m))
+	}
+	s.send(ToClient, "220 ready\r\n")
 	if len(st.m) != 1 {
-		t.Errorf("%d states after a new SYN, want the new connection's", len(st.m))
+		t.Errorf("%d states after the new connection's greeting, want its own", len(st.m))
 	}
 	for _, b := range st.m {
 		if string(b) == string(stale) {
 			t.Errorf("stale state kept after a new SYN")
 		}
 	}
-	s.send(ToClient, "220 ready\r\n")
 	s.send(ToServer, "PASV\r\n")
 	s.send(ToClient, "229 Entering Extended Passive Mode (|||50000|)\r\n")
 	if got := s.e.Stats().Restored; got != 0 {
@@ -311,5 +319,35 @@ func TestStateClosed(t *testing.T) {
 	sv.sndNxt++
 	if !StateClosed(st.m[k]) {
 		t.Errorf("connection closed both ways not saved as closed")
+	}
+}
+
+// A flood to port 21 costs no state: a SYN, or garbage from a client the
+// server never answered with data, saves nothing (a journal file and a set
+// element each, in the daemon), and a flow the ALG shifted by removing a
+// Telnet negotiation from such garbage does not count as one that matters
+// in a full table. Once the server speaks, it does both.
+func TestStateNotSavedUntilServerSpeaks(t *testing.T) {
+	st := newMemStore()
+	m := &fakeMapper{sess: sess46, ok: true, ports: map[uint16]uint16{}}
+	s := newSimMapper(t, m, false, &Config{State: st})
+	s.handshake()
+	s.send(ToServer, "\xff\xfb\x18garbage\r\n")
+	if st.saves != 0 {
+		t.Errorf("%d saves before the server spoke, want 0", st.saves)
+	}
+	var f *flow
+	for _, g := range s.e.flows {
+		f = g
+	}
+	if f == nil || f.s[ToServer].hist.empty() {
+		t.Fatalf("the Telnet negotiation did not shift the flow: the test tests nothing")
+	}
+	if f.matters() {
+		t.Errorf("a shifted flow the server never spoke in matters: a garbage flood would pin the table")
+	}
+	s.send(ToClient, "220 ready\r\n")
+	if st.saves == 0 || !f.matters() {
+		t.Errorf("after the greeting: %d saves, matters %v; want saved and mattering", st.saves, f.matters())
 	}
 }

@@ -252,6 +252,20 @@ func TestLengthWatcher(t *testing.T) {
 	s.done()
 }
 
+// A length change before the server spoke (a Telnet negotiation in a
+// flood's garbage) tells the watcher nothing: each would cost the daemon a
+// conntrack update.
+func TestLengthWatcherNotBeforeServer(t *testing.T) {
+	m := &watchingMapper{fakeMapper: fakeMapper{sess: sess64, ok: true, ports: map[uint16]uint16{}}}
+	s := newSimMapper(t, &m.fakeMapper, false, &Config{})
+	s.e = New(&Config{Mapper: m})
+	s.handshake()
+	s.send(ToServer, "\xff\xfb\x18garbage\r\n")
+	if len(m.changed) != 0 {
+		t.Errorf("%d calls before the server spoke, want 0", len(m.changed))
+	}
+}
+
 // DataRequest.Long is set for RFC 1639's LPSV and LPRT only: the kernel's
 // FTP helper does not parse them, so a pinhole Mapper opens the other leg.
 func TestDataRequestLong(t *testing.T) {

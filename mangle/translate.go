@@ -211,7 +211,10 @@ func (e *Engine) replaceSpan(f *flow, d Dir, i, j int, b []byte, note bool) bool
 // noteLength tells a LengthWatcher mapper, once per flow, that a rewrite
 // changed a length.
 func (e *Engine) noteLength(f *flow, olen uint32, nlen int) {
-	if e.watcher == nil || f.lenChanged || olen == uint32(nlen) {
+	if e.watcher == nil || f.lenChanged || olen == uint32(nlen) || !f.heard() {
+		// Not before the server spoke (flow.heard): a flood's garbage
+		// must not cost a conntrack update per flow; a real connection's
+		// next length change after its greeting tells the watcher.
 		return
 	}
 	f.lenChanged = true

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/ftpalg/ftpalg/rules"
+)
+
+// runConfig is the daemon's configuration, from the flags of "ftpalg run".
+type runConfig struct {
+	Config       string
+	TaygaConf    string
+	JoolInstance string
+	JoolPorts    [2]uint16
+	JoolIdle     time.Duration
+	Queues       uint16
+	QueueNum     uint16
+	Ports        []uint16
+	Leg          string
+	NoRules      bool
+	NoPinholes   bool
+	FailOpen     bool
+	HoldTimeout  time.Duration
+	MaxFlows     int
+	Strict       bool
+	LogLevel     slog.Level
+	LogFormat    string
+	StatusSocket string
+	MetricsAddr  string
+	Table        string
+	// StateDir keeps the state of translated control connections for a
+	// restarted daemon (--state-dir, journal.go).
+	StateDir  string
+	KeepRules string
+	// RunDir holds what must survive a crash of the daemon (the Jool
+	// static BIB entries it added), per --table; not a flag yet.
+	RunDir string
+
+	// Not flags: runMain sets them for a reload on SIGHUP (the command
+	// line to parse again, and the signal).
+	Args   []string
+	Reload <-chan os.Signal
+}
+
+const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [flags]
+
+Runs the FTP ALG in the network namespace of a NAT64 translator: installs
+nftables rules that send FTP control packets (TCP port 21 by default) of
+one leg of the translator to NFQUEUE, rewrites them there, and removes the
+rules again on SIGINT or SIGTERM. Needs CAP_NET_ADMIN (root, or the
+capability alone, as the systemd unit gives it).
+
+Every flag can also be set in the file --config names, one "flag value"
+per line ("# comments"; a boolean flag alone means true); flags on the
+command line win. SIGHUP re-reads that file and the translator's
+configuration (tayga.conf and its map-file; Jool's pool4) without
+breaking a connection; a bad file is logged and the old settings kept.
+Under systemd (NOTIFY_SOCKET), the daemon reports ready once its queues
+and rules are up, and pings the watchdog (WatchdogSec=).
+`
+
+const runExit = `Exit status:
+  0  stopped by SIGINT or SIGTERM after a clean shutdown
+  1  could not start (translator configuration, permissions, queue in use)
+     or stopped on an error
+  2  usage error (a bad flag, value, argument or config file line)
+`
+
+// defaultQueues is the number of queues without --queues: one per CPU the
+// daemon may use, at most 4. Two queues on two cores verdict about twice
+// the packets of one (test/bench/RESULTS.md); each needs a core of its own
+// to gain anything.
+func defaultQueues() int { return min(runtime.NumCPU(), 4) }
+
+// defaultMaxFlows bounds the flow table of each queue's engine: an idle
+// established control connection costs about 1 KB, so 131072 of them
+// about 128 MB.
+const defaultMaxFlows = 131072
+
+// defaultRunDir is where the daemon keeps its records under /run.
+const defaultRunDir = "/run/ftpalg"
+
+// defaultStatusSocket is where "ftpalg status" finds the daemon.
+const defaultStatusSocket = "/run/ftpalg/ftpalg.sock"
+
+// defaultStateDir is where the daemon keeps the state of shifted control
+// connections (tmpfs on systemd machines): "auto" is a directory of the
+// daemon's network namespace, /run/ftpalg/netns-INODE, as daemons in
+// several namespaces of one host share /run and may see the same
+// addresses.
+const defaultStateDir = "auto"
+
+func newRunFlags(cfg *runConfig) *cmdFlags {
+	fl := newCmdFlags("run", runUsage, runExit)
+	fl.StringVar(&cfg.Config, "config", "", "read flags from this `file` first (for example /etc/ftpalg/ftpalg.conf); SIGHUP re-reads it")
+	fl.StringVar(&cfg.TaygaConf, "tayga-conf", "", "Tayga's configuration `file` (tayga.conf): translate for that Tayga")
+	fl.StringVar(&cfg.JoolInstance, "jool-instance", "", "Jool instance `name`: translate for that Jool (its pool4 must be explicit)")
+	fl.Func("jool-ports", "with --jool-instance: the pool4 port `range` (LO-HI) reserved for the ALG's static BIB entries;\nwithout it 46 passive and 64 active data channels are not mapped", func(s string) (err error) {
+		if cfg.JoolPorts, err = parsePortRange(s); err != nil {
+			return fmt.Errorf("bad range %q (%w)", s, err)
+		}
+		return nil
+	})
+	fl.DurationVar(&cfg.JoolIdle, "jool-idle-timeout", 30*time.Second, "with --jool-ports: how long (a `duration`) a data-channel mapping nobody connects through lives,\nand the peer's admission through it (rules/README.md, Peer filter)")
+	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default: one per CPU, at most 4)", func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("bad count %q (want 1-65535)", s)
+		}
+		cfg.Queues = uint16(n)
+		return nil
+	})
+	fl.Func("queue-num", "first NFQUEUE `number` (default 0)", func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil {
+			return fmt.Errorf("bad queue number %q (want 0-65535)", s)
+		}
+		cfg.QueueNum = uint16(n)
+		return nil
+	})
+	fl.Func("ports", "FTP control `ports`, comma-separated (default 21)", func(s string) error {
+		ports, err := parsePorts(s)
+		if err != nil {
+			return err
+		}
+		cfg.Ports = ports
+		return nil
+	})
+	fl.StringVar(&cfg.Leg, "leg", rules.LegIPv4, "`leg` of the translator whose packets are queued: ipv4 or ipv6")
+	fl.StringVar(&cfg.Table, "table", rules.DefaultTable, "the daemon's nftables `table`, one per instance: several daemons in one network namespace\nneed their own --table and --queue-num")
+	fl.BoolVar(&cfg.NoRules, "no-rules", false, "install no nftables rules (the operator installs them, see 'ftpalg rules')")
+	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
+	fl.BoolVar(&cfg.FailOpen, "fail-open", true, failOpenUsage)
+	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest `duration` a segment ending inside a command is held, then it is sent unchanged\n(a reply the ALG has committed to translate is never sent half translated)")
+	fl.IntVar(&cfg.MaxFlows, "max-flows", defaultMaxFlows, "`count` of control connections each queue follows; past it half-open ones are forgotten first,\nthose with rewritten state never (new ones then pass unchanged, counted as flows_refused)")
+	fl.BoolVar(&cfg.Strict, "strict", false, "answer 425 to an IPv6 client when the IPv4 server's 227 names another address")
+	fl.Func("log-level", "log `level`: debug (every rewritten line), info, warn or error (default info)", func(s string) error {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(s)); err != nil {
+			return fmt.Errorf("bad level %q (want debug, info, warn or error)", s)
+		}
+		cfg.LogLevel = l
+		return nil
+	})
+	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json (one JSON object per line)")
+	fl.StringVar(&cfg.StatusSocket, "status-socket", defaultStatusSocket, "unix socket `path` that 'ftpalg status' reads (empty: none)")
+	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "`directory` (on tmpfs) where the state of translated control connections is kept for a restarted\ndaemon to resume them (docs/STATE.md; auto: /run/ftpalg/netns-INODE of this network namespace;\nempty: none, a restart breaks them)")
+	fl.StringVar(&cfg.KeepRules, "keep-rules", "auto", "on exit keep the rules (`mode`): auto (while shifted connections are open, so that they wait\nfor the next daemon), yes or no")
+	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
+	return fl
+}
+
+// failOpenUsage is the help of --fail-open, the same in run and rules.
+const failOpenUsage = "let FTP control packets pass unchanged while the queue is full or no daemon listens,\ninstead of dropping them (--fail-open=false: fail closed)"
+
+// parseRunFlags parses and checks the flags of "ftpalg run" (and the file
+// of --config). It prints the help to stdout for --help (errHelp); a bad
+// flag is a *usageError.
+func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
+	cfg := &runConfig{Ports: []uint16{21}, StateDir: defaultStateDir, RunDir: defaultRunDir}
+	fl := newRunFlags(cfg)
+	if err := fl.parse(args, stdout); err != nil {
+		return nil, err
+	}
+	if fl.NArg() > 0 {
+		return nil, usagef("unexpected argument %q", fl.Arg(0))
+	}
+	if err := cfg.check(); err != nil {
+		return nil, &usageError{msg: err.Error()}
+	}
+	return cfg, nil
+}
+
+func (c *runConfig) check() error {
+	switch {
+	case c.TaygaConf == "" && c.JoolInstance == "":
+		return errors.New("one of --tayga-conf or --jool-instance is required")
+	case c.TaygaConf != "" && c.JoolInstance != "":
+		return errors.New("--tayga-conf and --jool-instance exclude each other")
+	case c.JoolPorts != [2]uint16{} && c.JoolInstance == "":
+		return errors.New("--jool-ports needs --jool-instance")
+	case c.JoolIdle <= 0:
+		return fmt.Errorf("--jool-idle-timeout %v: want a positive duration", c.JoolIdle)
+	}
+	if lo, hi := c.JoolPorts[0], c.JoolPorts[1]; lo != 0 {
+		for _, p := range c.Ports {
+			if p >= lo && p <= hi {
+				return fmt.Errorf("--jool-ports %d-%d holds FTP control port %d (--ports): choose a range without it", lo, hi, p)
+			}
+		}
+	}
+	if c.Leg != rules.LegIPv4 && c.Leg != rules.LegIPv6 {
+		return fmt.Errorf("--leg %q: want ipv4 or ipv6", c.Leg)
+	}
+	if c.Queues == 0 {
+		c.Queues = uint16(min(defaultQueues(), 0x10000-int(c.QueueNum)))
+	}
+	if int(c.QueueNum)+int(c.Queues)-1 > 0xffff {
+		return fmt.Errorf("--queue-num %d with --queues %d goes past queue 65535", c.QueueNum, c.Queues)
+	}
+	if c.HoldTimeout <= 0 {
+		return fmt.Errorf("--hold-timeout %v: want a positive duration", c.HoldTimeout)
+	}
+	if c.MaxFlows <= 0 {
+		return fmt.Errorf("--max-flows %d: want a positive number", c.MaxFlows)
+	}
+	if c.KeepRules != "auto" && c.KeepRules != "yes" && c.KeepRules != "no" {
+		return fmt.Errorf("--keep-rules %q: want auto, yes or no", c.KeepRules)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	return nil
+}
+
+func (c *runConfig) translator() string {
+	if c.JoolInstance != "" {
+		return rules.Jool
+	}
+	return rules.Tayga
+}
+
+// rules is the ruleset of the daemon; scope is the translator's own
+// addresses (daemonMapper.scope).
+func (c *runConfig) rules(scope []netip.Prefix) *rules.Config {
+	return &rules.Config{
+		Table:      c.Table,
+		Scope:      scope,
+		Translator: c.translator(),
+		Leg:        c.Leg,
+		Ports:      c.Ports,
+		QueueNum:   c.QueueNum,
+		Queues:     c.Queues,
+		Bypass:     c.FailOpen,
+		Helper:     c.translator() == rules.Tayga && !c.NoPinholes,
+		PeerFilter: c.peerFilter(),
+	}
+}
+
+func newLogger(w io.Writer, cfg *runConfig) *slog.Logger {
+	logLevel.Set(cfg.LogLevel)
+	opts := &slog.HandlerOptions{Level: &logLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

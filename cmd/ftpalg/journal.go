@@ -79,6 +79,38 @@ func openJournal(dir string, maxAge time.Duration, log *slog.Logger) (*journal, 
 	return j, conns, nil
 }
 
+// openInJournal counts the connections a journal holds that are still
+// open and recent (as openJournal would resume them), without changing
+// it; 0 when there is none or no journal.
+func openInJournal(stateFlag, runDir string) int {
+	if stateFlag == "" {
+		return 0
+	}
+	dir, err := stateDir(stateFlag, runDir)
+	if err != nil {
+		return 0
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		info, err := e.Info()
+		if _, ok := parseJournalName(e.Name()); !ok || err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		if time.Since(info.ModTime()) < journalMaxAge && !journalClosed(filepath.Join(dir, e.Name())) {
+			n++
+		}
+	}
+	return n
+}
+
+// journalMaxAge is how long an unchanged state is kept: a connection idle
+// that long is over.
+const journalMaxAge = 2 * time.Hour
+
 // closedAge is how long the state of a connection closed both ways is
 // kept: as long as the engine keeps such a flow, for late retransmissions
 // of its last segments.

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +73,36 @@ func TestJournal(t *testing.T) {
 	}
 	if j.errs.Load()+j2.errs.Load() != 0 {
 		t.Errorf("%d errors", j.errs.Load()+j2.errs.Load())
+	}
+}
+
+// 'ftpalg rules remove --if-idle' (the service's ExecStopPost) keeps the
+// rules while the journal holds an open connection, which waits for the
+// next daemon; a closed or stale one does not count.
+func TestRulesRemoveIfIdle(t *testing.T) {
+	dir := t.TempDir()
+	flows := filepath.Join(dir, "flows")
+	if n := openInJournal(flows, dir); n != 0 {
+		t.Errorf("no journal: %d open, want 0", n)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	j, _, err := openJournal(flows, time.Hour, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := mangle.FlowKeyOf(netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("198.51.100.1:21"))
+	j.SaveFlow(k, []byte("an open connection's state"))
+	j.Close()
+	stale := filepath.Join(flows, "192.0.2.99:1_198.51.100.1:21")
+	os.WriteFile(stale, []byte{0, 0, 0, 1, 'x'}, 0o600)
+	old := time.Now().Add(-3 * time.Hour)
+	os.Chtimes(stale, old, old)
+	if n := openInJournal(flows, dir); n != 1 {
+		t.Errorf("%d open connections, want 1", n)
+	}
+	var stdout, stderr bytes.Buffer
+	code := dispatch([]string{"rules", "remove", "--if-idle", "--state-dir", flows, "--table", "t"}, &stdout, &stderr)
+	if code != 0 || !strings.Contains(stdout.String(), "kept table t: 1 translated control connections wait") {
+		t.Errorf("rules remove --if-idle: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
 }

@@ -29,7 +29,7 @@ func TestIntegrationRunSIGHUP(t *testing.T) {
 	sock := filepath.Join(dir, "ftpalg.sock")
 	conf := filepath.Join(dir, "ftpalg.conf")
 	base := "# test\ntayga-conf " + tconf + "\nqueue-num 31\nstatus-socket " + sock + "\n"
-	writeTo(t, conf, base)
+	writeTo(t, conf, base+"queues 1\n") // not the default (one queue per CPU), so that 2 is a change
 	f := newFakeSystemd(t, filepath.Join(dir, "notify"))
 
 	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestRulesHelperProcess$", "--", "run", "--config", conf)

@@ -49,6 +49,10 @@ type rulesArgs struct {
 	action string // print, install or remove
 	config string // --config
 	cfg    rules.Config
+	// remove --if-idle: keep the rules while the journal (--state-dir,
+	// --run-dir, as 'ftpalg run' has them) holds an open connection.
+	ifIdle           bool
+	stateDir, runDir string
 }
 
 func newRulesFlags(r *rulesArgs) *cmdFlags {
@@ -67,6 +71,9 @@ func newRulesFlags(r *rulesArgs) *cmdFlags {
 		return err
 	})
 	fs.StringVar(&r.cfg.Table, "table", rules.DefaultTable, "the daemon's table `name`")
+	fs.BoolVar(&r.ifIdle, "if-idle", false, "with remove: keep the rules while the daemon's journal holds a translated connection\nthat is still open (it waits for the next daemon; docs/STATE.md); the service's units\nuse it after a stop or crash")
+	fs.StringVar(&r.stateDir, "state-dir", defaultStateDir, "with --if-idle: the daemon's --state-dir")
+	fs.StringVar(&r.runDir, "run-dir", defaultRunDir, "with --if-idle: the daemon's --run-dir")
 	fs.Var((*scopeFlag)(&r.cfg.Scope), "scope", "the translator's own addresses and `prefixes`, comma-separated, both families\n(Tayga: its addresses, dynamic-pool, prefix and map entries; Jool: pool4 and pool6):\nonly FTP from or to them is queued or gets a helper, so plain FTP through the box\n(NAT44) keeps the kernel's own helper. Required with --helper; 'ftpalg run' finds it\nin the translator's configuration")
 	return fs
 }
@@ -140,6 +147,12 @@ func rulesMain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "installed table %s %s%s\n", family(r.cfg.Leg), r.cfg.Table, mode)
 		}
 	case "remove":
+		if r.ifIdle {
+			if n := openInJournal(r.stateDir, r.runDir); n > 0 {
+				fmt.Fprintf(stdout, "kept table %s: %d translated control connections wait for the next daemon ('ftpalg rules remove' ends them)\n", r.cfg.Table, n)
+				return 0
+			}
+		}
 		err = rules.Remove(&r.cfg)
 	}
 	switch {

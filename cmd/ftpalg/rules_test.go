@@ -158,8 +158,8 @@ func TestRulesHelpNamesEveryFlag(t *testing.T) {
 			t.Errorf("help does not describe --%s", f.Name)
 		}
 	})
-	if n != 11 {
-		t.Errorf("%d flags, want 11", n)
+	if n != 14 {
+		t.Errorf("%d flags, want 14", n)
 	}
 }
 

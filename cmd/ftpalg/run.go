@@ -126,11 +126,11 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	var jn *journal
 	if cfg.StateDir != "" {
 		var conns []rules.Conn
-		dir, err := stateDir(cfg.StateDir)
+		dir, err := stateDir(cfg.StateDir, cfg.RunDir)
 		if err != nil {
 			return err
 		}
-		jn, conns, err = openJournal(dir, 2*time.Hour, log)
+		jn, conns, err = openJournal(dir, journalMaxAge, log)
 		if err != nil {
 			return err
 		}

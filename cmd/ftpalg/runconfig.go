@@ -40,8 +40,9 @@ type runConfig struct {
 	// restarted daemon (--state-dir, journal.go).
 	StateDir  string
 	KeepRules string
-	// RunDir holds what must survive a crash of the daemon (the Jool
-	// static BIB entries it added), per --table; not a flag yet.
+	// RunDir holds what must survive a crash of the daemon: the Jool
+	// static BIB entries it added (per --table) and, with --state-dir
+	// auto, the journal (--run-dir).
 	RunDir string
 
 	// Not flags: runMain sets them for a reload on SIGHUP (the command
@@ -152,7 +153,8 @@ func newRunFlags(cfg *runConfig) *cmdFlags {
 	})
 	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json (one JSON object per line)")
 	fl.StringVar(&cfg.StatusSocket, "status-socket", defaultStatusSocket, "unix socket `path` that 'ftpalg status' reads (empty: none)")
-	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "`directory` (on tmpfs) where the state of translated control connections is kept for a restarted\ndaemon to resume them (docs/STATE.md; auto: /run/ftpalg/netns-INODE of this network namespace;\nempty: none, a restart breaks them)")
+	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "`directory` (on tmpfs) where the state of translated control connections is kept for a restarted\ndaemon to resume them (docs/STATE.md; auto: RUN-DIR/netns-INODE of this network namespace;\nempty: none, a restart breaks them)")
+	fl.StringVar(&cfg.RunDir, "run-dir", defaultRunDir, "`directory` (on tmpfs) for what must outlive the daemon: the Jool BIB entries it added,\nand the journal with --state-dir auto (the template unit gives each instance its own)")
 	fl.StringVar(&cfg.KeepRules, "keep-rules", "auto", "on exit keep the rules (`mode`): auto (while shifted connections are open, so that they wait\nfor the next daemon), yes or no")
 	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
 	return fl

@@ -2,12 +2,13 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"syscall"
 )
 
-// stateDir resolves --state-dir: "auto" is a directory named after this
-// process's network namespace.
-func stateDir(flag string) (string, error) {
+// stateDir resolves --state-dir: "auto" is a directory of runDir named
+// after this process's network namespace.
+func stateDir(flag, runDir string) (string, error) {
 	if flag != "auto" {
 		return flag, nil
 	}
@@ -15,5 +16,5 @@ func stateDir(flag string) (string, error) {
 	if err := syscall.Stat("/proc/self/ns/net", &st); err != nil {
 		return "", fmt.Errorf("--state-dir auto: %w", err)
 	}
-	return fmt.Sprintf("/run/ftpalg/netns-%d", st.Ino), nil
+	return filepath.Join(runDir, fmt.Sprintf("netns-%d", st.Ino)), nil
 }

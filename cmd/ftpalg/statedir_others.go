@@ -2,10 +2,12 @@
 
 package main
 
+import "path/filepath"
+
 // stateDir resolves --state-dir ("auto" has no namespace to name here).
-func stateDir(flag string) (string, error) {
+func stateDir(flag, runDir string) (string, error) {
 	if flag != "auto" {
 		return flag, nil
 	}
-	return "/run/ftpalg/netns", nil
+	return filepath.Join(runDir, "netns"), nil
 }

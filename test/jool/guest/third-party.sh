@@ -46,6 +46,8 @@ C4=198.51.100.2
 C6=2001:db8:1::10
 X4=198.51.100.66
 CONTROL=${FTPALG_THIRDPARTY_CONTROL:-1}
+# --no-control (run.sh passes arguments, not this variable, into the guest).
+[ "${1:-}" = --no-control ] && CONTROL=0
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
 

@@ -13,9 +13,10 @@ import (
 )
 
 // NewKeeper returns a Keeper of the ruleset of cfg, in the namespace of
-// cfg.NetNS, or else in the namespace of the calling thread: the Keeper
-// holds that namespace, so its goroutines work there whatever thread they
-// run on. It installs nothing yet. Close releases the namespace.
+// cfg.NetNS, or else in the namespace of the calling thread: when that is
+// not the process's, the Keeper holds it, so its goroutines work there
+// whatever thread they run on. It installs nothing yet. Close releases the
+// namespace.
 func NewKeeper(cfg *Config) (*Keeper, error) {
 	p, err := newPlan(cfg)
 	if err != nil {
@@ -23,7 +24,11 @@ func NewKeeper(cfg *Config) (*Keeper, error) {
 	}
 	c := *cfg
 	var closeNS func() error
-	if c.NetNS == 0 {
+	if c.NetNS == 0 && !threadInProcessNetNS() {
+		// Only a thread moved to another namespace (a test) needs the
+		// fd: with it, netlink sockets are made by setns(2), which a
+		// sandbox may forbid (systemd's RestrictNamespaces=yes), and the
+		// daemon's threads all share the process's namespace.
 		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return nil, fmt.Errorf("keep rules: this thread's network namespace: %w", err)
@@ -38,6 +43,16 @@ func NewKeeper(cfg *Config) (*Keeper, error) {
 		poll:  5 * time.Second,
 		retry: 200 * time.Millisecond,
 	}, nil
+}
+
+// threadInProcessNetNS reports whether the calling thread is in the
+// process's network namespace (true when it cannot tell).
+func threadInProcessNetNS() bool {
+	var a, b unix.Stat_t
+	if unix.Stat("/proc/thread-self/ns/net", &a) != nil || unix.Stat("/proc/self/ns/net", &b) != nil {
+		return true
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
 // nftKernel is the keeperKernel of a plan.

@@ -477,9 +477,12 @@ func (p *plan) ruleCounts() map[family]map[string]int {
 					chains[c.name] = 2
 				}
 			}
-			chains[divertChain] = 2
+			chains[divertChain] = len(p.divertRules())
 			if p.shifted() {
-				chains[divertChain] = 3
+				chains[divertChain]++
+			}
+			if p.tracked() {
+				chains[trackChain] = len(p.trackRules(scoped))
 			}
 		}
 		if p.helper {

@@ -16,9 +16,12 @@ import (
 // packets/s beside six real sessions, one survived). The queue rules run
 // at priority raw, before conntrack, so they cannot ask conntrack; a chain
 // after conntrack (priority mangle) puts a control connection in the set
-// EstablishedSet when a packet of its client is "ct state established"
-// (conntrack saw the server answer: a spoofed source never completes the
-// handshake), and the queue rules queue only packets of the set's
+// EstablishedSet when a packet of its client is "ct state established" and
+// "ct status assured" (conntrack saw the handshake complete, or for a
+// connection it picked up in the middle, both sides speak: a spoofed
+// source never does that; a garbage segment that happens to hit the
+// 4-tuple of a flood connection the server answered is established but
+// not assured), and the queue rules queue only packets of the set's
 // connections, besides those of ShiftedSet. The first packet queued is
 // the server's greeting: the engine meets the connection there as it
 // meets one after a restart. The set is refreshed by every packet of the
@@ -90,15 +93,15 @@ func (p *plan) divertRules() []string {
 
 // trackWhy is the comment of the chain that fills the set.
 var trackWhy = []string{
-	"A client's packet of a control connection conntrack saw established puts",
-	"the connection in set " + EstablishedSet + " (and keeps it there). Priority mangle",
-	"(-150): after conntrack (-200).",
+	"A client's packet of a control connection conntrack saw established and",
+	"assured (the handshake completed) puts the connection in set " + EstablishedSet,
+	"and keeps it there. Priority mangle (-150): after conntrack (-200).",
 }
 
 // trackRules are the rules of the track chain, as nft prints them.
 func (p *plan) trackRules(scoped bool) []string {
 	f := p.family
-	r := fmt.Sprintf("tcp dport %s ct state established update @%s { %s saddr . tcp sport . %s daddr . tcp dport }", p.portsText(), EstablishedSet, f, f)
+	r := fmt.Sprintf("tcp dport %s ct state established ct status assured update @%s { %s saddr . tcp sport . %s daddr . tcp dport }", p.portsText(), EstablishedSet, f, f)
 	if !scoped {
 		return []string{r}
 	}

@@ -12,6 +12,9 @@ import (
 // add the element, or refresh its timeout.
 const dynsetOpUpdate = 1
 
+// ctStatusAssured is IPS_ASSURED (linux/netfilter/nf_conntrack_common.h).
+const ctStatusAssured = 1 << 2
+
 // establishedSetOf describes the set in table t (not yet created).
 func (p *plan) establishedSetOf(t *nftables.Table) *nftables.Set {
 	a := nftables.TypeIPAddr
@@ -69,6 +72,13 @@ func (p *plan) trackExprs(conn *nftables.Conn, t *nftables.Table, set *nftables.
 		&expr.Bitwise{
 			SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0),
+		},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Ct{Key: expr.CtKeySTATUS, Register: 1},
+		&expr.Bitwise{
+			SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ctStatusAssured),
 			Xor:  binaryutil.NativeEndian.PutUint32(0),
 		},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},

@@ -4,6 +4,7 @@ package rules
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -56,4 +57,28 @@ func TestIntegrationRulesEstablishedOnly(t *testing.T) {
 		t.Errorf("set %s lacks %s:\n%s", EstablishedSet, want, list)
 	}
 	t.Logf("queued: %v", mine)
+}
+
+// TestIntegrationRulesEstablishedPreload installs through a Keeper, as the
+// daemon restores its table after "nft flush ruleset": the connections
+// EstablishedNow gives are in the set at once.
+func TestIntegrationRulesEstablishedPreload(t *testing.T) {
+	testenv.NeedRoot(t, "ip", "nft")
+	ns := newNetNS(t)
+	live := Conn{Client: netip.MustParseAddrPort("192.0.2.7:40007"), Server: netip.MustParseAddrPort("203.0.113.10:21")}
+	var asked int
+	cfg := &Config{Translator: Tayga, Bypass: true, NetNS: ns.FD,
+		EstablishedNow: func() []Conn { asked++; return []Conn{live} }}
+	k, err := NewKeeper(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if err := k.Install(); err != nil {
+		t.Fatal(err)
+	}
+	list := ns.Run(t, "nft", "list", "set", "ip", "ftpalg", EstablishedSet)
+	if want := "192.0.2.7 . 40007 . 203.0.113.10 . 21"; asked != 1 || !strings.Contains(list, want) {
+		t.Errorf("asked %d times; set %s lacks %s:\n%s", asked, EstablishedSet, want, list)
+	}
 }

@@ -154,8 +154,12 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 			shifted = p.addShiftedSet(conn, t)
 			if p.tracked() {
 				established = p.establishedSetOf(t)
+				var elems []nftables.SetElement
+				for _, c := range p.live {
+					elems = append(elems, shiftedElems(c)[0]) // client to server
+				}
 				// AddSet fails only for anonymous sets that are not constant.
-				_ = conn.AddSet(established, nil)
+				_ = conn.AddSet(established, elems)
 			}
 			for _, cp := range p.chains {
 				hk := nftables.ChainHookPrerouting

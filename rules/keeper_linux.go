@@ -96,6 +96,9 @@ func (n *nftKernel) install() error {
 	if n.cfg.ShiftedNow != nil {
 		n.p.preload = n.cfg.ShiftedNow()
 	}
+	if n.cfg.EstablishedNow != nil {
+		n.p.live = n.cfg.EstablishedNow()
+	}
 	return n.p.install(conn)
 }
 

@@ -41,6 +41,11 @@ type ScaleConfig struct {
 	SYNs int
 	// Seed picks the spoofed SYNs' sources, ports and sequence numbers.
 	Seed uint64
+	// Lockstep sends each packet of a phase for every connection before
+	// the next packet (every SYN, then every SYN-ACK, ...): all
+	// connections are half-open at once. Otherwise a connection's packets
+	// of a phase come one after the other.
+	Lockstep bool
 	// Start is the time of the first packet (default 2026-01-01 00:00 UTC);
 	// packets are Step apart (default 10us).
 	Start time.Time
@@ -319,20 +324,34 @@ func WriteScale(w io.Writer, cfg ScaleConfig) error {
 		}
 		return nil
 	}
+	one := func(i, phase, k int, s scaleSeg) error {
+		client, _, _, _ := ScaleConn(i)
+		src, dst := client, scaleServer
+		if s.fromServer {
+			src, dst = dst, src
+		}
+		buf = appendTCP4(buf[:0], src, dst, s.flags, s.seq, s.ack, uint16(phase<<8|k), s.payload)
+		if err := emit(buf); err != nil {
+			return err
+		}
+		written++
+		return flood()
+	}
 	for phase := 1; phase <= 3; phase++ {
+		if cfg.Lockstep {
+			n := len(scaleSegs(0, phase))
+			for k := 0; k < n; k++ {
+				for i := 0; i < cfg.Conns; i++ {
+					if err := one(i, phase, k, scaleSegs(i, phase)[k]); err != nil {
+						return err
+					}
+				}
+			}
+			continue
+		}
 		for i := 0; i < cfg.Conns; i++ {
-			client, _, _, _ := ScaleConn(i)
 			for k, s := range scaleSegs(i, phase) {
-				src, dst := client, scaleServer
-				if s.fromServer {
-					src, dst = dst, src
-				}
-				buf = appendTCP4(buf[:0], src, dst, s.flags, s.seq, s.ack, uint16(phase<<8|k), s.payload)
-				if err := emit(buf); err != nil {
-					return err
-				}
-				written++
-				if err := flood(); err != nil {
+				if err := one(i, phase, k, s); err != nil {
 					return err
 				}
 			}

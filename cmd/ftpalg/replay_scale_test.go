@@ -57,6 +57,7 @@ func TestReplayScale(t *testing.T) {
 		// sessions' own half-open flows before their greeting, which
 		// picks them up again.
 		{"2k in lockstep under 20k SYNs", ftpcap.ScaleConfig{Conns: 2_000, SYNs: 20_000, Seed: 8, Lockstep: true}, 3000},
+		{"2k on the IPv6 leg under 20k SYNs", ftpcap.ScaleConfig{Conns: 2_000, SYNs: 20_000, Seed: 9, V6: true}, 4096},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rep, sum := replayScale(t, tc.cfg, tc.maxFlows)

@@ -19,8 +19,9 @@
 # their packets. Each must get every session right with a peak RSS of at
 # most RSS_LIMIT_KB (default 156250 KiB: 160 MB). ROUNDS repeats both
 # (default 1). LOCKSTEP=1 sends each packet of a phase for every session
-# before the next (every SYN, then every SYN-ACK, ...). Prints a line per
-# run; exits 1 if any run fails.
+# before the next (every SYN, then every SYN-ACK, ...). V6=1 writes the
+# capture on the translator's IPv6 leg. Prints a line per run; exits 1 if
+# any run fails.
 #
 #   test/bench/replayscale.sh [FTPALG_BINARY]     (default bin/ftpalg)
 set -euo pipefail
@@ -32,8 +33,9 @@ FLOOD_CONNS=${FLOOD_CONNS:-20000}
 FLOOD_SYNS=${FLOOD_SYNS:-200000}
 RSS_LIMIT_KB=${RSS_LIMIT_KB:-156250}
 ROUNDS=${ROUNDS:-1}
-lockstep=()
-[[ ${LOCKSTEP:-0} == 1 ]] && lockstep=(-lockstep)
+variant=()
+[[ ${LOCKSTEP:-0} == 1 ]] && variant=(-lockstep)
+[[ ${V6:-0} == 1 ]] && variant+=(-v6)
 if [[ ! -x /usr/bin/time ]]; then
 	echo "replayscale: /usr/bin/time missing (Debian package time: test/deps.sh bench)" >&2
 	exit 2
@@ -47,17 +49,17 @@ echo "# $(date -u '+%F %H:%M UTC'), $("$bin" version 2>/dev/null | head -1), loa
 fail=0
 run() { # round conns syns
 	local round=$1 conns=$2 syns=$3
-	"$tmp/scalecap" gen -conns "$conns" -syns "$syns" "${lockstep[@]}" "$tmp/in.pcap"
+	"$tmp/scalecap" gen -conns "$conns" -syns "$syns" "${variant[@]}" "$tmp/in.pcap"
 	/usr/bin/time -f '%M %e %U %S' -o "$tmp/time" \
 		"$bin" replay --tayga-conf "$tmp/tayga.conf" --out "$tmp/out.pcap" "$tmp/in.pcap" >"$tmp/transcript"
 	local rss wall user sys
 	read -r rss wall user sys <"$tmp/time"
 	local check ok=1
-	check=$("$tmp/scalecap" check -conns "$conns" -syns "$syns" "$tmp/out.pcap") || ok=0
+	check=$("$tmp/scalecap" check -conns "$conns" -syns "$syns" "${variant[@]}" "$tmp/out.pcap") || ok=0
 	((rss <= RSS_LIMIT_KB)) || ok=0
 	((ok)) || fail=1
 	printf 'round %d: %d sessions%s, %d spoofed SYNs: peak RSS %d KiB (limit %d), %ss wall, %ss user, %ss sys: %s\n' \
-		"$round" "$conns" "${lockstep:+ in lockstep}" "$syns" "$rss" "$RSS_LIMIT_KB" "$wall" "$user" "$sys" "$([[ $ok == 1 ]] && echo pass || echo FAIL)"
+		"$round" "$conns" "${variant[*]:+ (${variant[*]})}" "$syns" "$rss" "$RSS_LIMIT_KB" "$wall" "$user" "$sys" "$([[ $ok == 1 ]] && echo pass || echo FAIL)"
 	echo "  check: $check"
 	echo "  replay: $(tail -1 "$tmp/transcript")"
 	rm -f "$tmp/in.pcap" "$tmp/out.pcap"

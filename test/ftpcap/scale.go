@@ -17,7 +17,7 @@ import (
 
 // A scale capture: N concurrent 46 control connections on the IPv4 leg of
 // the translator (IPv4 clients, the IPv6 server Server6 reached as
-// Server6As4), in three phases: the handshake and the server's greeting
+// Server6As4), or on its IPv6 leg, in three phases: the handshake and the server's greeting
 // of every connection, then PASV and its 229 reply for every connection,
 // then NOOP and its 200 reply for every connection. Every connection is
 // open at the end of each phase, so the ALG follows all N at once.
@@ -46,6 +46,10 @@ type ScaleConfig struct {
 	// connections are half-open at once. Otherwise a connection's packets
 	// of a phase come one after the other.
 	Lockstep bool
+	// V6 writes the capture on the translator's IPv6 leg: the clients as
+	// Prefix::10.x.y.z, the spoofed sources as Prefix::a.b.c.d, the
+	// server as Server6. Otherwise on the IPv4 leg.
+	V6 bool
 	// Start is the time of the first packet (default 2026-01-01 00:00 UTC);
 	// packets are Step apart (default 10us).
 	Start time.Time
@@ -92,12 +96,18 @@ func ScaleConn(i int) (client netip.AddrPort, clientISN, serverISN uint32, dataP
 	return
 }
 
-// scaleIndex is the inverse of ScaleConn's client address.
+// scaleIndex is the inverse of ScaleConn's client address (on either
+// leg).
 func scaleIndex(client netip.AddrPort) (int, bool) {
-	if !client.Addr().Is4() {
-		return 0, false
+	a := client.Addr()
+	if a.Is6() {
+		if !Prefix.Contains(a) {
+			return 0, false
+		}
+		b := a.As16()
+		a = netip.AddrFrom4([4]byte(b[12:]))
 	}
-	b := client.Addr().As4()
+	b := a.As4()
 	hi := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
 	p := int(client.Port())
 	if b[0] != 10 || hi == 0 || p < 1024 || p >= 1024+60000 {
@@ -106,8 +116,25 @@ func scaleIndex(client netip.AddrPort) (int, bool) {
 	return (hi-1)*60000 + p - 1024, true
 }
 
-// scaleServer is the server of every scale connection on the IPv4 leg.
-var scaleServer = netip.AddrPortFrom(Server6As4, 21)
+// scaleServer is the server of every scale connection on the leg.
+func scaleServer(v6 bool) netip.AddrPort {
+	if v6 {
+		return netip.AddrPortFrom(Server6, 21)
+	}
+	return netip.AddrPortFrom(Server6As4, 21)
+}
+
+// scaleLeg is an IPv4 client or source as it appears on the leg: on the
+// IPv6 leg behind Prefix (RFC 6052, /96: the last four bytes).
+func scaleLeg(a netip.AddrPort, v6 bool) netip.AddrPort {
+	if !v6 {
+		return a
+	}
+	b := Prefix.Addr().As16()
+	v4 := a.Addr().As4()
+	copy(b[12:], v4[:])
+	return netip.AddrPortFrom(netip.AddrFrom16(b), a.Port())
+}
 
 func scale229(port uint16) string {
 	return fmt.Sprintf("229 Entering Extended Passive Mode (|||%d|)\r\n", port)
@@ -201,29 +228,47 @@ func scaleSegs(i, phase int) []scaleSeg {
 	}
 }
 
-// appendTCP4 appends an IPv4 packet carrying a TCP segment (the MSS option
-// on a SYN) with correct checksums.
-func appendTCP4(b []byte, src, dst netip.AddrPort, flags uint8, seq, ack uint32, id uint16, payload string) []byte {
+// appendTCP appends an IPv4 or IPv6 packet (by the addresses' family)
+// carrying a TCP segment (the MSS option on a SYN) with correct checksums.
+func appendTCP(b []byte, src, dst netip.AddrPort, flags uint8, seq, ack uint32, id uint16, payload string) []byte {
 	optLen := 0
 	if flags&tcpSYN != 0 {
 		optLen = 4
 	}
 	thl := 20 + optLen
-	total := 20 + thl + len(payload)
+	v6 := src.Addr().Is6()
+	ipLen := 20
+	if v6 {
+		ipLen = 40
+	}
+	total := ipLen + thl + len(payload)
 	start := len(b)
 	b = append(b, make([]byte, total)...)
 	p := b[start:]
-	p[0] = 0x45
-	binary.BigEndian.PutUint16(p[2:], uint16(total))
-	binary.BigEndian.PutUint16(p[4:], id)
-	p[6] = 0x40 // DF
-	p[8] = 64
-	p[9] = 6
-	s4, d4 := src.Addr().As4(), dst.Addr().As4()
-	copy(p[12:], s4[:])
-	copy(p[16:], d4[:])
-	binary.BigEndian.PutUint16(p[10:], ^sum16(p[:20], 0))
-	t := p[20:]
+	var pseudo uint32
+	if v6 {
+		p[0] = 0x60
+		binary.BigEndian.PutUint16(p[4:], uint16(thl+len(payload)))
+		p[6] = 6
+		p[7] = 64
+		s6, d6 := src.Addr().As16(), dst.Addr().As16()
+		copy(p[8:], s6[:])
+		copy(p[24:], d6[:])
+		pseudo = uint32(sum16(p[8:40], 0)) + 6 + uint32(thl+len(payload))
+	} else {
+		p[0] = 0x45
+		binary.BigEndian.PutUint16(p[2:], uint16(total))
+		binary.BigEndian.PutUint16(p[4:], id)
+		p[6] = 0x40 // DF
+		p[8] = 64
+		p[9] = 6
+		s4, d4 := src.Addr().As4(), dst.Addr().As4()
+		copy(p[12:], s4[:])
+		copy(p[16:], d4[:])
+		binary.BigEndian.PutUint16(p[10:], ^sum16(p[:20], 0))
+		pseudo = pseudo4(s4, d4, thl+len(payload))
+	}
+	t := p[ipLen:]
 	binary.BigEndian.PutUint16(t[0:], src.Port())
 	binary.BigEndian.PutUint16(t[2:], dst.Port())
 	binary.BigEndian.PutUint32(t[4:], seq)
@@ -238,7 +283,7 @@ func appendTCP4(b []byte, src, dst netip.AddrPort, flags uint8, seq, ack uint32,
 		binary.BigEndian.PutUint16(t[22:], 1460)
 	}
 	copy(t[thl:], payload)
-	binary.BigEndian.PutUint16(t[16:], ^sum16(t, pseudo4(s4, d4, len(t))))
+	binary.BigEndian.PutUint16(t[16:], ^sum16(t, pseudo))
 	return b
 }
 
@@ -299,6 +344,7 @@ func WriteScale(w io.Writer, cfg ScaleConfig) error {
 		return err
 	}
 	rng := splitmix64(cfg.Seed)
+	server := scaleServer(cfg.V6)
 	real := ScalePackets * cfg.Conns
 	var n, written, synsOut int
 	var buf []byte
@@ -316,8 +362,8 @@ func WriteScale(w io.Writer, cfg ScaleConfig) error {
 			due = int(int64(written) * int64(cfg.SYNs) / int64(real))
 		}
 		for ; synsOut < due; synsOut++ {
-			src := spoofSource(&rng)
-			buf = appendTCP4(buf[:0], src, scaleServer, tcpSYN, uint32(rng.next()), 0, uint16(synsOut), "")
+			src := scaleLeg(spoofSource(&rng), cfg.V6)
+			buf = appendTCP(buf[:0], src, server, tcpSYN, uint32(rng.next()), 0, uint16(synsOut), "")
 			if err := emit(buf); err != nil {
 				return err
 			}
@@ -326,11 +372,11 @@ func WriteScale(w io.Writer, cfg ScaleConfig) error {
 	}
 	one := func(i, phase, k int, s scaleSeg) error {
 		client, _, _, _ := ScaleConn(i)
-		src, dst := client, scaleServer
+		src, dst := scaleLeg(client, cfg.V6), server
 		if s.fromServer {
 			src, dst = dst, src
 		}
-		buf = appendTCP4(buf[:0], src, dst, s.flags, s.seq, s.ack, uint16(phase<<8|k), s.payload)
+		buf = appendTCP(buf[:0], src, dst, s.flags, s.seq, s.ack, uint16(phase<<8|k), s.payload)
 		if err := emit(buf); err != nil {
 			return err
 		}
@@ -464,7 +510,7 @@ func (o *scaleOut) match(c *scaleConnSegs, fromServer bool, flags uint8, seq, ac
 
 // CheckScale reads the capture an ALG emitted for the scale capture of cfg
 // (pcap or pcapng, any link type ReadPcap knows) and checks every packet:
-// valid IPv4 and TCP checksums, and for a real connection's packet, the
+// valid IPv4 and TCP checksums (IPv6 on the IPv6 leg), and for a real connection's packet, the
 // sequence number, acknowledgement, flags and payload that the ALG must
 // emit for one of that connection's packets (each exactly once). Packets
 // of no real connection must be the spoofed SYNs. It reads the capture as
@@ -477,6 +523,7 @@ func CheckScale(r io.Reader, cfg ScaleConfig) (*ScaleReport, error) {
 		return nil, err
 	}
 	out := make([]scaleOut, cfg.Conns)
+	server := scaleServer(cfg.V6)
 	segs := &scaleConnSegs{i: -1}
 	for {
 		data, _, err := src.ReadPacketData()
@@ -492,15 +539,15 @@ func CheckScale(r io.Reader, cfg ScaleConfig) (*ScaleReport, error) {
 			continue
 		}
 		rep.Packets++
-		srcAP, dstAP, flags, seq, ack, payload, ok := parseTCP4(ip)
+		srcAP, dstAP, flags, seq, ack, payload, ok := parseTCP(ip)
 		if !ok {
 			rep.problem("packet %d: not a well-formed IPv4 TCP packet with valid checksums", rep.Packets)
 			continue
 		}
 		client, fromServer := srcAP, false
-		if srcAP == scaleServer {
+		if srcAP == server {
 			client, fromServer = dstAP, true
-		} else if dstAP != scaleServer {
+		} else if dstAP != server {
 			rep.problem("packet %d: %v -> %v is not to or from the server", rep.Packets, srcAP, dstAP)
 			continue
 		}
@@ -617,8 +664,23 @@ func scaleExpected(i, phase int) []scaleSeg {
 	return segs
 }
 
-// parseTCP4 takes apart an IPv4 TCP packet and verifies both checksums.
-func parseTCP4(p []byte) (src, dst netip.AddrPort, flags uint8, seq, ack uint32, payload []byte, ok bool) {
+// parseTCP takes apart an IPv4 TCP packet (verifying both checksums) or
+// an IPv6 one without extension headers (verifying the TCP checksum).
+func parseTCP(p []byte) (src, dst netip.AddrPort, flags uint8, seq, ack uint32, payload []byte, ok bool) {
+	if len(p) >= 60 && p[0]>>4 == 6 && p[6] == 6 {
+		n := int(binary.BigEndian.Uint16(p[4:]))
+		if 40+n > len(p) || n < 20 {
+			return
+		}
+		t := p[40 : 40+n]
+		thl := int(t[12]>>4) * 4
+		if thl < 20 || thl > len(t) || sum16(t, uint32(sum16(p[8:40], 0))+6+uint32(n)) != 0xffff {
+			return
+		}
+		src = netip.AddrPortFrom(netip.AddrFrom16([16]byte(p[8:24])), binary.BigEndian.Uint16(t[0:]))
+		dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(p[24:40])), binary.BigEndian.Uint16(t[2:]))
+		return src, dst, t[13], binary.BigEndian.Uint32(t[4:]), binary.BigEndian.Uint32(t[8:]), t[thl:], true
+	}
 	if len(p) < 40 || p[0] != 0x45 || p[9] != 6 {
 		return
 	}

@@ -9,7 +9,12 @@ import (
 // for what was sent (every connection untouched, every SYN counted) and
 // refuses it as a translation.
 func TestScaleCapture(t *testing.T) {
-	cfg := ScaleConfig{Conns: 200, SYNs: 1000, Seed: 3}
+	for _, v6 := range []bool{false, true} {
+		testScaleCapture(t, ScaleConfig{Conns: 200, SYNs: 1000, Seed: 3, V6: v6})
+	}
+}
+
+func testScaleCapture(t *testing.T, cfg ScaleConfig) {
 	var a, b bytes.Buffer
 	if err := WriteScale(&a, cfg); err != nil {
 		t.Fatal(err)
@@ -33,7 +38,7 @@ func TestScaleCapture(t *testing.T) {
 	// Client i's address maps back to i.
 	for _, i := range []int{0, 1, 59999, 60000, 123456} {
 		c, _, _, _ := ScaleConn(i)
-		if j, ok := scaleIndex(c); !ok || j != i {
+		if j, ok := scaleIndex(scaleLeg(c, cfg.V6)); !ok || j != i {
 			t.Errorf("connection %d: client %v maps back to %d, %v", i, c, j, ok)
 		}
 	}

@@ -3,7 +3,7 @@
 // greeting for all, then PASV and 229 for all, then NOOP and 200 for all),
 // optionally with M spoofed SYNs to port 21 spread among them.
 //
-//	scalecap gen -conns N [-syns M] [-seed S] [-lockstep] IN.pcap
+//	scalecap gen -conns N [-syns M] [-seed S] [-lockstep] [-v6] IN.pcap
 //	scalecap conf TAYGA.CONF
 //	scalecap check -conns N [-syns M] [-seed S] OUT.pcap
 //
@@ -27,7 +27,7 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = "usage: scalecap gen|check -conns N [-syns M] [-seed S] [-lockstep] FILE.pcap | scalecap conf FILE\n"
+const usage = "usage: scalecap gen|check -conns N [-syns M] [-seed S] [-lockstep] [-v6] FILE.pcap | scalecap conf FILE\n"
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) < 1 {
@@ -41,6 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Conns, "conns", 1000, "real control connections")
 	fs.IntVar(&cfg.SYNs, "syns", 0, "spoofed SYNs to port 21 spread among them")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the spoofed SYNs")
+	fs.BoolVar(&cfg.V6, "v6", false, "the capture on the translator's IPv6 leg (default: the IPv4 leg)")
 	fs.BoolVar(&cfg.Lockstep, "lockstep", false, "each packet of a phase for all connections before the next (every SYN, then every SYN-ACK, ...)")
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 1 || cfg.Conns < 0 || cfg.SYNs < 0 {
 		fmt.Fprint(stderr, usage)

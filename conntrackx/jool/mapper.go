@@ -119,6 +119,17 @@ type MapperConfig struct {
 	// entry that is requested again in that time go early again (before
 	// its new connection came); too short only keeps entries longer.
 	TCPTransTimeout time.Duration
+	// Origin, if not nil, makes the IPv6 server's data connection of a 46
+	// active channel leave Jool from the control connection's pool4
+	// address S4 (mapper_origin.go): the mapper adds a pool4 entry of S4
+	// with ReservedPorts under a mark of OriginMarks (one mark per S4), and
+	// Origin marks the SYN of each such connection with it. Needs
+	// ReservedPorts, and Tables that can add and remove pool4 entries.
+	Origin OriginMarker
+	// OriginMarks is the first and last (inclusive) packet mark the
+	// mapper may give its pool4 entries; every pool4 entry under these
+	// marks is the mapper's (CleanupOrigins removes them at start).
+	OriginMarks [2]uint32
 	// Ledger records the static entries the mapper adds, as it adds and
 	// removes them, so that Cleanup in a later run (after a crash)
 	// removes those and nothing else. Without one, Cleanup removes
@@ -195,6 +206,14 @@ type Mapper struct {
 
 	ledger    Ledger // may be nil
 	ledgerErr error  // the last failure to store the ledger, reported by Expire
+
+	// The origin of 46 active data connections (mapper_origin.go); origin
+	// is nil without one.
+	origin         OriginMarker
+	pool4w         joolPool4Writer
+	markLo, markHi uint32
+	origins        map[netip.Addr]uint32 // S4 -> the mark of our pool4 entry
+	originErr      error                 // the last failure, reported by Expire
 }
 
 type joolMapping struct {
@@ -267,6 +286,9 @@ func NewMapper(cfg *MapperConfig) (*Mapper, error) {
 		return nil, fmt.Errorf("jool mapper: pool6 %v is not an RFC 6052 prefix (/32, /40, /48, /56, /64 or /96)", m.pool6)
 	}
 	m.pool6 = m.pool6.Masked()
+	if err := m.checkOrigin(cfg); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -466,7 +488,13 @@ func (m *Mapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 		if !a.IsValid() {
 			a = m.embed6(t.Addr())
 		}
-		return netip.AddrPortFrom(a, t.Port()), nil
+		mapped := netip.AddrPortFrom(a, t.Port())
+		if req.Mode == mangle.Active46 && m.origin != nil {
+			m.mu.Lock()
+			m.markOrigin(s, mapped)
+			m.mu.Unlock()
+		}
+		return mapped, nil
 	case mangle.Passive46, mangle.Active64:
 		if !t.Addr().Is6() || t.Addr().Is4In6() {
 			return netip.AddrPort{}, fmt.Errorf("jool map %v %v: target is not IPv6", req.Mode, t)

@@ -1,0 +1,248 @@
+package jool
+
+// 46 active data connections from the control connection's pool4 address.
+//
+// In 46 active mode (PORT, EPRT, LPRT from the IPv4 client) the IPv6
+// server opens the data connection, so Jool masks it like any connection
+// an IPv6 host opens: with a static BIB entry of the server's source
+// transport address if there is one, otherwise with an address and port of
+// the pool4 entries whose mark equals the packet's mark (0 unless something
+// sets it), picked by hashing (RFC 6056 algorithm 3). The control
+// connection's static entry S6#21 <-> S4#21 plays no part: when the mark-0
+// pool4 holds an address other than S4, the data connection can reach the
+// client from it, and clients that check the origin of a data connection
+// (ncftp) refuse it. The server's source port is not known in advance
+// (port 20, or any), so a static entry cannot be made for it.
+//
+// What the mapper does instead: for each pool4 address S4 of a 46 server
+// it adds a pool4 entry of its own, S4 alone with the reserved port range,
+// under a mark of OriginMarks; and for each 46 active data channel it asks
+// the OriginMarker to put that mark on the SYN from S6 to the client's
+// data address (Client6, the port the client announced) before Jool's hook
+// (the daemon's ip6 chain "origin"). Jool then masks that connection with
+// S4 and a port of the reserved range. A range of one mark may overlap the
+// ranges of other marks (Jool keeps one table per mark); the dynamic BIB
+// entries of such connections take ports that static entries then skip.
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/ftpalg/ftpalg/mangle"
+)
+
+// OriginMarker marks the packets that open a TCP connection from an IPv6
+// server to an IPv6 transport address, before Jool's prerouting hook
+// (rules.OriginMarker: a map in the daemon's ip6 table).
+type OriginMarker interface {
+	// Mark sets mark on the SYNs from server to target for ttl: the
+	// data connection must start within it.
+	Mark(server netip.Addr, target netip.AddrPort, mark uint32, ttl time.Duration) error
+}
+
+// joolPool4Writer is what the origin needs of the tables beyond Tables
+// (*Client implements it).
+type joolPool4Writer interface {
+	Pool4Add(e Pool4Entry) error
+	Pool4Remove(e Pool4Entry) error
+}
+
+// checkOrigin validates the origin part of cfg into m.
+func (m *Mapper) checkOrigin(cfg *MapperConfig) error {
+	if cfg.Origin == nil {
+		return nil
+	}
+	lo, hi := cfg.OriginMarks[0], cfg.OriginMarks[1]
+	switch w, ok := cfg.Tables.(joolPool4Writer); {
+	case !ok:
+		return errors.New("jool mapper: the tables cannot add pool4 entries (needed for the origin of 46 active data connections)")
+	case m.lo == 0:
+		return errors.New("jool mapper: the origin of 46 active data connections needs the reserved port range")
+	case lo == 0 || lo > hi:
+		return fmt.Errorf("jool mapper: bad origin mark range %d-%d (mark 0 is Jool's default pool4)", lo, hi)
+	default:
+		m.origin, m.pool4w = cfg.Origin, w
+		m.markLo, m.markHi = lo, hi
+		m.origins = map[netip.Addr]uint32{}
+	}
+	return nil
+}
+
+// ourMark says whether mark is one of OriginMarks.
+func (m *Mapper) ourMark(mark uint32) bool {
+	return m.origin != nil && mark >= m.markLo && mark <= m.markHi
+}
+
+// originEntry is the pool4 entry of mark for s4.
+func (m *Mapper) originEntry(s4 netip.Addr, mark uint32) Pool4Entry {
+	return Pool4Entry{Mark: mark, Proto: ProtoTCP, Prefix: netip.PrefixFrom(s4, 32), PortMin: m.lo, PortMax: m.hi}
+}
+
+// markOrigin makes the server's data connection to target (a 46 active
+// channel of session s) leave Jool from s.Server4. A failure does not
+// fail the mapping (only clients that check the origin need it): Expire
+// reports it. Called with m.mu held.
+func (m *Mapper) markOrigin(s mangle.Session, target netip.AddrPort) {
+	if m.closed {
+		return
+	}
+	if !s.Server4.Is4() || !s.Server6.Is6() || s.Server6.Is4In6() {
+		m.originErr = fmt.Errorf("jool mapper: origin of the 46 active data connection to %v: the session has no server addresses (%v, %v)", target, s.Server4, s.Server6)
+		return
+	}
+	mark, err := m.originMark(s.Server4)
+	if err == nil {
+		err = m.origin.Mark(s.Server6, target, mark, m.idle)
+	}
+	if err != nil {
+		m.originErr = fmt.Errorf("jool mapper: the 46 active data connection from %v to %v may not leave from %v: %w", s.Server6, target, s.Server4, err)
+	}
+}
+
+// originMark returns the mark of s4's pool4 entry, adding the entry under
+// the first free mark of OriginMarks if there is none yet. Called with
+// m.mu held.
+func (m *Mapper) originMark(s4 netip.Addr) (uint32, error) {
+	if mark, ok := m.origins[s4]; ok {
+		return mark, nil
+	}
+	// Marks in use: ours, and any in pool4 now (the operator's, or one a
+	// failed removal left). Once per S4: a fresh listing.
+	m.pool4At = time.Time{}
+	if err := m.refreshPool4(m.now(), true); err != nil {
+		return 0, err
+	}
+	taken := map[uint32]bool{}
+	for _, mk := range m.origins {
+		taken[mk] = true
+	}
+	for _, p := range m.pool4 {
+		taken[p.Mark] = true
+	}
+	for mark := m.markLo; ; mark++ {
+		if !taken[mark] {
+			e := m.originEntry(s4, mark)
+			if err := m.pool4w.Pool4Add(e); err != nil {
+				return 0, fmt.Errorf("pool4 add %v %d-%d mark %d: %w", e.Prefix.Addr(), e.PortMin, e.PortMax, mark, err)
+			}
+			m.origins[s4] = mark
+			m.pool4At = time.Time{} // re-read at the next use
+			return mark, nil
+		}
+		if mark == m.markHi {
+			return 0, fmt.Errorf("no free mark in %d-%d for a pool4 entry of %v", m.markLo, m.markHi, s4)
+		}
+	}
+}
+
+// removeOrigins removes the given pool4 entries (all of one of our marks),
+// quick, so that Jool keeps every BIB entry; then it adds again the
+// ranges of other marks that overlap them, which Jool's removal took out
+// of its per-address table too (they would no longer be pool4 for
+// IPv4-to-IPv6 packets and static BIB entries). Returns how many it
+// removed. Called with m.mu held.
+func (m *Mapper) removeOrigins(entries []Pool4Entry) (int, error) {
+	var errs []error
+	var removed []Pool4Entry
+	for _, e := range entries {
+		if err := m.pool4w.Pool4Remove(e); err != nil {
+			errs = append(errs, fmt.Errorf("pool4 remove %v %d-%d mark %d: %w", e.Prefix, e.PortMin, e.PortMax, e.Mark, err))
+			continue
+		}
+		removed = append(removed, e)
+	}
+	if len(removed) == 0 {
+		return 0, errors.Join(errs...)
+	}
+	m.pool4At = time.Time{}
+	pool, err := m.t.Pool4List(ProtoTCP)
+	if err != nil {
+		return len(removed), errors.Join(append(errs, fmt.Errorf("pool4 list, to restore the ranges of other marks: %w", err))...)
+	}
+	for _, p := range pool {
+		if m.ourMark(p.Mark) || !slices.ContainsFunc(removed, p.overlaps) {
+			continue
+		}
+		again := Pool4Entry{Mark: p.Mark, Proto: ProtoTCP, Prefix: p.Prefix, PortMin: p.PortMin, PortMax: p.PortMax}
+		if err := m.pool4w.Pool4Add(again); err != nil {
+			errs = append(errs, fmt.Errorf("pool4 add %v %d-%d mark %d again: %w", p.Prefix, p.PortMin, p.PortMax, p.Mark, err))
+		}
+	}
+	return len(removed), errors.Join(errs...)
+}
+
+// overlaps says whether the ranges p and q share a transport address.
+func (p Pool4Entry) overlaps(q Pool4Entry) bool {
+	return p.Prefix.Overlaps(q.Prefix) && p.PortMin <= q.PortMax && q.PortMin <= p.PortMax
+}
+
+// closeOrigins removes the pool4 entries the mapper added. Called with
+// m.mu held.
+func (m *Mapper) closeOrigins() error {
+	if m.origin == nil || len(m.origins) == 0 {
+		return nil
+	}
+	var entries []Pool4Entry
+	for s4, mark := range m.origins {
+		entries = append(entries, m.originEntry(s4, mark))
+	}
+	slices.SortFunc(entries, func(a, b Pool4Entry) int { return cmp.Compare(a.Mark, b.Mark) })
+	clear(m.origins)
+	_, err := m.removeOrigins(entries)
+	return err
+}
+
+// CleanupOrigins removes the pool4 entries under OriginMarks that a killed
+// daemon left (the marks are the ALG's, as the reserved ports are) and
+// returns how many it removed. Call it once at start, before the first
+// MapData; it does nothing without an OriginMarker.
+func (m *Mapper) CleanupOrigins() (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.origin == nil {
+		return 0, nil
+	}
+	pool, err := m.t.Pool4List(ProtoTCP)
+	if err != nil {
+		return 0, fmt.Errorf("jool mapper cleanup: %w", err)
+	}
+	var stale []Pool4Entry
+	for _, p := range pool {
+		if m.ourMark(p.Mark) && !slices.Contains(mapsValues(m.origins), p.Mark) {
+			stale = append(stale, Pool4Entry{Mark: p.Mark, Proto: ProtoTCP, Prefix: p.Prefix, PortMin: p.PortMin, PortMax: p.PortMax})
+		}
+	}
+	if len(stale) == 0 {
+		return 0, nil
+	}
+	n, err := m.removeOrigins(stale)
+	if err != nil {
+		err = fmt.Errorf("jool mapper cleanup: %w", err)
+	}
+	return n, err
+}
+
+func mapsValues(m map[netip.Addr]uint32) []uint32 {
+	out := make([]uint32, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// Origins returns the pool4 entries the mapper added for the origin of 46
+// active data connections, by mark.
+func (m *Mapper) Origins() []Pool4Entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Pool4Entry
+	for s4, mark := range m.origins {
+		out = append(out, m.originEntry(s4, mark))
+	}
+	slices.SortFunc(out, func(a, b Pool4Entry) int { return cmp.Compare(a.Mark, b.Mark) })
+	return out
+}

@@ -21,25 +21,21 @@ type runConfig struct {
 	JoolInstance string
 	JoolPorts    [2]uint16
 	JoolIdle     time.Duration
-	// JoolOriginMarks are the packet marks of the pool4 entries that make
-	// 46 active data connections leave from the control connection's
-	// address (zero: off).
-	JoolOriginMarks [2]uint32
-	Queues          uint16
-	QueueNum        uint16
-	Ports           []uint16
-	Leg             string
-	NoRules         bool
-	NoPinholes      bool
-	FailOpen        bool
-	HoldTimeout     time.Duration
-	MaxFlows        int
-	Strict          bool
-	LogLevel        slog.Level
-	LogFormat       string
-	StatusSocket    string
-	MetricsAddr     string
-	Table           string
+	Queues       uint16
+	QueueNum     uint16
+	Ports        []uint16
+	Leg          string
+	NoRules      bool
+	NoPinholes   bool
+	FailOpen     bool
+	HoldTimeout  time.Duration
+	MaxFlows     int
+	Strict       bool
+	LogLevel     slog.Level
+	LogFormat    string
+	StatusSocket string
+	MetricsAddr  string
+	Table        string
 	// StateDir keeps the state of translated control connections for a
 	// restarted daemon (--state-dir, journal.go).
 	StateDir  string
@@ -48,6 +44,10 @@ type runConfig struct {
 	// static BIB entries it added (per --table) and, with --state-dir
 	// auto, the journal (--run-dir).
 	RunDir string
+	// JoolOriginMarks are the packet marks of the pool4 entries that make
+	// 46 active data connections leave from the control connection's
+	// address (--jool-origin-marks; zero: off).
+	JoolOriginMarks [2]uint32
 
 	// Not flags: runMain sets them for a reload on SIGHUP (the command
 	// line to parse again, and the signal).

@@ -14,10 +14,10 @@ import (
 // address S4 the IPv4 client dialled, and clients that check the origin of
 // the data connection refuse it. The Jool mapper adds a pool4 entry of S4
 // alone under a mark of its own (conntrackx/jool, OriginMarker) and puts
-// "server . client's data address . port : mark" in the map originMap of
-// the daemon's ip6 table, with a timeout; the chain originChain sets that
-// mark on the server's SYNs before Jool's hook (-75), so Jool masks the
-// connection with S4.
+// "server . client : mark" (the IPv6 addresses of a 46 session) in the map
+// originMap of the daemon's ip6 table, with a timeout; the chain
+// originChain sets that mark on the server's SYNs to the client before
+// Jool's hook (-75), so Jool masks those connections with S4.
 const (
 	originChain = "origin"
 	originMap   = "origin46"
@@ -34,13 +34,13 @@ func (p *plan) origin() bool { return p.peerFilter() }
 
 // renderOriginMap writes the map of the origin chain (the ip6 table only).
 func (p *plan) renderOriginMap(b *strings.Builder) {
-	b.WriteString(`	# Origin of 46 active data connections (see the chain below): the IPv6
-	# server . the IPv4 client's data address (pool6) . port, and the mark
-	# of the daemon's pool4 entry that holds the control connection's
-	# pool4 address alone; the daemon adds an element per PORT/EPRT, with
-	# a timeout (the time the server has to connect):
+	b.WriteString(`	# Origin of 46 active data connections (see the chain below): an IPv6
+	# server . its IPv4 client's address in pool6, and the mark of the
+	# daemon's pool4 entry that holds the control connection's pool4
+	# address alone; the daemon adds an element per 46 control connection
+	# and refreshes it at each data channel (the timeout).
 	map ` + originMap + ` {
-		type ipv6_addr . ipv6_addr . inet_service : mark
+		type ipv6_addr . ipv6_addr : mark
 		flags timeout
 	}
 `)
@@ -53,13 +53,14 @@ func (p *plan) renderOriginChain(b *strings.Builder, first bool) {
 		b.WriteString("\n")
 	}
 	fmt.Fprintf(b, `	# A 46 active data connection leaves Jool from the address the IPv4
-	# client dialled: its SYN gets the mark of the daemon's pool4 entry of
-	# that address, and Jool masks a new connection from IPv6 with the
-	# pool4 entries of the packet's mark. Priority -80: after conntrack
-	# (-200), DNAT (-100) and mangle (-150), before Jool (-75).
+	# client dialled: the server's SYN to the client gets the mark of the
+	# daemon's pool4 entry of that address, and Jool masks a new connection
+	# from IPv6 with the pool4 entries of the packet's mark. Priority -80:
+	# after conntrack (-200), DNAT (-100) and mangle (-150), before Jool
+	# (-75).
 	chain %[1]s {
 		type filter hook prerouting priority %[2]d; policy accept;
-		tcp flags & syn == syn meta mark set ip6 saddr . ip6 daddr . tcp dport map @%[3]s
+		tcp flags & syn == syn meta mark set ip6 saddr . ip6 daddr map @%[3]s
 	}
 `, originChain, prioOrigin, originMap)
 }

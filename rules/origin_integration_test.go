@@ -15,10 +15,10 @@ import (
 
 // TestIntegrationOriginMark sends real IPv6 SYNs through the origin chain:
 // the client namespace (2001:db8::2) stands in for the IPv6 server of a 46
-// session, the router's address for the client's data address. A chain
-// after the origin chain and before Jool's priority counts the packets that
-// carry the mark: only the marked pair's SYN must, and again after an
-// "nft flush ruleset" that the Keeper undid.
+// session, the router's address for the client's address in pool6. A chain
+// after the origin chain and before Jool's priority counts the SYNs that
+// carry the mark: only the marked pair's must (to any port), and again
+// after an "nft flush ruleset" that the Keeper undid.
 func TestIntegrationOriginMark(t *testing.T) {
 	testenv.NeedRoot(t, "ip", "nft")
 	p := newPair(t)
@@ -43,6 +43,10 @@ func TestIntegrationOriginMark(t *testing.T) {
 	}
 	k.OnRestore(o.Restore)
 	const mark = 46000
+	// A second address of the client namespace: a server whose pair has
+	// no mark.
+	const otherServer = "2001:db8::3"
+	p.client.Run(t, "ip", "addr", "add", otherServer+"/64", "dev", "c0", "nodad")
 	addCounter := func() {
 		t.Helper()
 		cmdIn(t, p.router, fmt.Sprintf(`table ip6 count {
@@ -65,34 +69,35 @@ func TestIntegrationOriginMark(t *testing.T) {
 		return n
 	}
 	addCounter()
-	server := netip.MustParseAddr("2001:db8::2")
-	target := netip.AddrPortFrom(netip.MustParseAddr(router6), marked)
-	if err := o.Mark(server, target, mark, 30*time.Second); err != nil {
+	server, client := netip.MustParseAddr("2001:db8::2"), netip.MustParseAddr(router6)
+	if err := o.Mark(server, client, mark+1, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Mark(server, target, mark, 30*time.Second); err != nil { // again: a fresh timeout
+	if err := o.Mark(server, client, mark, 30*time.Second); err != nil { // again: a fresh timeout, the new mark
 		t.Fatal(err)
 	}
 	if n, err := o.Marked(); err != nil || n != 1 {
 		t.Fatalf("Marked = %d, %v; want 1", n, err)
 	}
-	if err := p.dial("", router6, other, 5*time.Second); err != nil {
+	if err := p.dial(otherServer, router6, other, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(); n != 0 {
 		t.Errorf("an unmarked pair's SYN carried the mark (%d)", n)
 	}
-	if err := p.dial("", router6, marked, 5*time.Second); err != nil {
-		t.Fatal(err)
+	for _, port := range []int{marked, other} { // any port: active and default mode
+		if err := p.dial("2001:db8::2", router6, port, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if n := count(); n != 1 {
-		t.Errorf("%d marked SYNs, want 1", n)
+	if n := count(); n != 2 {
+		t.Errorf("%d marked SYNs, want 2", n)
 	}
 	if err := p.dial("", router4, marked, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if n := count(); n != 1 {
-		t.Errorf("IPv4 to the same port: %d marked SYNs, want still 1", n)
+	if n := count(); n != 2 {
+		t.Errorf("IPv4 to the same port: %d marked SYNs, want still 2", n)
 	}
 
 	p.router.Run(t, "nft", "flush ruleset")
@@ -107,13 +112,13 @@ func TestIntegrationOriginMark(t *testing.T) {
 		t.Fatalf("after the restore: Marked = %d, %v; want 1", n, err)
 	}
 	addCounter()
-	if err := p.dial("", router6, marked, 5*time.Second); err != nil {
+	if err := p.dial("2001:db8::2", router6, marked, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(); n != 1 {
 		t.Errorf("after the restore: %d marked SYNs, want 1", n)
 	}
-	if out := p.router.Run(t, "nft", "list", "map", "ip6", "ftpalg", originMap); !strings.Contains(out, "2001:db8::2 . 2001:db8::1 . 61005") {
+	if out := p.router.Run(t, "nft", "list", "map", "ip6", "ftpalg", originMap); !strings.Contains(out, "2001:db8::2 . 2001:db8::1 ") {
 		t.Errorf("origin map after the restore:\n%s", out)
 	}
 }

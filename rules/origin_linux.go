@@ -17,9 +17,9 @@ import (
 
 // originMapOf is the map of the origin chain in table t (the ip6 table).
 func originMapOf(t *nftables.Table) *nftables.Set {
-	a, port := nftables.TypeIP6Addr, nftables.TypeInetService
+	a := nftables.TypeIP6Addr
 	return &nftables.Set{Table: t, Name: originMap, IsMap: true, Concatenation: true, HasTimeout: true,
-		KeyType: nftables.MustConcatSetType(a, a, port), DataType: nftables.TypeMark}
+		KeyType: nftables.MustConcatSetType(a, a), DataType: nftables.TypeMark}
 }
 
 // addOrigin queues the map and the chain of the origin in table t (the ip6
@@ -39,8 +39,8 @@ func (p *plan) addOrigin(conn *nftables.Conn, t *nftables.Table) {
 		Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prioOrigin)),
 		Policy:   &accept,
 	})
-	// tcp flags & syn == syn meta mark set ip6 saddr . ip6 daddr . tcp dport map @origin46
-	// (as nft builds it: 128-bit registers 1 to 3 hold the key).
+	// tcp flags & syn == syn meta mark set ip6 saddr . ip6 daddr map @origin46
+	// (as nft builds it: 128-bit registers 1 and 2 hold the key).
 	conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
@@ -49,7 +49,6 @@ func (p *plan) addOrigin(conn *nftables.Conn, t *nftables.Table) {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
 		&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
-		&expr.Payload{DestRegister: 3, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 	}})
@@ -68,10 +67,7 @@ type OriginMarker struct {
 	live map[originKey]originMark
 }
 
-type originKey struct {
-	server netip.Addr
-	target netip.AddrPort
-}
+type originKey struct{ server, client netip.Addr }
 
 type originMark struct {
 	mark  uint32
@@ -101,34 +97,55 @@ func OpenOriginMarker(cfg *Config) (*OriginMarker, error) {
 	return &OriginMarker{conn: conn, m: m, live: map[originKey]originMark{}}, nil
 }
 
-func originElem(server netip.Addr, target netip.AddrPort) []byte {
-	s, d := server.As16(), target.Addr().As16()
-	k := append(s[:], d[:]...)
-	return append(k, byte(target.Port()>>8), byte(target.Port()), 0, 0)
+func originElem(server, client netip.Addr) []byte {
+	s, c := server.As16(), client.As16()
+	return append(s[:], c[:]...)
 }
 
-// Mark sets mark on the SYNs from server to target (IPv6 addresses) for
-// ttl. Marking the same pair again restarts its ttl.
-func (o *OriginMarker) Mark(server netip.Addr, target netip.AddrPort, mark uint32, ttl time.Duration) error {
-	if !server.Is6() || server.Is4In6() || !target.Addr().Is6() || target.Addr().Is4In6() {
-		return fmt.Errorf("origin marker: %v to %v: IPv6 only", server, target)
+// Mark sets mark on the SYNs from server to client (IPv6 addresses) for
+// ttl. Marking the same pair again restarts its ttl, with this mark.
+//
+// The mark is stored in host byte order, as the kernel's "meta mark set"
+// takes it; "nft list" of a table the daemon installed shows it byte-swapped
+// on little-endian machines (46000 as 0xb0b30000), since the nftables
+// library writes no byte order annotation for the map's data.
+func (o *OriginMarker) Mark(server, client netip.Addr, mark uint32, ttl time.Duration) error {
+	if !server.Is6() || server.Is4In6() || !client.Is6() || client.Is4In6() {
+		return fmt.Errorf("origin marker: %v to %v: IPv6 only", server, client)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	k := originElem(server, target)
+	k := originElem(server, client)
 	v := binaryutil.NativeEndian.PutUint32(mark)
-	// Add, delete and add again: the element exists afterwards with a
-	// fresh timeout and this mark, whether it existed or not.
-	err := errors.Join(
-		o.conn.SetAddElements(o.m, []nftables.SetElement{{Key: k, Val: v, Timeout: ttl}}),
-		o.conn.SetDeleteElements(o.m, []nftables.SetElement{{Key: k}}),
-		o.conn.SetAddElements(o.m, []nftables.SetElement{{Key: k, Val: v, Timeout: ttl}}),
-	)
-	if err == nil {
-		err = o.conn.Flush()
+	// An element that exists is deleted and added again: a plain add
+	// keeps its timeout, and fails (EEXIST) when its mark differs. One the
+	// daemon does not know of (it expired, or a flush took it) is added.
+	elem := []nftables.SetElement{{Key: k, Val: v, Timeout: ttl}}
+	replace := func() error {
+		if err := o.conn.SetDeleteElements(o.m, []nftables.SetElement{{Key: k}}); err != nil {
+			return err
+		}
+		if err := o.conn.SetAddElements(o.m, elem); err != nil {
+			return err
+		}
+		return o.conn.Flush()
+	}
+	add := func() error {
+		if err := o.conn.SetAddElements(o.m, elem); err != nil {
+			return err
+		}
+		return o.conn.Flush()
+	}
+	first, second := add, replace
+	if e, ok := o.live[originKey{server, client}]; ok && e.until.After(time.Now()) {
+		first, second = replace, add
+	}
+	err := first()
+	if err != nil {
+		err = second()
 	}
 	if err != nil {
-		return fmt.Errorf("origin marker: mark %v to %v with %d: %w", server, target, mark, err)
+		return fmt.Errorf("origin marker: mark %v to %v with %d: %w", server, client, mark, err)
 	}
 	now := time.Now()
 	for key, e := range o.live {
@@ -136,7 +153,7 @@ func (o *OriginMarker) Mark(server netip.Addr, target netip.AddrPort, mark uint3
 			delete(o.live, key)
 		}
 	}
-	o.live[originKey{server, target}] = originMark{mark: mark, until: now.Add(ttl)}
+	o.live[originKey{server, client}] = originMark{mark: mark, until: now.Add(ttl)}
 	return nil
 }
 
@@ -153,7 +170,7 @@ func (o *OriginMarker) Restore() error {
 			delete(o.live, key)
 			continue
 		}
-		elems = append(elems, nftables.SetElement{Key: originElem(key.server, key.target), Val: binaryutil.NativeEndian.PutUint32(e.mark), Timeout: ttl})
+		elems = append(elems, nftables.SetElement{Key: originElem(key.server, key.client), Val: binaryutil.NativeEndian.PutUint32(e.mark), Timeout: ttl})
 	}
 	if len(elems) == 0 {
 		return nil

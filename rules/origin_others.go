@@ -19,7 +19,7 @@ var ErrNoOrigin = errors.New("no origin map in the table (install the rules with
 func OpenOriginMarker(cfg *Config) (*OriginMarker, error) { return nil, errors.ErrUnsupported }
 
 // Mark needs Linux nftables.
-func (o *OriginMarker) Mark(server netip.Addr, target netip.AddrPort, mark uint32, ttl time.Duration) error {
+func (o *OriginMarker) Mark(server, client netip.Addr, mark uint32, ttl time.Duration) error {
 	return errors.ErrUnsupported
 }
 

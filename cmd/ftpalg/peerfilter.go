@@ -52,7 +52,7 @@ type originMarker struct {
 	o  *rules.OriginMarker
 }
 
-func (o *originMarker) Mark(server netip.Addr, target netip.AddrPort, mark uint32, ttl time.Duration) error {
+func (o *originMarker) Mark(server, client netip.Addr, mark uint32, ttl time.Duration) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.o == nil {
@@ -62,7 +62,7 @@ func (o *originMarker) Mark(server netip.Addr, target netip.AddrPort, mark uint3
 		}
 		o.o = m
 	}
-	return o.o.Mark(server, target, mark, ttl)
+	return o.o.Mark(server, client, mark, ttl)
 }
 
 // restore puts the marks back after the Keeper reinstalled the table.

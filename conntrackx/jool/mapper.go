@@ -119,13 +119,18 @@ type MapperConfig struct {
 	// entry that is requested again in that time go early again (before
 	// its new connection came); too short only keeps entries longer.
 	TCPTransTimeout time.Duration
-	// Origin, if not nil, makes the IPv6 server's data connection of a 46
-	// active channel leave Jool from the control connection's pool4
-	// address S4 (mapper_origin.go): the mapper adds a pool4 entry of S4
-	// with ReservedPorts under a mark of OriginMarks (one mark per S4), and
-	// Origin marks the SYN of each such connection with it. Needs
-	// ReservedPorts, and Tables that can add and remove pool4 entries.
+	// Origin, if not nil, makes the data connections an IPv6 server opens
+	// to the client of a 46 session (active and default mode) leave Jool
+	// from the control connection's pool4 address S4 (mapper_origin.go):
+	// the mapper adds a pool4 entry of S4 with ReservedPorts under a mark
+	// of OriginMarks (one mark per S4), and Origin marks the SYNs from the
+	// server to the client with it. Needs ReservedPorts, and Tables that
+	// can add and remove pool4 entries.
 	Origin OriginMarker
+	// OriginTTL is how long the mark of a server and client pair lives
+	// after its last control connection was classified or data channel
+	// mapped (default 1 hour).
+	OriginTTL time.Duration
 	// OriginMarks is the first and last (inclusive) packet mark the
 	// mapper may give its pool4 entries; every pool4 entry under these
 	// marks is the mapper's (CleanupOrigins removes them at start).
@@ -213,7 +218,10 @@ type Mapper struct {
 	pool4w         joolPool4Writer
 	markLo, markHi uint32
 	origins        map[netip.Addr]uint32 // S4 -> the mark of our pool4 entry
-	originErr      error                 // the last failure, reported by Expire
+	originTTL      time.Duration
+	marked         map[originPair]time.Time  // when each pair was last marked
+	dataPort       map[netip.Addr][]BIBEntry // dynamic entries of 46 servers' port L-1, by server
+	originErr      error                     // the last failure, reported by Expire
 }
 
 type joolMapping struct {
@@ -312,13 +320,15 @@ func (m *Mapper) classify4(client, server netip.AddrPort) (mangle.Session, bool)
 	m.refreshPool4(now, false)
 	if m.inPool4(server.Addr()) {
 		if e, ok := m.staticBy4(now, server); ok {
-			return mangle.Session{
+			s := mangle.Session{
 				Kind:    mangle.Kind46,
 				Client4: client.Addr(),
 				Client6: m.embed6(client.Addr()),
 				Server4: server.Addr(),
 				Server6: e.Addr6.Addr(),
-			}, true
+			}
+			m.markOrigin(s)
+			return s, true
 		}
 	}
 	if m.inPool4(client.Addr()) {
@@ -342,13 +352,15 @@ func (m *Mapper) classify6(client, server netip.AddrPort) (mangle.Session, bool)
 	now := m.now()
 	if c4, ok := mangle.ExtractRFC6052(m.pool6, client.Addr()); ok {
 		if e, ok := m.staticBy6(now, server); ok {
-			return mangle.Session{
+			s := mangle.Session{
 				Kind:    mangle.Kind46,
 				Client4: c4,
 				Client6: client.Addr(),
 				Server4: e.Addr4.Addr(),
 				Server6: server.Addr(),
-			}, true
+			}
+			m.markOrigin(s)
+			return s, true
 		}
 	}
 	if s4, ok := mangle.ExtractRFC6052(m.pool6, server.Addr()); ok {
@@ -451,6 +463,7 @@ func (m *Mapper) refreshStatic(now time.Time, miss bool) error {
 		m.static6[e.Addr6] = e
 	}
 	m.staticAt = now
+	m.cacheDataPorts(bib)
 	return nil
 }
 
@@ -488,13 +501,12 @@ func (m *Mapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 		if !a.IsValid() {
 			a = m.embed6(t.Addr())
 		}
-		mapped := netip.AddrPortFrom(a, t.Port())
 		if req.Mode == mangle.Active46 && m.origin != nil {
 			m.mu.Lock()
-			m.markOrigin(s, mapped)
+			m.markOrigin(s)
 			m.mu.Unlock()
 		}
-		return mapped, nil
+		return netip.AddrPortFrom(a, t.Port()), nil
 	case mangle.Passive46, mangle.Active64:
 		if !t.Addr().Is6() || t.Addr().Is4In6() {
 			return netip.AddrPort{}, fmt.Errorf("jool map %v %v: target is not IPv6", req.Mode, t)
@@ -513,6 +525,9 @@ func (m *Mapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
+		if req.Mode == mangle.Passive46 {
+			m.markOrigin(s)
+		}
 		return m.mapStatic(t, a4, peer)
 	}
 	return netip.AddrPort{}, fmt.Errorf("jool map: unknown mode %v", req.Mode)

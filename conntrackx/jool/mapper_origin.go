@@ -16,13 +16,22 @@ package jool
 //
 // What the mapper does instead: for each pool4 address S4 of a 46 server
 // it adds a pool4 entry of its own, S4 alone with the reserved port range,
-// under a mark of OriginMarks; and for each 46 active data channel it asks
-// the OriginMarker to put that mark on the SYN from S6 to the client's
-// data address (Client6, the port the client announced) before Jool's hook
-// (the daemon's ip6 chain "origin"). Jool then masks that connection with
-// S4 and a port of the reserved range. A range of one mark may overlap the
-// ranges of other marks (Jool keeps one table per mark); the dynamic BIB
-// entries of such connections take ports that static entries then skip.
+// under a mark of OriginMarks; and for each 46 control connection it asks
+// the OriginMarker to put that mark on the SYNs from S6 to the client's
+// IPv6 address (Client6, pool6 + C4) before Jool's hook (the daemon's ip6
+// chain "origin"). Jool then masks those connections with S4 and a port of
+// the reserved range. The server opens no other connections to the
+// client than data connections, so the key needs no port, and default
+// active mode (RFC 6384 section 8: no command announces the port) is
+// covered too. It must be: a server that connects from port 20 has one BIB
+// entry for S6#20, endpoint-independent, and Jool masks every later
+// connection from S6#20 with whatever address the first one got, for as
+// long as one of its sessions lasts (tcp-trans-timeout after the last).
+// The element is made at the control connection's classification and
+// refreshed at each of its data channels; it lives OriginTTL after that.
+// A range of one mark may overlap the ranges of other marks (Jool keeps
+// one table per mark); the dynamic BIB entries of such connections take
+// ports that static entries then skip.
 
 import (
 	"cmp"
@@ -30,19 +39,26 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/ftpalg/ftpalg/mangle"
 )
 
 // OriginMarker marks the packets that open a TCP connection from an IPv6
-// server to an IPv6 transport address, before Jool's prerouting hook
-// (rules.OriginMarker: a map in the daemon's ip6 table).
+// server to an IPv6 client, before Jool's prerouting hook (rules.OriginMarker:
+// a map in the daemon's ip6 table).
 type OriginMarker interface {
-	// Mark sets mark on the SYNs from server to target for ttl: the
-	// data connection must start within it.
-	Mark(server netip.Addr, target netip.AddrPort, mark uint32, ttl time.Duration) error
+	// Mark sets mark on the SYNs from server to client for ttl.
+	Mark(server, client netip.Addr, mark uint32, ttl time.Duration) error
 }
+
+// defaultOriginTTL is how long a 46 client's mark lives after its control
+// connection was classified or its last data channel mapped.
+const defaultOriginTTL = time.Hour
+
+// originPair is the key of a mark: the IPv6 server, the IPv6 client.
+type originPair struct{ server, client netip.Addr }
 
 // joolPool4Writer is what the origin needs of the tables beyond Tables
 // (*Client implements it).
@@ -68,6 +84,12 @@ func (m *Mapper) checkOrigin(cfg *MapperConfig) error {
 		m.origin, m.pool4w = cfg.Origin, w
 		m.markLo, m.markHi = lo, hi
 		m.origins = map[netip.Addr]uint32{}
+		m.originTTL = cfg.OriginTTL
+		if m.originTTL <= 0 {
+			m.originTTL = defaultOriginTTL
+		}
+		m.marked = map[originPair]time.Time{}
+		m.dataPort = map[netip.Addr][]BIBEntry{}
 	}
 	return nil
 }
@@ -82,24 +104,110 @@ func (m *Mapper) originEntry(s4 netip.Addr, mark uint32) Pool4Entry {
 	return Pool4Entry{Mark: mark, Proto: ProtoTCP, Prefix: netip.PrefixFrom(s4, 32), PortMin: m.lo, PortMax: m.hi}
 }
 
-// markOrigin makes the server's data connection to target (a 46 active
-// channel of session s) leave Jool from s.Server4. A failure does not
-// fail the mapping (only clients that check the origin need it): Expire
-// reports it. Called with m.mu held.
-func (m *Mapper) markOrigin(s mangle.Session, target netip.AddrPort) {
-	if m.closed {
+// markOrigin makes the connections the server of the 46 session s opens
+// to its client leave Jool from s.Server4, for OriginTTL from now; a mark
+// made less than a quarter of that ago is not made again. A failure does
+// not fail the session (only clients that check the origin need it):
+// Expire reports it. Called with m.mu held.
+func (m *Mapper) markOrigin(s mangle.Session) {
+	if m.origin == nil || m.closed || s.Kind != mangle.Kind46 {
 		return
 	}
-	if !s.Server4.Is4() || !s.Server6.Is6() || s.Server6.Is4In6() {
-		m.originErr = fmt.Errorf("jool mapper: origin of the 46 active data connection to %v: the session has no server addresses (%v, %v)", target, s.Server4, s.Server6)
+	if !s.Server4.Is4() || !s.Server6.Is6() || s.Server6.Is4In6() || !s.Client6.Is6() || s.Client6.Is4In6() {
+		m.originErr = fmt.Errorf("jool mapper: origin of the 46 data connections to %v: the session lacks addresses (%v, %v, %v)", s.Client4, s.Server4, s.Server6, s.Client6)
+		return
+	}
+	m.unstickDataPort(s)
+	now := m.now()
+	key := originPair{s.Server6, s.Client6}
+	if t, ok := m.marked[key]; ok && now.Sub(t) < m.originTTL/4 {
 		return
 	}
 	mark, err := m.originMark(s.Server4)
 	if err == nil {
-		err = m.origin.Mark(s.Server6, target, mark, m.idle)
+		err = m.origin.Mark(s.Server6, s.Client6, mark, m.originTTL)
 	}
 	if err != nil {
-		m.originErr = fmt.Errorf("jool mapper: the 46 active data connection from %v to %v may not leave from %v: %w", s.Server6, target, s.Server4, err)
+		m.originErr = fmt.Errorf("jool mapper: the 46 data connections from %v to %v may not leave from %v: %w", s.Server6, s.Client6, s.Server4, err)
+		return
+	}
+	for k, t := range m.marked {
+		if now.Sub(t) >= m.originTTL {
+			delete(m.marked, k)
+		}
+	}
+	m.marked[key] = now
+}
+
+// cacheDataPorts keeps, from a BIB listing, the dynamic entries of the
+// ports just below the static entries' IPv6 ports (RFC 959's default data
+// port L-1 of a 46 server's control port L: S6#20 for S6#21). Called with
+// m.mu held, by refreshStatic.
+func (m *Mapper) cacheDataPorts(bib []BIBEntry) {
+	if m.origin == nil {
+		return
+	}
+	clear(m.dataPort)
+	want := map[netip.AddrPort]bool{}
+	for a6, e := range m.static6 {
+		if a6.Port() > 1 && !(m.reserved(e.Addr4.Port()) && m.owned[a6] != nil) {
+			want[netip.AddrPortFrom(a6.Addr(), a6.Port()-1)] = true
+		}
+	}
+	for _, e := range bib {
+		if !e.Static && want[e.Addr6] {
+			m.dataPort[e.Addr6.Addr()] = append(m.dataPort[e.Addr6.Addr()], e)
+		}
+	}
+}
+
+// unstickDataPort removes a dynamic BIB entry of the server's data port
+// (S6#20) on another address than S4 when none of its connections is live.
+// Such an entry is endpoint-independent: Jool masks every later connection
+// from S6#20, marked or not, with its address, until its last session has
+// been finished for tcp-trans-timeout (4 minutes). One made while no mark
+// applied (before the daemon ran, or a connection to a client the daemon
+// does not know) would keep a port-20 server's data connections on the
+// wrong address. An entry with live sessions stays (removing it would cut
+// them): its data connections keep its address until they end. Uses the
+// cached BIB listing (refreshStatic). Called with m.mu held.
+func (m *Mapper) unstickDataPort(s mangle.Session) {
+	m.refreshStatic(m.now(), false)
+	entries := m.dataPort[s.Server6]
+	if len(entries) == 0 {
+		return
+	}
+	bs, _ := m.t.(joolBIBSessions)
+	var keep []BIBEntry
+	for _, e := range entries {
+		if e.Addr4.Addr() == s.Server4 {
+			keep = append(keep, e)
+			continue
+		}
+		var sessions []SessionEntry
+		var err error
+		if bs != nil {
+			sessions, err = bs.BIBSessions(ProtoTCP, e.Addr4)
+		} else {
+			sessions, err = m.t.SessionList(ProtoTCP)
+		}
+		live := err != nil
+		for _, se := range sessions {
+			live = live || se.Src4 == e.Addr4 && se.Src6 == e.Addr6 && !se.Finished()
+		}
+		if live {
+			keep = append(keep, e)
+			continue
+		}
+		if err := m.t.BIBRemove(e); err != nil && !errors.Is(err, syscall.ESRCH) {
+			m.originErr = fmt.Errorf("jool mapper: remove the finished dynamic BIB entry %v, which keeps the data connections from %v on %v: %w", e, e.Addr6, e.Addr4.Addr(), err)
+			keep = append(keep, e)
+		}
+	}
+	if len(keep) == 0 {
+		delete(m.dataPort, s.Server6)
+	} else {
+		m.dataPort[s.Server6] = keep
 	}
 }
 
@@ -192,6 +300,7 @@ func (m *Mapper) closeOrigins() error {
 	}
 	slices.SortFunc(entries, func(a, b Pool4Entry) int { return cmp.Compare(a.Mark, b.Mark) })
 	clear(m.origins)
+	clear(m.marked)
 	_, err := m.removeOrigins(entries)
 	return err
 }

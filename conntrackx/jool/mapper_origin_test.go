@@ -93,6 +93,10 @@ func (p *pool4Tables) BIBAdd(e BIBEntry) error {
 	return p.fakeTables.BIBAdd(e)
 }
 
+func (p *pool4Tables) BIBSessions(proto uint8, src4 netip.AddrPort) ([]SessionEntry, error) {
+	return perEntryTables{p.fakeTables}.BIBSessions(proto, src4)
+}
+
 func (p *pool4Tables) marks() []Pool4Entry {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -106,18 +110,24 @@ type fakeMarker struct {
 	err   error
 }
 
-func (f *fakeMarker) Mark(server netip.Addr, target netip.AddrPort, mark uint32, ttl time.Duration) error {
+func (f *fakeMarker) Mark(server, client netip.Addr, mark uint32, ttl time.Duration) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return f.err
 	}
-	f.marks = append(f.marks, fmt.Sprint(server, " ", target, " ", mark, " ", ttl))
+	f.marks = append(f.marks, fmt.Sprint(server, " ", client, " ", mark, " ", ttl))
 	return nil
 }
 
+func (f *fakeMarker) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.marks)
+}
+
 func originConfig(mk *fakeMarker) MapperConfig {
-	return MapperConfig{Origin: mk, OriginMarks: [2]uint32{46000, 46001}, IdleTimeout: 30 * time.Second}
+	return MapperConfig{Origin: mk, OriginMarks: [2]uint32{46000, 46001}}
 }
 
 func active46(s mangle.Session, port uint16) mangle.DataRequest {
@@ -138,12 +148,14 @@ func TestJoolMapperOriginActive46(t *testing.T) {
 	mk := &fakeMarker{}
 	cfg := originConfig(mk)
 	cfg.Tables = p
-	m, _ := newTestMapper(t, p.fakeTables, cfg)
-	s1 := session46(m)
+	m, clk := newTestMapper(t, p.fakeTables, cfg)
+	s1 := session46(m) // marks the pair at classification
 	s2, ok := m.Classify(ap("203.0.113.6:40000"), ap("192.0.2.2:21"))
 	if !ok {
 		t.Fatal("second 46 server not classified")
 	}
+	// A 64 session marks nothing.
+	m.Classify(session64.Src4, session64.Dst4)
 
 	for _, tt := range []struct {
 		req  mangle.DataRequest
@@ -159,12 +171,24 @@ func TestJoolMapperOriginActive46(t *testing.T) {
 		}
 	}
 	want := []string{
-		"2001:db8::10 [64:ff9b::cb00:7105]:50000 46000 30s",
-		"2001:db8::10 [64:ff9b::cb00:7105]:50001 46000 30s",
-		"2001:db8::20 [64:ff9b::cb00:7106]:50000 46001 30s",
+		"2001:db8::10 64:ff9b::cb00:7105 46000 1h0m0s",
+		"2001:db8::20 64:ff9b::cb00:7106 46001 1h0m0s",
 	}
 	if diff := cmp.Diff(want, mk.marks); diff != "" {
-		t.Errorf("marks (-want +got):\n%s", diff)
+		t.Errorf("marks (-want +got): a pair is marked once at classification, not again within a quarter of its lifetime\n%s", diff)
+	}
+	// A quarter of the lifetime later a data channel (passive too: the
+	// control connection is alive) marks the pair again.
+	clk.advance(15*time.Minute + time.Second)
+	if _, err := m.MapData(mangle.DataRequest{Session: s1, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40000")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.MapData(active46(s1, 50002)); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, "2001:db8::10 64:ff9b::cb00:7105 46000 1h0m0s")
+	if diff := cmp.Diff(want, mk.marks); diff != "" {
+		t.Errorf("marks after 15 minutes (-want +got):\n%s", diff)
 	}
 	// One pool4 entry per S4, each S4 alone with the reserved range.
 	origins := []Pool4Entry{
@@ -177,14 +201,7 @@ func TestJoolMapperOriginActive46(t *testing.T) {
 	if n := p.count("pool4add"); n != 2 {
 		t.Errorf("%d pool4 adds, want 2 (one per S4)", n)
 	}
-	// Other modes mark nothing.
-	if _, err := m.MapData(mangle.DataRequest{Session: s1, Mode: mangle.Passive46, Target: ap("[2001:db8::10]:40000")}); err != nil {
-		t.Fatal(err)
-	}
-	if len(mk.marks) != 3 {
-		t.Errorf("a passive 46 channel was marked: %v", mk.marks)
-	}
-	if err := m.Expire(time.Now()); err != nil {
+	if err := m.Expire(clk.now()); err != nil {
 		t.Errorf("Expire: %v", err)
 	}
 
@@ -203,7 +220,8 @@ func TestJoolMapperOriginActive46(t *testing.T) {
 		}
 		p.BIBRemove(e)
 	}
-	if _, err := m.MapData(active46(s1, 50002)); err != nil || len(mk.marks) != 3 {
+	clk.advance(time.Hour)
+	if _, err := m.MapData(active46(s1, 50003)); err != nil || mk.count() != 3 {
 		t.Errorf("after Close: err %v, marks %v (want the mapping and no new mark)", err, mk.marks)
 	}
 }
@@ -213,8 +231,11 @@ func TestJoolMapperOriginFailureKeepsMapping(t *testing.T) {
 	mk := &fakeMarker{err: errors.New("no table")}
 	cfg := originConfig(mk)
 	cfg.Tables = p
-	m, _ := newTestMapper(t, p.fakeTables, cfg)
-	s := session46(m)
+	m, clk := newTestMapper(t, p.fakeTables, cfg)
+	s, ok := m.Classify(client4, ap("192.0.2.1:21"))
+	if !ok || s.Kind != mangle.Kind46 {
+		t.Fatalf("Classify = %v, %v: a failed mark must not fail the classification", s, ok)
+	}
 	got, err := m.MapData(active46(s, 50000))
 	if err != nil || got != ap("[64:ff9b::cb00:7105]:50000") {
 		t.Fatalf("MapData = %v, %v: a failed mark must not fail the mapping", got, err)
@@ -233,6 +254,7 @@ func TestJoolMapperOriginFailureKeepsMapping(t *testing.T) {
 	m.mu.Lock()
 	delete(m.origins, addr("192.0.2.1"))
 	m.mu.Unlock()
+	clk.advance(time.Hour)
 	m.MapData(active46(s, 50001))
 	if err := m.Expire(time.Now()); err == nil || !strings.Contains(err.Error(), "pool4 says no") {
 		t.Errorf("Expire after a failed pool4 add = %v", err)
@@ -241,6 +263,7 @@ func TestJoolMapperOriginFailureKeepsMapping(t *testing.T) {
 	p.pool4 = append(p.pool4,
 		Pool4Entry{Mark: 46000, Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.9/32"), PortMin: 1, PortMax: 2},
 		Pool4Entry{Mark: 46001, Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.9/32"), PortMin: 1, PortMax: 2})
+	clk.advance(time.Hour)
 	m.MapData(active46(s, 50002))
 	if err := m.Expire(time.Now()); err == nil || !strings.Contains(err.Error(), "no free mark in 46000-46001") {
 		t.Errorf("Expire with every mark taken = %v", err)
@@ -297,5 +320,49 @@ func TestJoolMapperOriginConfig(t *testing.T) {
 				t.Errorf("NewMapper = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestJoolMapperOriginUnsticksDataPort: a dynamic BIB entry of the server's
+// port 20 on another address than S4 (made while no mark applied) would
+// keep every later data connection from port 20 there. It goes when its
+// sessions have all finished, and stays while one is live.
+func TestJoolMapperOriginUnsticksDataPort(t *testing.T) {
+	p := newPool4Tables()
+	stale := BIBEntry{Addr6: ap("[2001:db8::10]:20"), Addr4: ap("192.0.2.3:2095"), Proto: ProtoTCP}
+	onS4 := BIBEntry{Addr6: ap("[2001:db8::10]:20"), Addr4: ap("192.0.2.1:61500"), Proto: ProtoTCP}
+	other := BIBEntry{Addr6: ap("[2001:db8::10]:5555"), Addr4: ap("192.0.2.3:2096"), Proto: ProtoTCP}
+	p.bib = append(p.bib, stale, other)
+	sess := SessionEntry{Src6: stale.Addr6, Dst6: ap("[64:ff9b::cb00:7105]:40000"), Src4: stale.Addr4,
+		Dst4: ap("203.0.113.5:40000"), Proto: ProtoTCP, State: TCPEstablished}
+	p.sessions = []SessionEntry{sess}
+	mk := &fakeMarker{}
+	cfg := originConfig(mk)
+	cfg.Tables = p
+	m, clk := newTestMapper(t, p.fakeTables, cfg)
+
+	session46(m)
+	if !p.has(stale) {
+		t.Fatal("an entry with a live session was removed")
+	}
+	p.mu.Lock()
+	p.sessions[0].State = TCPTrans
+	p.mu.Unlock()
+	clk.advance(11 * time.Second) // past the BIB cache
+	s := session46(m)
+	if p.has(stale) {
+		t.Error("the finished entry on 192.0.2.3 stays: port 20 would keep leaving from there")
+	}
+	if !p.has(other) {
+		t.Error("an entry of another port of the server was removed")
+	}
+	// One on S4 is left alone.
+	p.mu.Lock()
+	p.bib = append(p.bib, onS4)
+	p.mu.Unlock()
+	clk.advance(11 * time.Second)
+	m.MapData(active46(s, 50000))
+	if !p.has(onS4) {
+		t.Error("the entry on S4 was removed")
 	}
 }

@@ -22,7 +22,9 @@ package jool
 // An IPv6 FTP server reached by IPv4 clients (46) needs the operator's own
 // static entry for its control port, for example
 // `jool bib add 2001:db8::10#21 192.0.2.1#21 --tcp`: that entry is how the
-// mapper recognises a 46 control connection.
+// mapper recognises a 46 control connection. With an OriginMarker the mapper
+// also adds pool4 entries of its own (mapper_origin.go), under marks the
+// operator leaves to it.
 
 import (
 	"errors"

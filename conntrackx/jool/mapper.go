@@ -223,6 +223,7 @@ type Mapper struct {
 	originTTL      time.Duration
 	marked         map[originPair]time.Time  // when each pair was last marked
 	dataPort       map[netip.Addr][]BIBEntry // dynamic entries of 46 servers' port L-1, by server
+	unstuck        map[netip.Addr]time.Time  // when unstickDataPort last asked Jool, by server
 	originErr      error                     // the last failure, reported by Expire
 }
 

@@ -53,6 +53,10 @@ type OriginMarker interface {
 	Mark(server, client netip.Addr, mark uint32, ttl time.Duration) error
 }
 
+// joolUnstickEvery is how often unstickDataPort asks Jool about the
+// sessions of one server's stale data-port entries.
+const joolUnstickEvery = 2 * time.Second
+
 // defaultOriginTTL is how long a 46 client's mark lives after its control
 // connection was classified or its last data channel mapped.
 const defaultOriginTTL = time.Hour
@@ -90,6 +94,7 @@ func (m *Mapper) checkOrigin(cfg *MapperConfig) error {
 		}
 		m.marked = map[originPair]time.Time{}
 		m.dataPort = map[netip.Addr][]BIBEntry{}
+		m.unstuck = map[netip.Addr]time.Time{}
 	}
 	return nil
 }
@@ -172,11 +177,21 @@ func (m *Mapper) cacheDataPorts(bib []BIBEntry) {
 // them): its data connections keep its address until they end. Uses the
 // cached BIB listing (refreshStatic). Called with m.mu held.
 func (m *Mapper) unstickDataPort(s mangle.Session) {
-	m.refreshStatic(m.now(), false)
+	now := m.now()
+	m.refreshStatic(now, false)
 	entries := m.dataPort[s.Server6]
 	if len(entries) == 0 {
 		return
 	}
+	// An entry on another address asks Jool for its sessions: at most
+	// every joolUnstickEvery per server.
+	if t, ok := m.unstuck[s.Server6]; ok && now.Sub(t) < joolUnstickEvery {
+		return
+	}
+	if len(m.unstuck) > joolMaxCachedStatic {
+		clear(m.unstuck)
+	}
+	m.unstuck[s.Server6] = now
 	bs, _ := m.t.(joolBIBSessions)
 	var keep []BIBEntry
 	for _, e := range entries {

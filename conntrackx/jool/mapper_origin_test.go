@@ -345,6 +345,11 @@ func TestJoolMapperOriginUnsticksDataPort(t *testing.T) {
 	if !p.has(stale) {
 		t.Fatal("an entry with a live session was removed")
 	}
+	asked := p.count("bibsessions")
+	session46(m)
+	if n := p.count("bibsessions"); n != asked {
+		t.Errorf("sessions asked %d times more within %v", n-asked, joolUnstickEvery)
+	}
 	p.mu.Lock()
 	p.sessions[0].State = TCPTrans
 	p.mu.Unlock()

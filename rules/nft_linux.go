@@ -247,6 +247,9 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 		if f == familyIP {
 			p.addPeerFilter(conn, t)
 		}
+		if f == familyIP6 {
+			p.addOrigin(conn, t)
+		}
 	}
 }
 

@@ -160,6 +160,13 @@ func (p *plan) renderTable(w func(string, ...any), f family, queueRules bool) {
 		w("%s", strings.TrimSuffix(pb.String(), "\n"))
 		sep = "\n"
 	}
+	if p.origin() && f == familyIP6 {
+		w(sep)
+		var ob strings.Builder
+		p.renderOriginMap(&ob)
+		w("%s", ob.String())
+		sep = "\n"
+	}
 	if f == p.family {
 		for _, c := range p.chains {
 			w(sep)
@@ -220,6 +227,12 @@ func (p *plan) renderTable(w func(string, ...any), f family, queueRules bool) {
 		var pb strings.Builder
 		p.renderPeerChains(&pb, f, sep == "")
 		w("%s", pb.String())
+		sep = "\n"
+	}
+	if p.origin() && f == familyIP6 {
+		var ob strings.Builder
+		p.renderOriginChain(&ob, sep == "")
+		w("%s", ob.String())
 	}
 	w("}\n")
 }

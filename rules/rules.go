@@ -454,9 +454,10 @@ func (p *plan) portsText() string {
 }
 
 // families are the families of the plan's tables: the leg's, and with the
-// helper also the other one; with the peer filter also ip.
+// helper also the other one; with the peer filter and the origin chain
+// (Jool's reserved range) both, ip and ip6.
 func (p *plan) families() []family {
-	if p.helper || p.peerFilter() && p.family != familyIP {
+	if p.helper || p.peerFilter() || p.origin() {
 		return []family{p.family, p.family.other()}
 	}
 	return []family{p.family}
@@ -499,6 +500,9 @@ func (p *plan) ruleCounts() map[family]map[string]int {
 		if p.peerFilter() && f == familyIP {
 			chains[peerChain] = 1
 			chains[admitChain] = 3
+		}
+		if p.origin() && f == familyIP6 {
+			chains[originChain] = 1
 		}
 		m[f] = chains
 	}

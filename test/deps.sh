@@ -22,11 +22,12 @@ source test/lib/pkgs.sh
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 export DEBIAN_FRONTEND=noninteractive
 
-# Installed with apt-get (man-db and systemd: test/deb.sh checks the man
+# Installed with apt-get (ncftp: the client that checks the origin of a data
+# connection, test/jool/guest/active-origin.sh; man-db and systemd: test/deb.sh checks the man
 # pages and the units with them). The lib* entries are the run-time dependencies of
 # the unpacked proftpd-core and pure-ftpd.
 packages=(
-	tayga vsftpd curl lftp python3 nftables iptables iproute2 procps conntrack
+	tayga vsftpd curl lftp ncftp python3 nftables iptables iproute2 procps conntrack
 	man-db systemd
 	libacl1 libcap2 libcrypt1 libhiredis0.14 libidn2-0 libmemcached11
 	libmemcachedutil2 libncursesw6 libpam0g libpcre2-8-0 libpcre2-posix3

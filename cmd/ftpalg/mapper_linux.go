@@ -135,9 +135,16 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	}
 	mc := &jool.MapperConfig{Tables: j, ReservedPorts: cfg.JoolPorts, IdleTimeout: cfg.JoolIdle, Ledger: ledger}
 	var guard *peerGuard
+	var origin *originMarker
 	if pf := cfg.peerFilter(); pf != [2]uint16{} {
 		guard = &peerGuard{cfg: cfg.rules(nil)}
 		mc.Guard = guard
+		if cfg.JoolOriginMarks != [2]uint32{} {
+			// 46 active data connections from the control connection's
+			// pool4 address (README.md, Jool).
+			origin = &originMarker{cfg: cfg.rules(nil)}
+			mc.Origin, mc.OriginMarks = origin, cfg.JoolOriginMarks
+		}
 	}
 	m, err := jool.NewMapper(mc)
 	if err != nil {
@@ -157,6 +164,11 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 	}
 	if err != nil {
 		log.Warn("jool: remove stale static BIB entries", "err", err)
+	}
+	if n, err := m.CleanupOrigins(); err != nil {
+		log.Warn("jool: remove the pool4 entries an earlier run left under --jool-origin-marks", "removed", n, "err", err)
+	} else if n > 0 {
+		log.Info("jool: removed the pool4 entries an earlier run left under --jool-origin-marks", "count", n)
 	}
 	if cfg.JoolPorts == [2]uint16{} {
 		log.Warn("jool: no --jool-ports: 46 passive and 64 active data channels will not be mapped")
@@ -181,7 +193,8 @@ func loadJoolMapper(cfg *runConfig, log *slog.Logger) (*daemonMapper, error) {
 		close: func() error {
 			return errors.Join(m.Close(), j.Close())
 		},
-		guard: guard,
+		guard:  guard,
+		origin: origin,
 	}, nil
 }
 

@@ -24,6 +24,57 @@ func parsePortRange(s string) ([2]uint16, error) {
 	return [2]uint16{uint16(a), uint16(b)}, nil
 }
 
+// defaultOriginMarks are the marks of 'ftpalg run --jool-origin-marks'.
+var defaultOriginMarks = [2]uint32{46000, 46063}
+
+// parseMarkRange parses "LO-HI" (1 <= LO <= HI < 2^32) or "off" (zero), the
+// marks of 'ftpalg run --jool-origin-marks'.
+func parseMarkRange(s string) ([2]uint32, error) {
+	if s == "off" {
+		return [2]uint32{}, nil
+	}
+	lo, hi, ok := strings.Cut(s, "-")
+	a, err1 := strconv.ParseUint(lo, 0, 32)
+	b, err2 := strconv.ParseUint(hi, 0, 32)
+	if !ok || err1 != nil || err2 != nil || a == 0 || a > b {
+		return [2]uint32{}, errors.New("want LO-HI, for example 46000-46063, or off; mark 0 is Jool's default pool4")
+	}
+	return [2]uint32{uint32(a), uint32(b)}, nil
+}
+
+// originMarker is the Jool mapper's jool.OriginMarker: the origin map of
+// the daemon's ip6 table (rules.OriginMarker), opened at its first use
+// (the rules are in by then, or the mark fails and is reported).
+type originMarker struct {
+	cfg *rules.Config
+
+	mu sync.Mutex
+	o  *rules.OriginMarker
+}
+
+func (o *originMarker) Mark(server, client netip.Addr, mark uint32, ttl time.Duration) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.o == nil {
+		m, err := rules.OpenOriginMarker(o.cfg)
+		if err != nil {
+			return err
+		}
+		o.o = m
+	}
+	return o.o.Mark(server, client, mark, ttl)
+}
+
+// restore puts the marks back after the Keeper reinstalled the table.
+func (o *originMarker) restore() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.o == nil {
+		return nil
+	}
+	return o.o.Restore()
+}
+
 // peerGuard is the Jool mapper's jool.PeerGuard: the peer filter of
 // the daemon's table (rules.PeerGuard), opened once the rules are
 // installed. Until it is open every Admit tries to open it, so a mapping

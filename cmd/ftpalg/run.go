@@ -69,9 +69,25 @@ type daemonMapper struct {
 	// guard is the Jool mapper's peer filter (nil without one); run
 	// opens it once the rules are in.
 	guard *peerGuard
+	// origin marks 46 active data connections for the Jool mapper (nil
+	// without it).
+	origin *originMarker
 	// reload re-reads the translator's configuration (may be nil): it
 	// returns what changed, or an error and keeps the old one.
 	reload func(cfg *runConfig) (string, error)
+}
+
+// restoreSets puts the elements the daemon keeps in its table's sets back
+// after the Keeper reinstalled it: the peer filter's and the origin's.
+func (m *daemonMapper) restoreSets() error {
+	var errs []error
+	if m.guard != nil {
+		errs = append(errs, m.guard.restore())
+	}
+	if m.origin != nil {
+		errs = append(errs, m.origin.restore())
+	}
+	return errors.Join(errs...)
 }
 
 // errNotRoot is returned when the daemon lacks CAP_NET_ADMIN.
@@ -170,8 +186,8 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		if keeper, err = rules.NewKeeper(rc); err != nil {
 			return err
 		}
-		if mapper.guard != nil {
-			keeper.OnRestore(mapper.guard.restore)
+		if mapper.guard != nil || mapper.origin != nil {
+			keeper.OnRestore(mapper.restoreSets)
 		}
 		defer keeper.Close()
 	}

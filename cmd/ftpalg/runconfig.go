@@ -44,6 +44,10 @@ type runConfig struct {
 	// static BIB entries it added (per --table) and, with --state-dir
 	// auto, the journal (--run-dir).
 	RunDir string
+	// JoolOriginMarks are the packet marks of the pool4 entries that make
+	// 46 active data connections leave from the control connection's
+	// address (--jool-origin-marks; zero: off).
+	JoolOriginMarks [2]uint32
 
 	// Not flags: runMain sets them for a reload on SIGHUP (the command
 	// line to parse again, and the signal).
@@ -110,6 +114,12 @@ func newRunFlags(cfg *runConfig) *cmdFlags {
 		}
 		return nil
 	})
+	fl.Func("jool-origin-marks", "with --jool-ports: the packet `marks` (LO-HI, or off) of the pool4 entries the daemon adds so that\nan IPv6 server's 46 active data connection leaves Jool from the address the IPv4 client\ndialled: one mark per such address, the reserved ports on it alone; every pool4 entry\nunder these marks is the daemon's (README.md, Jool) (default 46000-46063)", func(s string) (err error) {
+		if cfg.JoolOriginMarks, err = parseMarkRange(s); err != nil {
+			return fmt.Errorf("bad range %q (%w)", s, err)
+		}
+		return nil
+	})
 	fl.DurationVar(&cfg.JoolIdle, "jool-idle-timeout", 30*time.Second, "with --jool-ports: how long (a `duration`) a data-channel mapping nobody connects through lives,\nand the peer's admission through it (rules/README.md, Peer filter)")
 	fl.Func("queues", "`count` of NFQUEUE queues, one engine each (default: one per CPU, at most 4)", func(s string) error {
 		n, err := strconv.ParseUint(s, 10, 16)
@@ -167,7 +177,7 @@ const failOpenUsage = "let FTP control packets pass unchanged while the queue is
 // of --config). It prints the help to stdout for --help (errHelp); a bad
 // flag is a *usageError.
 func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
-	cfg := &runConfig{Ports: []uint16{21}, StateDir: defaultStateDir, RunDir: defaultRunDir}
+	cfg := &runConfig{Ports: []uint16{21}, StateDir: defaultStateDir, RunDir: defaultRunDir, JoolOriginMarks: defaultOriginMarks}
 	fl := newRunFlags(cfg)
 	if err := fl.parse(args, stdout); err != nil {
 		return nil, err

@@ -100,6 +100,30 @@ func TestJoolBIBAddRemove(t *testing.T) {
 	}
 }
 
+func TestJoolPool4AddRemove(t *testing.T) {
+	j := dialFake(t, replayKernel(t, map[string]string{
+		"pool4-add-request.hex": "pool4-add-reply.hex",
+	}), capturedConfig)
+	if err := j.Pool4Add(pool4Captured); err != nil {
+		t.Fatalf("Pool4Add: %v", err)
+	}
+	// The removal: what the client sends is the add with command 20 and
+	// the quick flag (TestMarshalPool4RemoveFromAddGolden); here only
+	// that it goes out as such and its empty success is understood.
+	var sent []byte
+	fake := genltest.ServeFamily(capturedFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
+		sent, _ = greq.MarshalBinary()
+		return []genetlink.Message{goldenMessage(t, "pool4-add-reply.hex")}, nil
+	})
+	j2 := dialFake(t, fake, capturedConfig)
+	if err := j2.Pool4Remove(pool4Captured); err != nil {
+		t.Fatalf("Pool4Remove: %v", err)
+	}
+	if len(sent) < 14 || sent[0] != joolOpPool4Remove || sent[4+9] != joolFlagQuick {
+		t.Errorf("Pool4Remove sent\n%s\nwant command %d with the quick flag", hex.Dump(sent), joolOpPool4Remove)
+	}
+}
+
 func TestJoolPool4SessionPool6(t *testing.T) {
 	globalReq := mustMarshal(t, marshalGlobalForeach(capturedHeader), nil)
 	j := dialFake(t, genltest.ServeFamily(capturedFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {

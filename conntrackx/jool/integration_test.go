@@ -533,3 +533,75 @@ func TestIntegrationJoolMapperTraffic(t *testing.T) {
 		}
 	}
 }
+
+// TestIntegrationJoolPool4Origin adds and removes a pool4 range under a
+// mark of its own through the client, on a range the operator's mark 4242
+// also holds, as the mapper's origin does: the removal must keep the BIB
+// entries of the range (quick), and must take the ports out of Jool's
+// per-address table, where the mapper then puts the operator's range back
+// (a static entry in the range works again).
+func TestIntegrationJoolPool4Origin(t *testing.T) {
+	_, fd := joolLab(t)
+	j, err := Dial(&Config{Instance: "it", NetNS: fd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	ours := Pool4Entry{Mark: 46000, Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.1/32"), PortMin: 61000, PortMax: 61999}
+	if err := j.Pool4Add(ours); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := j.Pool4List(ProtoTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range pool {
+		found = found || p.Mark == 46000 && p.PortMin == 61000 && p.PortMax == 61999
+	}
+	if !found {
+		t.Fatalf("pool4 after the add: %+v", pool)
+	}
+	static := BIBEntry{Addr6: netip.MustParseAddrPort("[2001:db8::10]:4444"), Addr4: netip.MustParseAddrPort("192.0.2.1:61500"), Proto: ProtoTCP}
+	if err := j.BIBAdd(static); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Pool4Remove(ours); err != nil {
+		t.Fatal(err)
+	}
+	bib, err := j.BIBList(ProtoTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := false
+	for _, b := range bib {
+		kept = kept || b.Addr4 == static.Addr4
+	}
+	if !kept {
+		t.Error("the removal (quick) took the BIB entry of the range")
+	}
+	other := BIBEntry{Addr6: netip.MustParseAddrPort("[2001:db8::10]:4445"), Addr4: netip.MustParseAddrPort("192.0.2.1:61501"), Proto: ProtoTCP}
+	if err := j.BIBAdd(other); err == nil {
+		t.Log("Jool kept the ports in its per-address table after removing another mark's range (the restore is not needed on this version)")
+		j.BIBRemove(other)
+	}
+	// What removeOrigins does: the operator's range again.
+	if err := j.Pool4Add(Pool4Entry{Mark: 4242, Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.1/32"), PortMin: 61000, PortMax: 61999}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.BIBAdd(other); err != nil {
+		t.Errorf("a static entry in the operator's range after the restore: %v", err)
+	}
+	after, err := j.Pool4List(ProtoTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range after {
+		if p.Mark == 46000 {
+			t.Errorf("pool4 still holds %+v", p)
+		}
+	}
+	if len(after) != len(pool)-1 {
+		t.Errorf("pool4 after: %+v, want the one before without mark 46000: %+v", after, pool)
+	}
+}

@@ -22,7 +22,9 @@ package jool
 // An IPv6 FTP server reached by IPv4 clients (46) needs the operator's own
 // static entry for its control port, for example
 // `jool bib add 2001:db8::10#21 192.0.2.1#21 --tcp`: that entry is how the
-// mapper recognises a 46 control connection.
+// mapper recognises a 46 control connection. With an OriginMarker the mapper
+// also adds pool4 entries of its own (mapper_origin.go), under marks the
+// operator leaves to it.
 
 import (
 	"errors"
@@ -119,6 +121,22 @@ type MapperConfig struct {
 	// entry that is requested again in that time go early again (before
 	// its new connection came); too short only keeps entries longer.
 	TCPTransTimeout time.Duration
+	// Origin, if not nil, makes the data connections an IPv6 server opens
+	// to the client of a 46 session (active and default mode) leave Jool
+	// from the control connection's pool4 address S4 (mapper_origin.go):
+	// the mapper adds a pool4 entry of S4 with ReservedPorts under a mark
+	// of OriginMarks (one mark per S4), and Origin marks the SYNs from the
+	// server to the client with it. Needs ReservedPorts, and Tables that
+	// can add and remove pool4 entries.
+	Origin OriginMarker
+	// OriginTTL is how long the mark of a server and client pair lives
+	// after its last control connection was classified or data channel
+	// mapped (default 1 hour).
+	OriginTTL time.Duration
+	// OriginMarks is the first and last (inclusive) packet mark the
+	// mapper may give its pool4 entries; every pool4 entry under these
+	// marks is the mapper's (CleanupOrigins removes them at start).
+	OriginMarks [2]uint32
 	// Ledger records the static entries the mapper adds, as it adds and
 	// removes them, so that Cleanup in a later run (after a crash)
 	// removes those and nothing else. Without one, Cleanup removes
@@ -195,6 +213,18 @@ type Mapper struct {
 
 	ledger    Ledger // may be nil
 	ledgerErr error  // the last failure to store the ledger, reported by Expire
+
+	// The origin of 46 active data connections (mapper_origin.go); origin
+	// is nil without one.
+	origin         OriginMarker
+	pool4w         joolPool4Writer
+	markLo, markHi uint32
+	origins        map[netip.Addr]uint32 // S4 -> the mark of our pool4 entry
+	originTTL      time.Duration
+	marked         map[originPair]time.Time  // when each pair was last marked
+	dataPort       map[netip.Addr][]BIBEntry // dynamic entries of 46 servers' port L-1, by server
+	unstuck        map[netip.Addr]time.Time  // when unstickDataPort last asked Jool, by server
+	originErr      error                     // the last failure, reported by Expire
 }
 
 type joolMapping struct {
@@ -267,6 +297,9 @@ func NewMapper(cfg *MapperConfig) (*Mapper, error) {
 		return nil, fmt.Errorf("jool mapper: pool6 %v is not an RFC 6052 prefix (/32, /40, /48, /56, /64 or /96)", m.pool6)
 	}
 	m.pool6 = m.pool6.Masked()
+	if err := m.checkOrigin(cfg); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -290,13 +323,15 @@ func (m *Mapper) classify4(client, server netip.AddrPort) (mangle.Session, bool)
 	m.refreshPool4(now, false)
 	if m.inPool4(server.Addr()) {
 		if e, ok := m.staticBy4(now, server); ok {
-			return mangle.Session{
+			s := mangle.Session{
 				Kind:    mangle.Kind46,
 				Client4: client.Addr(),
 				Client6: m.embed6(client.Addr()),
 				Server4: server.Addr(),
 				Server6: e.Addr6.Addr(),
-			}, true
+			}
+			m.markOrigin(s)
+			return s, true
 		}
 	}
 	if m.inPool4(client.Addr()) {
@@ -320,13 +355,15 @@ func (m *Mapper) classify6(client, server netip.AddrPort) (mangle.Session, bool)
 	now := m.now()
 	if c4, ok := mangle.ExtractRFC6052(m.pool6, client.Addr()); ok {
 		if e, ok := m.staticBy6(now, server); ok {
-			return mangle.Session{
+			s := mangle.Session{
 				Kind:    mangle.Kind46,
 				Client4: c4,
 				Client6: client.Addr(),
 				Server4: e.Addr4.Addr(),
 				Server6: server.Addr(),
-			}, true
+			}
+			m.markOrigin(s)
+			return s, true
 		}
 	}
 	if s4, ok := mangle.ExtractRFC6052(m.pool6, server.Addr()); ok {
@@ -429,6 +466,7 @@ func (m *Mapper) refreshStatic(now time.Time, miss bool) error {
 		m.static6[e.Addr6] = e
 	}
 	m.staticAt = now
+	m.cacheDataPorts(bib)
 	return nil
 }
 
@@ -466,6 +504,11 @@ func (m *Mapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 		if !a.IsValid() {
 			a = m.embed6(t.Addr())
 		}
+		if req.Mode == mangle.Active46 && m.origin != nil {
+			m.mu.Lock()
+			m.markOrigin(s)
+			m.mu.Unlock()
+		}
 		return netip.AddrPortFrom(a, t.Port()), nil
 	case mangle.Passive46, mangle.Active64:
 		if !t.Addr().Is6() || t.Addr().Is4In6() {
@@ -485,6 +528,9 @@ func (m *Mapper) MapData(req mangle.DataRequest) (netip.AddrPort, error) {
 		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
+		if req.Mode == mangle.Passive46 {
+			m.markOrigin(s)
+		}
 		return m.mapStatic(t, a4, peer)
 	}
 	return netip.AddrPort{}, fmt.Errorf("jool map: unknown mode %v", req.Mode)

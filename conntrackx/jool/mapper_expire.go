@@ -42,13 +42,14 @@ func (m *Mapper) remove(e BIBEntry) error {
 // request per mapping, or one listing of all TCP sessions when it holds
 // more than a few dozen).
 //
-// It also reports a failure to keep the Ledger (once per failure).
+// It also reports a failure to keep the Ledger, and one to give a 46 active
+// data connection its origin (once per failure).
 func (m *Mapper) Expire(now time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	lerr := m.ledgerErr
-	m.ledgerErr = nil
-	return errors.Join(m.expire(now), lerr)
+	lerr, oerr := m.ledgerErr, m.originErr
+	m.ledgerErr, m.originErr = nil, nil
+	return errors.Join(m.expire(now), lerr, oerr)
 }
 
 func (m *Mapper) expire(now time.Time) error {
@@ -139,7 +140,9 @@ func (m *Mapper) sessionsOfOwned() ([]SessionEntry, error) {
 	return all, nil
 }
 
-// Close removes every entry the mapper added. MapData fails afterwards.
+// Close removes every entry the mapper added, and the pool4 entries it
+// added for the origin of 46 active data connections. MapData fails
+// afterwards.
 func (m *Mapper) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -154,6 +157,9 @@ func (m *Mapper) Close() error {
 		}
 	}
 	if err := m.release(removed...); err != nil {
+		errs = append(errs, err)
+	}
+	if err := m.closeOrigins(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

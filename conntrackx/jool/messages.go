@@ -39,6 +39,8 @@ import (
 const (
 	joolOpGlobalForeach  = 8
 	joolOpPool4Foreach   = 18
+	joolOpPool4Add       = 19
+	joolOpPool4Remove    = 20
 	joolOpBIBForeach     = 22
 	joolOpBIBAdd         = 23
 	joolOpBIBRemove      = 24
@@ -99,6 +101,7 @@ const (
 	joolInameMax     = 16
 	joolXlatorNAT64  = 2
 	joolFlagError    = 0x01
+	joolFlagQuick    = 0x04
 	joolFlagMore     = 0x08
 	joolDefaultIname = "default"
 )
@@ -172,6 +175,12 @@ type joolHeader struct {
 	Version  uint32
 	Flags    uint8
 	Instance string
+}
+
+// withFlags returns h with the flags f added.
+func (h joolHeader) withFlags(f uint8) joolHeader {
+	h.Flags |= f
+	return h
 }
 
 func appendJoolHeader(b []byte, h joolHeader) []byte {

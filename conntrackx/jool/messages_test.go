@@ -78,6 +78,40 @@ var (
 	}
 )
 
+// pool4Captured is the range of the captured `jool pool4 add 192.0.2.1
+// 2000-3000 --tcp`.
+var pool4Captured = Pool4Entry{Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.1/32"), PortMin: 2000, PortMax: 3000}
+
+// TestMarshalPool4RemoveFromAddGolden: no removal was captured; Jool
+// parses the OPERAND of a pool4 removal with the same function as an add's
+// (jnla_get_pool4), so the request is the captured add with the command
+// POOL4_RM (20) and the header flag "quick" (0x04), which keeps Jool from
+// removing the BIB entries of the range.
+func TestMarshalPool4RemoveFromAddGolden(t *testing.T) {
+	want := readGolden(t, "pool4-add-request.hex")
+	want = append([]byte(nil), want...)
+	if want[0] != joolOpPool4Add || want[4+9] != 0 {
+		t.Fatalf("unexpected capture: cmd %d, flags %#x", want[0], want[4+9])
+	}
+	want[0] = joolOpPool4Remove // genl command
+	want[4+9] = joolFlagQuick   // genl header (4 bytes), then Jool's flags at 9
+	m, err := marshalPool4Entry(capturedHeader.withFlags(joolFlagQuick), joolOpPool4Remove, pool4Captured)
+	got := mustMarshal(t, m, err)
+	if diff := cmp.Diff(hex.Dump(want), hex.Dump(got)); diff != "" {
+		t.Errorf("request (-want +got):\n%s", diff)
+	}
+	for _, bad := range []Pool4Entry{
+		{Proto: ProtoTCP, Prefix: netip.MustParsePrefix("2001:db8::/64"), PortMin: 1, PortMax: 2},
+		{Proto: ProtoTCP, Prefix: netip.MustParsePrefix("192.0.2.1/32"), PortMin: 3, PortMax: 2},
+		{Proto: 99, Prefix: netip.MustParsePrefix("192.0.2.1/32"), PortMin: 1, PortMax: 2},
+		{Proto: ProtoTCP, PortMin: 1, PortMax: 2},
+	} {
+		if _, err := marshalPool4Entry(capturedHeader, joolOpPool4Add, bad); err == nil {
+			t.Errorf("marshalPool4Entry(%+v) = nil error", bad)
+		}
+	}
+}
+
 func TestMarshalGolden(t *testing.T) {
 	tests := []struct {
 		golden string
@@ -93,6 +127,9 @@ func TestMarshalGolden(t *testing.T) {
 		{"bib-remove-request.hex", func() (genetlink.Message, error) { return marshalBIBRemove(capturedHeader, entry21) }},
 		{"bib-display-151-request-1.hex", func() (genetlink.Message, error) { return marshalBIBForeach(capturedHeader, ProtoTCP, nil) }},
 		{"pool4-display-request.hex", func() (genetlink.Message, error) { return marshalPool4Foreach(capturedHeader, ProtoTCP, nil) }},
+		{"pool4-add-request.hex", func() (genetlink.Message, error) {
+			return marshalPool4Entry(capturedHeader, joolOpPool4Add, pool4Captured)
+		}},
 		{"session-display-request.hex", func() (genetlink.Message, error) {
 			return marshalSessionForeach(capturedHeader, ProtoTCP, nil)
 		}},

@@ -115,3 +115,70 @@ func unmarshalPool4Entries(attrs []byte) ([]Pool4Entry, error) {
 	}
 	return out, nil
 }
+
+// Pool4Add adds the range e to pool4 under e.Mark (`jool pool4 add`).
+// Ranges of one mark that touch are fused; the same address and ports
+// under another mark are no conflict (Jool keeps one table per mark for
+// the IPv6-to-IPv4 direction, and one per address for the other). A zero
+// IterFlags leaves the mark's port-search settings as they are.
+func (j *Client) Pool4Add(e Pool4Entry) error {
+	m, err := marshalPool4Entry(j.hdr, joolOpPool4Add, e)
+	if err != nil {
+		return fmt.Errorf("jool pool4 add: %w", err)
+	}
+	_, _, err = j.execute("pool4 add", m)
+	return err
+}
+
+// Pool4Remove removes the range e from pool4's mark e.Mark, "quick"
+// (`jool pool4 remove --quick`): without it Jool also removes every BIB
+// entry, static ones included, whose IPv4 transport address is in the
+// range, whatever their mark. Note that Jool removes the range from its
+// per-address table too, where ranges of every mark are fused: ports of
+// the range that another mark also holds stop being pool4 for IPv4-to-IPv6
+// packets and static BIB entries until that mark's range is added again
+// (Pool4Add of the same range, which changes nothing else).
+func (j *Client) Pool4Remove(e Pool4Entry) error {
+	m, err := marshalPool4Entry(j.hdr.withFlags(joolFlagQuick), joolOpPool4Remove, e)
+	if err != nil {
+		return fmt.Errorf("jool pool4 remove: %w", err)
+	}
+	_, _, err = j.execute("pool4 remove", m)
+	return err
+}
+
+// marshalPool4Entry builds a pool4 add or remove request: the entry as the
+// OPERAND, in the layout of a listing's entries.
+func marshalPool4Entry(h joolHeader, op uint8, e Pool4Entry) (genetlink.Message, error) {
+	jp, err := protoToJool(e.Proto)
+	if err != nil {
+		return genetlink.Message{}, err
+	}
+	if !e.Prefix.IsValid() || !e.Prefix.Addr().Is4() {
+		return genetlink.Message{}, fmt.Errorf("pool4 entry %v: not an IPv4 prefix", e.Prefix)
+	}
+	if e.PortMin > e.PortMax {
+		return genetlink.Message{}, fmt.Errorf("pool4 entry %v: ports %d-%d", e.Prefix, e.PortMin, e.PortMax)
+	}
+	ae := netlink.NewAttributeEncoder()
+	ae.Nested(joolAttrOperand, func(nae *netlink.AttributeEncoder) error {
+		nae.Uint32(joolPool4Mark, e.Mark)
+		nae.Uint32(joolPool4Iterations, e.Iterations)
+		nae.Uint8(joolPool4Flags, e.IterFlags)
+		nae.Uint8(joolPool4Proto, jp)
+		nae.Nested(joolPool4Prefix, func(pae *netlink.AttributeEncoder) error {
+			a := e.Prefix.Addr().As4()
+			pae.Bytes(joolPrefixAddr, a[:])
+			pae.Uint8(joolPrefixLen, uint8(e.Prefix.Bits()))
+			return nil
+		})
+		nae.Uint16(joolPool4PortMin, e.PortMin)
+		nae.Uint16(joolPool4PortMax, e.PortMax)
+		return nil
+	})
+	attrs, err := ae.Encode()
+	if err != nil {
+		return genetlink.Message{}, err
+	}
+	return newJoolMessage(h, op, attrs), nil
+}

@@ -192,6 +192,27 @@ func TestIntegrationFailover(t *testing.T) {
 		}
 	}
 
+	// B's rules hold them as shifted (fail closed until its daemon has
+	// them): the set on B has each connection, both directions.
+	if control != "nosync" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		set, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns("rb"), "nft", "list", "ruleset").CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("nft list ruleset in B: %v\n%s", err, set)
+		}
+		for _, name := range dirNames(stateB) {
+			c, s, _ := strings.Cut(name, "_")
+			ch, cp, _ := strings.Cut(c, ":")
+			sh, sp, _ := strings.Cut(s, ":")
+			for _, el := range []string{ch + " . " + cp + " . " + sh + " . " + sp, sh + " . " + sp + " . " + ch + " . " + cp} {
+				if !strings.Contains(string(set), el) {
+					t.Errorf("B's set of shifted connections lacks %s:\n%s", el, set)
+				}
+			}
+		}
+	}
+
 	// The switch: A is lost.
 	ra, rb := routers[0], routers[1]
 	ra.cmd.Process.Kill()

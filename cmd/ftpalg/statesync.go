@@ -166,7 +166,7 @@ func decodeSyncRecord(b []byte, key []byte) (*syncRecord, error) {
 // syncOrder keeps the receiver's ordering: per connection the sequence
 // number of the last record applied, for the sender's current epoch.
 type syncOrder struct {
-	epoch uint64
+	epoch, prev uint64 // the sender's epoch, and the one before it
 	last  map[mangle.FlowKey]uint64
 	tombs map[mangle.FlowKey]uint64 // removals: a delayed older save must not bring the state back
 }
@@ -175,10 +175,12 @@ type syncOrder struct {
 // connection, and records it.
 func (o *syncOrder) accept(r *syncRecord) bool {
 	switch {
-	case r.epoch < o.epoch:
-		return false // a delayed record of an earlier sender process
-	case r.epoch > o.epoch || o.last == nil:
-		o.epoch, o.last, o.tombs = r.epoch, map[mangle.FlowKey]uint64{}, map[mangle.FlowKey]uint64{}
+	case o.last != nil && r.epoch == o.prev:
+		return false // a delayed record of the previous sender process
+	case r.epoch != o.epoch || o.last == nil:
+		// A new sender process. Not "a later epoch": a router whose clock
+		// was stepped back (at boot, before NTP) must not be ignored.
+		o.prev, o.epoch, o.last, o.tombs = o.epoch, r.epoch, map[mangle.FlowKey]uint64{}, map[mangle.FlowKey]uint64{}
 	}
 	if s, ok := o.last[r.key]; ok && r.seq <= s {
 		return false

@@ -138,10 +138,13 @@ func TestSyncOrder(t *testing.T) {
 		{rec(syncSave, 10, 5), false}, // duplicate
 		{rec(syncSave, 10, 6), true},
 		{rec(syncDrop, 10, 8), true},
-		{rec(syncSave, 10, 7), false},  // delayed save after its removal
-		{rec(syncSave, 9, 100), false}, // an earlier sender process
-		{rec(syncSave, 11, 1), true},   // a new sender process
+		{rec(syncSave, 10, 7), false}, // delayed save after its removal
+		{rec(syncSave, 11, 1), true},  // a new sender process
+		{rec(syncSave, 10, 9), false}, // a delayed record of the previous one
 		{rec(syncSave, 11, 2), true},
+		{rec(syncSave, 3, 1), true}, // a new one whose clock went back
+		{rec(syncSave, 11, 3), false},
+		{rec(syncSave, 3, 2), true},
 	}
 	for i, s := range steps {
 		if got := o.accept(s.r); got != s.want {

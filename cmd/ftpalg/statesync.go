@@ -167,8 +167,8 @@ func decodeSyncRecord(b []byte, key []byte) (*syncRecord, error) {
 // number of the last record applied, for the sender's current epoch.
 type syncOrder struct {
 	epoch, prev uint64 // the sender's epoch, and the one before it
-	last  map[mangle.FlowKey]uint64
-	tombs map[mangle.FlowKey]uint64 // removals: a delayed older save must not bring the state back
+	last        map[mangle.FlowKey]uint64
+	tombs       map[mangle.FlowKey]uint64 // removals: a delayed older save must not bring the state back
 }
 
 // accept reports whether r is newer than what was applied for its

@@ -284,3 +284,39 @@ func FuzzSyncRecord(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkJournalSave measures a journal write without and with the
+// state sync (one UDP record to a receiver on the loopback).
+func BenchmarkJournalSave(b *testing.B) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st := validTestState()
+	for _, withSync := range []bool{false, true} {
+		name := "journal"
+		if withSync {
+			name = "journal+sync"
+		}
+		b.Run(name, func(b *testing.B) {
+			j, _, err := openJournal(filepath.Join(b.TempDir(), "j"), time.Hour, log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer j.Close()
+			if withSync {
+				sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer sink.Close()
+				s, err := startStateSync(j, sink.LocalAddr().String(), "", "", log)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				j.SaveFlow(syncKey, st)
+			}
+		})
+	}
+}

@@ -213,6 +213,26 @@ func TestIntegrationFailover(t *testing.T) {
 		}
 	}
 
+	// conntrackd's external cache on B holds both legs of each control
+	// connection (the IPv4 one and the IPv6 one of Tayga's translation).
+	for _, name := range dirNames(stateA) {
+		c, _, _ := strings.Cut(name, "_")
+		_, port, _ := strings.Cut(c, ":")
+		want := "sport=" + port + " dport=21 "
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ext, _ := exec.CommandContext(ctx, "ip", "netns", "exec", ns("rb"), "conntrackd", "-C",
+				filepath.Join(dir, "rb", "conntrackd.conf"), "-e").CombinedOutput()
+			cancel()
+			if strings.Count(string(ext), want) >= 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("conntrackd's external cache on B lacks the control connection from port %s after 20 s:\n%s", port, ext)
+			}
+		}
+	}
+
 	// The switch: A is lost.
 	ra, rb := routers[0], routers[1]
 	ra.cmd.Process.Kill()

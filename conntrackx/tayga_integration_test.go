@@ -20,6 +20,8 @@ import (
 	"github.com/ftpalg/ftpalg/mangle"
 	"github.com/ftpalg/ftpalg/mangle/tayga"
 	"github.com/ftpalg/ftpalg/test/testenv"
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
 )
 
 // The child process: the test binary re-executed inside a namespace (by
@@ -369,6 +371,31 @@ func TestIntegrationTaygaConntrack(t *testing.T) {
 				t.Errorf("Lookup6 for an unused pool address = %v", a)
 			}
 		})
+	}
+
+	// A flood's spoofed SYN left an unassured flow with the same ports to
+	// the same server from another IPv6 host: the assured flow still
+	// answers (a dump of every flow found two hosts and answered nothing).
+	ct, err := conntrack.Dial(&netlink.Config{NetNS: fd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	c0, p0 := clients[0], peers[clients[0]]
+	spoofed := conntrack.NewFlow(6, 0, netip.MustParseAddr("2001:db8:6::77"), server6.Addr(), c0.Port(), server6.Port(), 60, 0)
+	if err := ct.Create(spoofed); err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Delete(spoofed)
+	for _, v := range variants[:2] {
+		tc, err := DialTaygaConntrack(&v.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, ok := tc.Lookup6(netip.AddrPortFrom(p0, c0.Port()), server); !ok || a != c0.Addr() {
+			t.Errorf("%s: Lookup6(%v:%d, %v) beside an unassured flow from another host = %v, %v; want %v", v.name, p0, c0.Port(), server, a, ok, c0.Addr())
+		}
+		tc.Close()
 	}
 
 	// The whole path: a mapper backed by conntrack classifies both legs

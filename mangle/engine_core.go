@@ -171,6 +171,13 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 		if e.cfg.State != nil {
 			e.restoreState(f, d, p.flags)
 		}
+		if d == ToClient && f.n == 0 && !f.rep.active && !f.greeted && isGreeting(p.data()) {
+			// Met at the server's first reply, a 220: the greeting (the
+			// rules queue a connection from its greeting on, and a
+			// restart between handshake and greeting looks the same),
+			// not a reply to a command the engine missed.
+			f.push(pendingCmd{kind: cmdGreeting})
+		}
 	}
 	if f.halfOpen && len(p.data()) > 0 {
 		e.unlinkHalfOpen(f)
@@ -183,6 +190,12 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 		return
 	}
 	e.process(f, d, tag, b, now)
+}
+
+// isGreeting reports whether a server's segment opens with a 220 reply
+// line (RFC 959 section 4.2: "220 Service ready for new user").
+func isGreeting(b []byte) bool {
+	return len(b) >= 4 && b[0] == '2' && b[1] == '2' && b[2] == '0' && (b[3] == ' ' || b[3] == '-')
 }
 
 func (e *Engine) emitOrig(tag uint64, b []byte) {

@@ -39,8 +39,8 @@ type pendingCmd struct {
 // replyState follows the reply being received, which may span lines
 // (RFC 959 section 4.2: "ddd-" opens a multi-line reply, "ddd " closes it).
 type replyState struct {
-	active   bool
 	code     int
+	active   bool
 	codeText [3]byte
 	newCode  [3]byte // the code every line of this reply gets ("" = keep)
 	recode   bool
@@ -61,35 +61,40 @@ type heldPkt struct {
 }
 
 // stream is one direction of a flow.
+//
+// A flow carries two, so the small fields are kept together (no padding).
 type stream struct {
 	hist    history
 	next    uint32 // next original sequence number the assembler expects
 	acked   uint32 // highest original number the receiver acknowledged
-	ackSeen bool
 	rcvAck  uint32 // highest number the receiver acknowledged, in its own (sent) numbering
-	rcvSeen bool
 	mss     uint16 // the MSS the receiver announced in its SYN (0: unknown)
+	ackSeen bool
+	rcvSeen bool
 	synced  bool
 	fin     bool
+	// refuse holds the ALG's Telnet refusals (IAC DONT/WONT opt) to send
+	// in this direction, at the end of its next line (see telnet.go).
+	refuse  [maxRefuse]byte
 	line    lineState
 	nheld   int
 	held    *[maxHeldCap]heldPkt // from the engine's pools while nheld > 0 (pool.go)
 	heldBuf []byte
-	// refuse holds the ALG's Telnet refusals (IAC DONT/WONT opt) to send
-	// in this direction, at the end of its next line (see telnet.go).
-	refuse  [maxRefuse]byte
 	nrefuse int
 }
 
 // flow is one control connection.
+//
+// Its fields are ordered so that it has no padding: with the allocator's
+// header it fits the 704-byte size class (TestFlowSize).
 type flow struct {
 	key       FlowKey
-	sess      Session
 	translate bool
+	closed    bool // RST seen, or FIN both ways
+	sess      Session
 	s         [2]stream
 	last      time.Time
 	started   time.Time // when the engine began to follow it
-	closed    bool      // RST seen, or FIN both ways
 
 	pending  [maxPending]pendingCmd
 	phead, n int

@@ -45,24 +45,34 @@ type telnetNeg struct {
 	cmd, opt byte
 }
 
+// lineBuf is what a line needs only while it is being assembled: its text,
+// and the negotiations push reports to its caller (who takes them before
+// the next push). It comes from the engine's pools and goes back between
+// lines (pool.go), so that an idle flow does not carry it.
+type lineBuf struct {
+	text [maxLine]byte
+	neg  [maxNeg]telnetNeg
+}
+
+// The fields are ordered so that the struct has no padding: every flow
+// carries two.
 type lineState struct {
 	started   bool   // a byte of the current line has been seen
-	start     uint32 // sequence number of the line's first byte
-	textSet   bool
-	textStart uint32 // sequence number of the first text byte
-	n         int    // text length (capped at maxLine)
+	textSet   bool   //
 	overlong  bool   // the text did not fit
 	telnet    bool   // Telnet bytes inside the text: offsets do not map 1:1 to the wire
 	frozen    bool   // part of the line was sent unmodified: it is never rewritten
 	skip      bool   // the line's start was never seen: consume it without parsing
 	tn        uint8  // Telnet parser state
-	tnSeq     uint32 // sequence number of the IAC being parsed
 	tnCmd     byte   // WILL/WONT/DO/DONT being parsed
-	nneg      int    // negotiations seen since the caller last took them
-	neg       [maxNeg]telnetNeg
-	// text holds the line while it is being assembled; it comes from the
-	// engine's pools and goes back between lines (pool.go).
-	text *[maxLine]byte
+	start     uint32 // sequence number of the line's first byte
+	textStart uint32 // sequence number of the first text byte
+	tnSeq     uint32 // sequence number of the IAC being parsed
+	nneg      int32  // negotiations in text.neg seen since the caller last took them
+	n         int    // text length (capped at maxLine)
+	// text is non-nil while a line is being assembled (from feed's
+	// first byte of a segment on).
+	text *lineBuf
 }
 
 func (l *lineState) reset() {
@@ -76,7 +86,7 @@ func (l *lineState) bytes() []byte {
 	if l.text == nil {
 		return nil
 	}
-	return l.text[:l.n]
+	return l.text.text[:l.n]
 }
 
 // clean reports whether the line's text maps byte for byte onto the wire
@@ -100,7 +110,7 @@ func (l *lineState) appendText(seq uint32, b []byte) {
 		l.overlong = true
 		b = b[:maxLine-l.n]
 	}
-	l.n += copy(l.text[l.n:], b)
+	l.n += copy(l.text.text[l.n:], b)
 }
 
 // push feeds bytes starting at sequence number seq. It consumes up to and
@@ -166,7 +176,7 @@ func (l *lineState) push(seq uint32, b []byte) (n int, complete bool) {
 		case tnOption:
 			l.tn = tnData
 			if l.nneg < maxNeg {
-				l.neg[l.nneg] = telnetNeg{seq: l.tnSeq, cmd: l.tnCmd, opt: c}
+				l.text.neg[l.nneg] = telnetNeg{seq: l.tnSeq, cmd: l.tnCmd, opt: c}
 				l.nneg++
 			}
 		case tnSB:
@@ -184,7 +194,7 @@ func (l *lineState) push(seq uint32, b []byte) (n int, complete bool) {
 }
 
 func (l *lineState) trimCR() {
-	if l.n > 0 && !l.overlong && l.text[l.n-1] == '\r' {
+	if l.n > 0 && !l.overlong && l.text.text[l.n-1] == '\r' {
 		l.n--
 	}
 }

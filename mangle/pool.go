@@ -2,8 +2,8 @@ package mangle
 
 // Buffers a flow needs only now and then: the text of an incomplete line,
 // held packets, the regions of rewrites not yet acknowledged. An idle
-// established flow keeps none of them (about 1 KB in all with its slot in
-// the flow table), so a queue follows 100,000 connections in about 100 MB.
+// established flow keeps none of them (about 800 bytes in all with its slot
+// in the flow table), so a queue follows 100,000 connections in about 80 MB.
 // A flow takes them from the engine's free lists when it needs them and
 // gives them back when it no longer does, so the steady state allocates
 // nothing.
@@ -12,10 +12,16 @@ package mangle
 // sessions have one or two rewrites awaiting acknowledgement.
 var regionClasses = [...]int{1, 4, maxRegions}
 
+// bytesClasses are the capacities a history's replacement bytes come in:
+// one 227 or 229 (about 50 bytes), one 228 with an IPv6 address (about
+// 100), a few, and the most a full history can hold.
+var bytesClasses = [...]int{64, maxRegionBytes, 4 * maxRegionBytes, maxRegions * maxRegionBytes}
+
 // pools are an engine's free lists (an engine is used by one goroutine).
 type pools struct {
 	regions [len(regionClasses)][][]region
-	lines   []*[maxLine]byte
+	bytes   [len(bytesClasses)][][]byte
+	lines   []*lineBuf
 	held    []*[maxHeldCap]heldPkt
 	heldBuf [][]byte
 }
@@ -59,16 +65,65 @@ func (p *pools) putRegions(r []region) {
 	}
 }
 
-func (p *pools) getLine() *[maxLine]byte {
+// newBytes allocates an empty buffer for n replacement bytes in the
+// smallest class that holds them.
+func newBytes(n int) []byte {
+	for _, size := range bytesClasses {
+		if n <= size {
+			return make([]byte, 0, size)
+		}
+	}
+	return make([]byte, 0, n)
+}
+
+// getBytes returns an empty buffer with room for n bytes.
+func (p *pools) getBytes(n int) []byte {
+	for c, size := range bytesClasses {
+		if n > size {
+			continue
+		}
+		if k := len(p.bytes[c]); k > 0 {
+			b := p.bytes[c][k-1]
+			p.bytes[c] = p.bytes[c][:k-1]
+			return b
+		}
+		break
+	}
+	return newBytes(n)
+}
+
+func (p *pools) putBytes(b []byte) {
+	for c, size := range bytesClasses {
+		if cap(b) == size && len(p.bytes[c]) < poolKeep {
+			p.bytes[c] = append(p.bytes[c], b[:0])
+			return
+		}
+	}
+}
+
+// releaseHistory takes back the buffers of a history that maps nothing
+// any more.
+func (p *pools) releaseHistory(h *history) {
+	if h.regions != nil {
+		p.putRegions(h.regions)
+		h.regions = nil
+	}
+	if h.bytes != nil {
+		p.putBytes(h.bytes)
+		h.bytes = nil
+	}
+}
+
+func (p *pools) getLine() *lineBuf {
 	if k := len(p.lines); k > 0 {
 		b := p.lines[k-1]
 		p.lines = p.lines[:k-1]
 		return b
 	}
-	return new([maxLine]byte)
+	return new(lineBuf)
 }
 
-func (p *pools) putLine(b *[maxLine]byte) {
+func (p *pools) putLine(b *lineBuf) {
 	if len(p.lines) < poolKeep {
 		p.lines = append(p.lines, b)
 	}
@@ -130,10 +185,7 @@ func (p *pools) releaseFlow(f *flow) {
 			p.putLine(st.line.text)
 			st.line.text = nil
 		}
-		if st.hist.regions != nil {
-			p.putRegions(st.hist.regions)
-			st.hist.regions = nil
-		}
+		p.releaseHistory(&st.hist)
 	}
 }
 
@@ -146,9 +198,8 @@ func (p *pools) compact(f *flow) {
 		if st.ackSeen && st.hist.n > 0 {
 			st.hist.forget(st.acked)
 		}
-		if st.hist.n == 0 && st.hist.regions != nil {
-			p.putRegions(st.hist.regions)
-			st.hist.regions = nil
+		if st.hist.n == 0 {
+			p.releaseHistory(&st.hist)
 		}
 		p.releaseLine(st)
 	}

@@ -26,7 +26,7 @@ type region struct {
 	start uint32 // original sequence number of the first replaced byte
 	olen  uint32 // original length
 	nlen  uint32 // length of the replacement
-	data  [maxRegionBytes]byte
+	off   uint32 // where the replacement starts in history.bytes
 }
 
 func (r *region) delta() uint32 { return r.nlen - r.olen }
@@ -53,7 +53,14 @@ type history struct {
 	base    uint32   // cumulative delta of the regions already forgotten
 	n       int      // regions in use
 	regions []region // from the engine's pools (pool.go), nil when unused
+	// bytes holds the replacements of the regions in use, one after the
+	// other: sized to what they need (a 227 is about 50 bytes) rather
+	// than maxRegionBytes each. From the engine's pools, nil when unused.
+	bytes []byte
 }
+
+// data returns the replacement of region r of the history.
+func (h *history) data(r *region) []byte { return h.bytes[r.off : r.off+r.nlen] }
 
 // seqLT reports a < b in sequence space.
 func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
@@ -162,7 +169,7 @@ func (h *history) appendSent(dst []byte, s uint32, payload []byte) []byte {
 		if seqLT(e, re) {
 			k2 = r.sentOff(e - rs)
 		}
-		dst = append(dst, r.data[k1:k2]...)
+		dst = append(dst, h.bytes[r.off+k1:r.off+k2]...)
 		pos = re
 		if seqLT(e, re) {
 			pos = e
@@ -203,9 +210,17 @@ func (h *history) add(p *pools, start, olen uint32, b []byte, acked uint32, canF
 		}
 		h.regions = r
 	}
+	if len(h.bytes)+len(b) > cap(h.bytes) {
+		nb := p.getBytes(len(h.bytes) + len(b))
+		nb = append(nb, h.bytes...)
+		if h.bytes != nil {
+			p.putBytes(h.bytes)
+		}
+		h.bytes = nb
+	}
 	r := &h.regions[h.n]
-	r.start, r.olen, r.nlen = start, olen, uint32(len(b))
-	copy(r.data[:], b)
+	r.start, r.olen, r.nlen, r.off = start, olen, uint32(len(b)), uint32(len(h.bytes))
+	h.bytes = append(h.bytes, b...)
 	h.n++
 	return true
 }
@@ -224,4 +239,14 @@ func (h *history) forget(acked uint32) {
 	}
 	copy(h.regions[:], h.regions[k:h.n])
 	h.n -= k
+	// The replacements of the regions left move to the front.
+	if h.n == 0 {
+		h.bytes = h.bytes[:0]
+		return
+	}
+	first := h.regions[0].off
+	h.bytes = h.bytes[:copy(h.bytes, h.bytes[first:])]
+	for i := 0; i < h.n; i++ {
+		h.regions[i].off -= first
+	}
 }

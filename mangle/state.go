@@ -256,7 +256,7 @@ func (f *flow) appendState(b []byte) []byte {
 			b = binary.BigEndian.AppendUint32(b, rg.start)
 			b = binary.BigEndian.AppendUint32(b, rg.olen)
 			b = append(b, byte(rg.nlen))
-			b = append(b, rg.data[:rg.nlen]...)
+			b = append(b, h.data(rg)...)
 		}
 	}
 	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b[start:]))
@@ -354,7 +354,11 @@ func (f *flow) decodeState(b []byte) bool {
 			if rg.nlen > maxRegionBytes {
 				return false
 			}
-			copy(rg.data[:], r.next(int(rg.nlen)))
+			rg.off = uint32(len(h.bytes))
+			h.bytes = append(h.bytes, r.next(int(rg.nlen))...)
+		}
+		if h.n > 0 {
+			h.bytes = append(newBytes(len(h.bytes)), h.bytes...)
 		}
 	}
 	if r.bad || len(r.b) != 0 || g.sess.Kind == KindNone {

@@ -36,8 +36,8 @@ const maxRefuse = 12
 func (e *Engine) telnet(f *flow, d Dir, unsent uint32) {
 	st := &f.s[d]
 	l := &st.line
-	for i := 0; i < l.nneg; i++ {
-		n := l.neg[i]
+	for i := int32(0); i < l.nneg; i++ {
+		n := l.text.neg[i]
 		if !seqLE(unsent, n.seq) && !st.heldCovers(n.seq) ||
 			!st.hist.add(&e.pools, n.seq, 3, nil, st.acked, st.ackSeen && f.s[1-d].nheld == 0) {
 			e.stats.TelnetRelayed++

@@ -136,3 +136,20 @@ func TestIntegrationKeeperShifted(t *testing.T) {
 		t.Errorf("restored set does not hold exactly the connections of now:\n%s", s)
 	}
 }
+
+// TestIntegrationThreadNetNS: a thread moved to another namespace is told
+// apart from the process's threads whichever thread it is (the thread group
+// leader included, which comparing with /proc/self alone missed). (That an
+// unmoved thread is not cannot be asserted here: earlier tests' netlink
+// sockets leave threads in their namespaces; TestSameNetNS covers it.)
+func TestIntegrationThreadNetNS(t *testing.T) {
+	testenv.NeedRoot(t, "ip")
+	ns := newNetNS(t)
+	var in bool
+	if err := ns.do(func() error { in = threadInProcessNetNS(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if in {
+		t.Fatal("a thread in another namespace: taken for the process's")
+	}
+}

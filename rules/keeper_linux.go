@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/google/nftables"
@@ -45,14 +46,40 @@ func NewKeeper(cfg *Config) (*Keeper, error) {
 	}, nil
 }
 
-// threadInProcessNetNS reports whether the calling thread is in the
-// process's network namespace (true when it cannot tell).
+// threadInProcessNetNS reports whether the calling thread and every other
+// thread of the process are in the same network namespace (true when it
+// cannot tell): then any goroutine finds it. Comparing with the thread
+// group leader alone (/proc/self) is not enough: the leader can be the very
+// thread a test moved, and the keeper's goroutines then ran on threads of
+// the namespace the test left (its monitor heard nothing; its restores
+// went to the wrong namespace).
 func threadInProcessNetNS() bool {
-	var a, b unix.Stat_t
-	if unix.Stat("/proc/thread-self/ns/net", &a) != nil || unix.Stat("/proc/self/ns/net", &b) != nil {
+	var self unix.Stat_t
+	if unix.Stat("/proc/thread-self/ns/net", &self) != nil {
 		return true
 	}
-	return a.Dev == b.Dev && a.Ino == b.Ino
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return true
+	}
+	var others []unix.Stat_t
+	for _, t := range tasks {
+		var st unix.Stat_t
+		if unix.Stat("/proc/self/task/"+t.Name()+"/ns/net", &st) == nil {
+			others = append(others, st)
+		}
+	}
+	return sameNetNS(self, others)
+}
+
+// sameNetNS reports whether every namespace of others is self's.
+func sameNetNS(self unix.Stat_t, others []unix.Stat_t) bool {
+	for _, o := range others {
+		if o.Dev != self.Dev || o.Ino != self.Ino {
+			return false
+		}
+	}
+	return true
 }
 
 // nftKernel is the keeperKernel of a plan.
@@ -68,6 +95,9 @@ func (n *nftKernel) install() error {
 	}
 	if n.cfg.ShiftedNow != nil {
 		n.p.preload = n.cfg.ShiftedNow()
+	}
+	if n.cfg.EstablishedNow != nil {
+		n.p.live = n.cfg.EstablishedNow()
 	}
 	return n.p.install(conn)
 }

@@ -151,8 +151,9 @@ func TestRuleCounts(t *testing.T) {
 	}
 	got := p.ruleCounts()
 	// The divert chain: the shifted connections' rule (ShippedTayga is
-	// fail-open), then one rule per direction.
-	if got[familyIP]["prerouting"] != 2 || got[familyIP][divertChain] != 3 || got[familyIP][helperChain] != 2 ||
+	// fail-open), then one rule per direction for the established
+	// connections and the counter of what is left; the track chain.
+	if got[familyIP]["prerouting"] != 2 || got[familyIP][divertChain] != 4 || got[familyIP][trackChain] != 2 || got[familyIP][helperChain] != 2 ||
 		len(got[familyIP6]) != 1 || got[familyIP6][helperChain] != 2 {
 		t.Errorf("ruleCounts = %v", got)
 	}

@@ -148,10 +148,19 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 			set = addScopeSet(conn, t, f, scope)
 		}
 		var base []*nftables.Chain
-		var divert, helper *nftables.Chain
-		var shifted *nftables.Set
+		var divert, track, helper *nftables.Chain
+		var shifted, established *nftables.Set
 		if f == p.family {
 			shifted = p.addShiftedSet(conn, t)
+			if p.tracked() {
+				established = p.establishedSetOf(t)
+				var elems []nftables.SetElement
+				for _, c := range p.live {
+					elems = append(elems, shiftedElems(c)[0]) // client to server
+				}
+				// AddSet fails only for anonymous sets that are not constant.
+				_ = conn.AddSet(established, elems)
+			}
 			for _, cp := range p.chains {
 				hk := nftables.ChainHookPrerouting
 				if cp.hook == hookPostrouting {
@@ -167,6 +176,16 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 				}))
 			}
 			divert = conn.AddChain(&nftables.Chain{Name: divertChain, Table: t})
+			if established != nil {
+				track = conn.AddChain(&nftables.Chain{
+					Name:     trackChain,
+					Table:    t,
+					Type:     nftables.ChainTypeFilter,
+					Hooknum:  nftables.ChainHookPrerouting,
+					Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prioMangle)),
+					Policy:   &accept,
+				})
+			}
 		}
 		if p.helper {
 			helper = conn.AddChain(&nftables.Chain{
@@ -196,7 +215,27 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 			// TCP header offsets of the destination and source ports, in
 			// the order Render prints the rules.
 			for _, off := range []uint32{2, 0} {
-				conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: p.ruleExprs(conn, t, off, native)})
+				var e []expr.Any
+				if established != nil {
+					e = p.establishedQueueExprs(conn, t, established, off, native)
+				} else {
+					e = p.ruleExprs(conn, t, off, native)
+				}
+				conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: e})
+			}
+			if established != nil {
+				e := append(p.portMatch(conn, t, 2), &expr.Counter{})
+				conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: e})
+			}
+		}
+		if track != nil {
+			if set == nil {
+				conn.AddRule(&nftables.Rule{Table: t, Chain: track, Exprs: p.trackExprs(conn, t, established)})
+			} else {
+				for _, src := range []bool{true, false} {
+					e := append(addrMatch(f, src, set), p.trackExprs(conn, t, established)...)
+					conn.AddRule(&nftables.Rule{Table: t, Chain: track, Exprs: e})
+				}
 			}
 		}
 		if helper != nil {
@@ -300,8 +339,12 @@ func (p *plan) helperExprs(conn *nftables.Conn, t *nftables.Table, obj string) [
 // ruleExprs builds "tcp dport|sport <ports> counter queue ...": off is
 // the offset of the port in the TCP header.
 func (p *plan) ruleExprs(conn *nftables.Conn, t *nftables.Table, off uint32, native bool) []expr.Any {
-	e := p.portMatch(conn, t, off)
-	e = append(e, &expr.Counter{})
+	return append(p.portMatch(conn, t, off), p.queueExprs(native)...)
+}
+
+// queueExprs builds "counter queue ...".
+func (p *plan) queueExprs(native bool) []expr.Any {
+	e := []expr.Any{&expr.Counter{}}
 	if native {
 		q := &expr.Queue{Num: p.queueNum, Total: p.queues}
 		if p.bypass {

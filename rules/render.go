@@ -42,8 +42,8 @@ func (p *plan) renderQueue() string {
 	if p.shifted() {
 		w("add rule %s %s %s %s\n", p.family, p.table, divertChain, p.shiftedRule())
 	}
-	for _, dir := range []string{"dport", "sport"} {
-		w("add rule %s %s %s tcp %s %s counter %s\n", p.family, p.table, divertChain, dir, p.portsText(), p.queueText())
+	for _, r := range p.divertRules() {
+		w("add rule %s %s %s %s\n", p.family, p.table, divertChain, r)
 	}
 	return b.String()
 }
@@ -146,6 +146,13 @@ func (p *plan) renderTable(w func(string, ...any), f family, queueRules bool) {
 		}
 		sep = "\n"
 	}
+	if f == p.family && p.tracked() {
+		w(sep)
+		for _, line := range p.establishedDecl() {
+			w("\t%s\n", line)
+		}
+		sep = "\n"
+	}
 	if p.peerFilter() && f == familyIP {
 		w(sep)
 		var pb strings.Builder
@@ -178,11 +185,23 @@ func (p *plan) renderTable(w func(string, ...any), f family, queueRules bool) {
 			if p.shifted() {
 				w("\t\t%s\n", p.shiftedRule())
 			}
-			for _, dir := range []string{"dport", "sport"} {
-				w("\t\ttcp %s %s counter %s\n", dir, p.portsText(), p.queueText())
+			for _, r := range p.divertRules() {
+				w("\t\t%s\n", r)
 			}
 		}
 		w("\t}\n")
+		if p.tracked() {
+			w("\n")
+			for _, line := range trackWhy {
+				w("\t# %s\n", line)
+			}
+			w("\tchain %s {\n", trackChain)
+			w("\t\ttype filter hook prerouting priority %s; policy accept;\n", priorityText(prioMangle))
+			for _, r := range p.trackRules(scoped) {
+				w("\t\t%s\n", r)
+			}
+			w("\t}\n")
+		}
 	}
 	if p.helper {
 		w(sep)

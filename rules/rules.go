@@ -83,6 +83,13 @@ type Config struct {
 	// then, not those of the daemon's start.
 	ShiftedNow func() []Conn
 
+	// EstablishedNow, if set, gives the control connections to put in the
+	// set of established connections (established.go) at each install:
+	// a Keeper that restores the table after an "nft flush ruleset" puts
+	// back the connections the daemon follows, so their packets are queued
+	// from the next one on, not from the second next of their client.
+	EstablishedNow func() []Conn
+
 	// PeerFilter, if not zero, is the first and last port (inclusive) of
 	// the Jool ALG's reserved range (ftpalg run --jool-ports): the ruleset
 	// then also has the peer filter, which admits only the control
@@ -168,6 +175,7 @@ type plan struct {
 	bypass     bool
 	helper     bool // attach the FTP conntrack helper, in both families
 	preload    []Conn
+	live       []Conn // preloaded into EstablishedSet
 	chains     []chainPlan
 	scope4     []netip.Prefix // Config.Scope's IPv4 prefixes, normalised
 	scope6     []netip.Prefix // and its IPv6 ones
@@ -477,9 +485,12 @@ func (p *plan) ruleCounts() map[family]map[string]int {
 					chains[c.name] = 2
 				}
 			}
-			chains[divertChain] = 2
+			chains[divertChain] = len(p.divertRules())
 			if p.shifted() {
-				chains[divertChain] = 3
+				chains[divertChain]++
+			}
+			if p.tracked() {
+				chains[trackChain] = len(p.trackRules(scoped))
 			}
 		}
 		if p.helper {

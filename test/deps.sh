@@ -12,6 +12,8 @@
 #   test/deps.sh         what `make test` and `make demo` need
 #   test/deps.sh bench   also what test/bench/nfqueue.sh needs (a C compiler
 #                        and libnetfilter_queue's headers for its C floor)
+#                        and test/bench/replayscale.sh (GNU time for the
+#                        peak RSS)
 # Package maintainer scripts are not allowed to start services (a temporary
 # policy-rc.d), so installing vsftpd leaves no daemon on port 21.
 set -euo pipefail
@@ -32,7 +34,7 @@ packages=(
 )
 for group in "$@"; do
 	case $group in
-	bench) packages+=(gcc libc6-dev libnetfilter-queue-dev) ;;
+	bench) packages+=(gcc libc6-dev libnetfilter-queue-dev time) ;;
 	*) echo "deps: unknown group $group (known: bench)" >&2; exit 2 ;;
 	esac
 done

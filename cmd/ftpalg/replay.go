@@ -9,8 +9,10 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/ftpalg/ftpalg/mangle"
 	"github.com/ftpalg/ftpalg/mangle/tayga"
@@ -88,7 +90,13 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ftpalg replay: warning: %v\n", l.Warn)
 	}
 	ra.opts.Engine.Mapper = l.Mapper
-	sum, err := replayFiles(ra.in, ra.out, stdout, ra.opts)
+	// The transcript has a line per rewrite: buffered, not a write(2)
+	// each.
+	tw := bufio.NewWriterSize(stdout, 64<<10)
+	sum, err := replayFiles(ra.in, ra.out, tw, ra.opts)
+	if ferr := tw.Flush(); err == nil && ferr != nil {
+		err = fmt.Errorf("transcript: %w", ferr)
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -244,6 +252,10 @@ func (s replaySummary) String() string {
 	return b.String()
 }
 
+// bytesView is b as a string without a copy, for a call that does not keep
+// it (b must not change while the string is in use).
+func bytesView(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
 // errLinkType reports a link type replay cannot take apart.
 type errLinkType layers.LinkType
 
@@ -353,13 +365,15 @@ func openCapture(r io.Reader) (*captureReader, error) {
 	return &captureReader{pcap: p}, nil
 }
 
-// next returns the next frame and its link type; io.EOF at the end.
+// next returns the next frame and its link type; io.EOF at the end. The
+// frame is valid until the next call: a replay of millions of frames
+// allocates nothing per frame (what a held frame needs is copied).
 func (c *captureReader) next() ([]byte, gopacket.CaptureInfo, layers.LinkType, error) {
 	if c.pcap != nil {
-		data, ci, err := c.pcap.ReadPacketData()
+		data, ci, err := c.pcap.ZeroCopyReadPacketData()
 		return data, ci, c.pcap.LinkType(), err
 	}
-	data, ci, err := c.ng.ReadPacketData()
+	data, ci, err := c.ng.ZeroCopyReadPacketData()
 	if err != nil {
 		return nil, ci, 0, err
 	}
@@ -390,6 +404,13 @@ func (c *captureReader) format(iface int) (lt layers.LinkType, snaplen uint32, n
 type pendingFrame struct {
 	head, tail []byte // link-layer header and trailer around the IP packet
 	ts         time.Time
+}
+
+// clone returns pf with its own copy of the header and trailer.
+func (pf pendingFrame) clone() pendingFrame {
+	b := append(append(make([]byte, 0, len(pf.head)+len(pf.tail)), pf.head...), pf.tail...)
+	pf.head, pf.tail = b[:len(pf.head):len(pf.head)], b[len(pf.head):]
+	return pf
 }
 
 // replay runs the engine over the capture in r, writes the resulting
@@ -449,7 +470,13 @@ type replayer struct {
 	opts       replayOptions
 	eng        *mangle.Engine
 	res        mangle.Result
+	// pending holds the frames the engine holds, with copies of their
+	// link-layer bytes; cur is the frame being processed (its bytes are
+	// the reader's until the next frame), until the engine emits it or
+	// holds it.
 	pending    map[uint64]pendingFrame
+	cur        pendingFrame
+	curPending bool
 	sum        replaySummary
 
 	pw *pcapgo.Writer // nil until the first frame (or the end)
@@ -459,6 +486,7 @@ type replayer struct {
 	curTag    uint64    // the tag of the frame being processed
 	frameTime time.Time // the time of the frame being processed
 	buf       []byte    // a frame being put back together
+	line      []byte    // a transcript line being formatted
 	writeErr  error
 }
 
@@ -510,6 +538,7 @@ func (rp *replayer) frame(data []byte, ci gopacket.CaptureInfo, flt layers.LinkT
 		rp.now = ci.Timestamp
 	}
 	rp.curTag, rp.frameTime = tag, ci.Timestamp
+	rp.curPending = false
 	rp.eng.Expire(rp.now, rp.opts.HoldTimeout, &rp.res)
 	if err := rp.drain(); err != nil {
 		return err
@@ -530,9 +559,15 @@ func (rp *replayer) frame(data []byte, ci gopacket.CaptureInfo, flt layers.LinkT
 		return rp.writeErr
 	}
 	rp.sum.IP++
-	rp.pending[tag] = pendingFrame{head: data[:off], tail: data[end:], ts: ci.Timestamp}
+	rp.cur, rp.curPending = pendingFrame{head: data[:off], tail: data[end:], ts: ci.Timestamp}, true
 	rp.eng.Process(data[off:end], tag, ci.Timestamp, &rp.res)
-	return rp.drain()
+	err := rp.drain()
+	if rp.curPending {
+		// Held: its link-layer bytes must outlive the reader's buffer.
+		rp.pending[tag] = rp.cur.clone()
+		rp.curPending = false
+	}
+	return err
 }
 
 // drain writes what one engine call emitted and prints its rewrites.
@@ -540,7 +575,14 @@ func (rp *replayer) drain() error {
 	var last pendingFrame
 	lastTag := ^uint64(0)
 	for _, em := range rp.res.Emits {
-		pf, ok := rp.pending[em.Tag]
+		var pf pendingFrame
+		ok := false
+		if em.Tag == rp.curTag && rp.curPending {
+			pf, ok = rp.cur, true
+			rp.curPending = false
+		} else if pf, ok = rp.pending[em.Tag]; ok {
+			delete(rp.pending, em.Tag)
+		}
 		if em.Extra && !ok && em.Tag == lastTag {
 			// The rest of a split segment: a frame of its own, right
 			// after the first part, with the same link header.
@@ -549,7 +591,6 @@ func (rp *replayer) drain() error {
 		if !ok {
 			return fmt.Errorf("engine emitted frame %d, which is not pending (emitted twice or never given)", em.Tag+1)
 		}
-		delete(rp.pending, em.Tag)
 		last, lastTag = pf, em.Tag
 		if em.Extra {
 			rp.sum.Extra++
@@ -571,8 +612,21 @@ func (rp *replayer) drain() error {
 	}
 	for _, rw := range rp.res.Rewrites {
 		rp.sum.Rewrites++
-		fmt.Fprintf(rp.transcript, "%s %v %v %v: %q -> %q\n",
-			rp.frameTime.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), rw.Flow, rw.Kind, rw.Dir, rw.Before, rw.After)
+		// As fmt's "%s %v %v %v: %q -> %q\n" would print it, without
+		// its garbage (a line per rewrite, hundreds of thousands of them).
+		b := rp.frameTime.UTC().AppendFormat(rp.line[:0], "2006-01-02T15:04:05.000000Z07:00")
+		b = append(b, ' ')
+		b = rw.Flow.Client().AppendTo(b)
+		b = append(b, " -> "...)
+		b = rw.Flow.Server().AppendTo(b)
+		b = append(append(append(append(append(b, ' '), rw.Kind.String()...), ' '), rw.Dir.String()...), ": "...)
+		b = strconv.AppendQuote(b, bytesView(rw.Before))
+		b = append(b, " -> "...)
+		b = strconv.AppendQuote(b, bytesView(rw.After))
+		rp.line = append(b, '\n')
+		if _, err := rp.transcript.Write(rp.line); err != nil && rp.writeErr == nil {
+			rp.writeErr = fmt.Errorf("transcript: %w", err)
+		}
 	}
 	for _, a := range rp.res.Alerts {
 		fmt.Fprintf(rp.transcript, "%s %v %v error: %s\n",

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -159,11 +160,13 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	}
 
 	started := time.Now()
+	var loopsUp atomic.Bool // the queue loops answer Flows
 	var keeper *rules.Keeper
 	if !cfg.NoRules {
 		if jn != nil {
 			rc.ShiftedNow = jn.conns
 		}
+		rc.EstablishedNow = func() []rules.Conn { return liveConns(handlers, &loopsUp) }
 		if keeper, err = rules.NewKeeper(rc); err != nil {
 			return err
 		}
@@ -257,6 +260,7 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	for _, h := range handlers {
 		h.dropHeld = keepRules
 	}
+	loopsUp.Store(true)
 	loopErr := runLoops(ctx, log, queues, handlers, keeper, mapper.expire, func(ctx context.Context) {
 		serviceLoop(ctx, cfg, mapper, handlers, log)
 	})

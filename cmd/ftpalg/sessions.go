@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ftpalg/ftpalg/mangle"
+	"github.com/ftpalg/ftpalg/rules"
 )
 
 func init() {
@@ -264,4 +266,26 @@ func printSessions(w io.Writer, r *sessionsReport) {
 			fmt.Fprintln(w, b.String())
 		}
 	}
+}
+
+// liveConns lists the translated control connections the queue loops
+// follow (none before the loops run): a restored ruleset queues them
+// from their next packet on (rules.Config.EstablishedNow).
+func liveConns(hs []*engineHandler, loopsUp *atomic.Bool) []rules.Conn {
+	if !loopsUp.Load() {
+		return nil
+	}
+	var cs []rules.Conn
+	for _, h := range hs {
+		flows, ok := h.Flows(100 * time.Millisecond)
+		if !ok {
+			continue
+		}
+		for _, f := range flows {
+			if f.Translated && !f.Closed {
+				cs = append(cs, rules.Conn{Client: f.Client, Server: f.Server})
+			}
+		}
+	}
+	return cs
 }

@@ -32,54 +32,14 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
-
 rounds=${1:-3}
 rtt_n=${RTT_N:-3000}
 flood_s=${FLOOD_SECONDS:-4}
 flood_conns=${FLOOD_CONNS:-4}
 p=nfqb$$
-out=$(mktemp -d)
-pids=()
+me=nfqueue.sh
+. "$here/lab.sh"
 
-die() { echo "nfqueue.sh: $*" >&2; exit 1; }
-[[ $(id -u) == 0 ]] || die "needs root"
-for t in gcc go ip iptables-nft python3; do
-	command -v "$t" >/dev/null || die "needs $t (test/deps.sh installs the Debian packages)"
-done
-[[ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ]] || die "needs libnetfilter-queue-dev"
-
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for n in c r s; do ip netns del "$p-$n" 2>/dev/null || true; done
-	rm -rf "$out"
-}
-trap cleanup EXIT
-
-# Build.
-gcc -O2 -Wall -o "$out/cfloor" "$here/cfloor.c" -lnetfilter_queue -lnfnetlink
-(cd "$repo" && go build -o "$out/ftpalg" ./cmd/ftpalg && go build -o "$out/nfqbench" ./test/bench/nfqbench)
-printf 'tun-device nat64\nipv4-addr 192.168.255.1\nprefix 2001:db8:64::/96\n' >"$out/tayga.conf"
-
-# Network.
-for n in c r s; do
-	ip netns add "$p-$n"
-	ip -n "$p-$n" link set lo up
-done
-ip netns exec "$p-r" sysctl -qw net.ipv4.ip_forward=1
-ip -n "$p-r" link add c type veth peer name eth0 netns "$p-c"
-ip -n "$p-r" link add s type veth peer name eth0 netns "$p-s"
-for l in "r c" "r s" "c eth0" "s eth0"; do
-	set -- $l
-	ip -n "$p-$1" link set "$2" up
-done
-ip -n "$p-r" addr add 192.0.2.1/24 dev c
-ip -n "$p-r" addr add 198.51.100.1/24 dev s
-ip -n "$p-c" addr add 192.0.2.2/24 dev eth0
-ip -n "$p-s" addr add 198.51.100.2/24 dev eth0
-ip -n "$p-c" route add 198.51.100.0/24 via 192.0.2.1
-ip -n "$p-s" route add 192.0.2.0/24 via 198.51.100.1
 for dir in --dport --sport; do
 	ip netns exec "$p-r" iptables-nft -A FORWARD -p tcp "$dir" 21 -j NFQUEUE --queue-num 0
 done

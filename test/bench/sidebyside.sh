@@ -42,50 +42,15 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
-
 rounds=${1:-3}
 flood_s=${FLOOD_SECONDS:-4}
 flood_conns=${FLOOD_CONNS:-8}
 variants=${VARIANTS:-none helper c1 ftpalg1 c2 ftpalg2 rewrite1 rewrite2 helperport cap-c1 cap-ftpalg1 cap-c2 cap-ftpalg2}
 blast_pps=${BLAST_PPS:-300000}
 p=sbs$$
-out=$(mktemp -d)
-pids=()
+me=sidebyside.sh
+. "$here/lab.sh"
 
-die() { echo "sidebyside.sh: $*" >&2; exit 1; }
-[[ $(id -u) == 0 ]] || die "needs root"
-for t in gcc go ip iptables-nft python3; do
-	command -v "$t" >/dev/null || die "needs $t (test/deps.sh bench installs the Debian packages)"
-done
-[[ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ]] || die "needs libnetfilter-queue-dev"
-
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for n in c r s; do ip netns del "$p-$n" 2>/dev/null || true; done
-	rm -rf "$out"
-}
-trap cleanup EXIT
-
-gcc -O2 -Wall -o "$out/cfloor" "$here/cfloor.c" -lnetfilter_queue -lnfnetlink
-(cd "$repo" && go build -o "$out/ftpalg" ./cmd/ftpalg && go build -o "$out/nfqbench" ./test/bench/nfqbench)
-printf 'tun-device nat64\nipv4-addr 192.168.255.1\nprefix 2001:db8:64::/96\nmap 198.51.100.3 2001:db8:1::3\n' >"$out/tayga.conf"
-
-for n in c r s; do
-	ip netns add "$p-$n"
-	ip -n "$p-$n" link set lo up
-done
-ip netns exec "$p-r" sysctl -qw net.ipv4.ip_forward=1
-ip -n "$p-r" link add c type veth peer name eth0 netns "$p-c"
-ip -n "$p-r" link add s type veth peer name eth0 netns "$p-s"
-for l in "r c" "r s" "c eth0" "s eth0"; do
-	set -- $l
-	ip -n "$p-$1" link set "$2" up
-done
-ip -n "$p-r" addr add 192.0.2.1/24 dev c
-ip -n "$p-r" addr add 198.51.100.1/24 dev s
-ip -n "$p-c" addr add 192.0.2.2/24 dev eth0
 # Eight client addresses: queues are balanced by a hash of the addresses.
 srcs=192.0.2.2
 for i in 3 4 5 6 7 8 9; do
@@ -93,10 +58,7 @@ for i in 3 4 5 6 7 8 9; do
 	srcs+=",192.0.2.$i"
 done
 export NFQBENCH_SRC=$srcs
-ip -n "$p-s" addr add 198.51.100.2/24 dev eth0
 ip -n "$p-s" addr add 198.51.100.3/24 dev eth0
-ip -n "$p-c" route add 198.51.100.0/24 via 192.0.2.1
-ip -n "$p-s" route add 192.0.2.0/24 via 198.51.100.1
 ipt() { ip netns exec "$p-r" iptables-nft "$@"; }
 # Counting rules (no target), ahead of everything a variant adds.
 for dir in --dport --sport; do

@@ -23,14 +23,17 @@ import (
 // connections: two routers (test/lab/failover.sh), each with Tayga (the
 // same static maps), a default-drop forward firewall, conntrackd (FTFW on
 // a link of their own) and ftpalg replicating its state to the other
-// (--state-sync-peer/--state-sync-listen). A 46 client (PASV: 229 -> 227
-// changes the length) and a 64 client each open a control connection
-// through router A and verify a passive and an active download; then A's
-// daemon is killed, A's links go down, B commits conntrackd's cache and
-// takes the same addresses. Each control connection must then do passive
+// (--state-sync-peer/--state-sync-listen). 46 clients (PASV: 229 -> 227
+// changes the length) and 64 clients each open a control connection
+// (FTPALG_FAILOVER_CONNS of each) through router A and verify a passive
+// and an active download; then A's daemon is killed, A's links go down,
+// B commits conntrackd's cache and takes the same addresses. Each control connection must then do passive
 // and active downloads through B, verified by content, without breaking,
 // and B's daemon must have resumed them from the replicated state
 // (docs/STATE.md, "Failover").
+//
+// FTPALG_FAILOVER_CONNS sets the number of control connections of each
+// kind (default 3).
 //
 // FTPALG_FAILOVER_CONTROL=nosync runs B's daemon without the state sync,
 // =noconntrackd switches without committing conntrackd's cache: control
@@ -43,6 +46,7 @@ func TestIntegrationFailover(t *testing.T) {
 		}
 	}
 	control := os.Getenv("FTPALG_FAILOVER_CONTROL")
+	conns := envInt("FTPALG_FAILOVER_CONNS", 3)
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +148,12 @@ func TestIntegrationFailover(t *testing.T) {
 		lines chan string
 	}
 	var clients []*client
-	for _, c := range []struct{ kind, ns, host string }{{"46", "c4", server46}, {"64", "c6", "2001:db8:64::198.51.100.10"}} {
+	var kinds []struct{ kind, ns, host string }
+	for i := range conns {
+		kinds = append(kinds, struct{ kind, ns, host string }{fmt.Sprintf("46#%d", i), "c4", server46},
+			struct{ kind, ns, host string }{fmt.Sprintf("64#%d", i), "c6", "2001:db8:64::198.51.100.10"})
+	}
+	for _, c := range kinds {
 		cl := &client{kind: c.kind, lines: make(chan string, 8)}
 		cl.cmd = exec.Command("ip", "netns", "exec", ns(c.ns), "python3", filepath.Join(repo, "test", "lab", "failover.py"),
 			c.host, "data.bin", strings.TrimSpace(string(sha)), "--before", "2", "--after", "4", "--timeout", "60")
@@ -185,7 +194,7 @@ func TestIntegrationFailover(t *testing.T) {
 	// before the switch (with the sync).
 	stateA, stateB := filepath.Join(dir, "ra", "state"), filepath.Join(dir, "rb", "state")
 	if control != "nosync" {
-		for deadline := time.Now().Add(20 * time.Second); !sameDir(stateA, stateB, 2); time.Sleep(50 * time.Millisecond) {
+		for deadline := time.Now().Add(20 * time.Second); !sameDir(stateA, stateB, 2*conns); time.Sleep(50 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("B's state is not A's after 20 s: A %v, B %v", dirNames(stateA), dirNames(stateB))
 			}
@@ -287,8 +296,8 @@ func TestIntegrationFailover(t *testing.T) {
 	if m == nil {
 		t.Fatalf("B's daemon: no counters in its log:\n%s", tail(rb.log, 5))
 	}
-	if n, _ := strconv.Atoi(string(m[1])); n < 2 {
-		t.Errorf("B's daemon restored %d connections, want 2", n)
+	if n, _ := strconv.Atoi(string(m[1])); n < 2*conns {
+		t.Errorf("B's daemon restored %d connections, want %d", n, 2*conns)
 	}
 	t.Logf("B: restored=%s; %d rewrites logged", m[1], bytes.Count(b, []byte("msg=rewrite")))
 }

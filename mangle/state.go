@@ -170,6 +170,17 @@ func StateClosed(b []byte) bool {
 	return len(b) > 5 && [4]byte(b[:4]) == stateMagic && b[5]&stClosed != 0
 }
 
+// StateValid reports whether b is an encoded state this engine would
+// restore (magic, version, checksum and every field in range), for a
+// store that takes states from elsewhere (a peer's replication).
+func StateValid(b []byte) bool {
+	if len(b) > MaxStateLen {
+		return false
+	}
+	var f flow
+	return f.decodeState(b)
+}
+
 // appendState appends the encoded state of the flow to b.
 func (f *flow) appendState(b []byte) []byte {
 	start := len(b)

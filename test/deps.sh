@@ -27,7 +27,7 @@ export DEBIAN_FRONTEND=noninteractive
 # pages and the units with them). The lib* entries are the run-time dependencies of
 # the unpacked proftpd-core and pure-ftpd.
 packages=(
-	tayga vsftpd curl lftp ncftp python3 nftables iptables iproute2 procps conntrack
+	tayga vsftpd curl lftp ncftp python3 nftables iptables iproute2 procps conntrack conntrackd
 	man-db systemd
 	libacl1 libcap2 libcrypt1 libhiredis0.14 libidn2-0 libmemcached11
 	libmemcachedutil2 libncursesw6 libpam0g libpcre2-8-0 libpcre2-posix3

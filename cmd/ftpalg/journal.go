@@ -41,6 +41,11 @@ type journal struct {
 	files  map[mangle.FlowKey]*os.File // open files, at most maxOpenFiles
 
 	saves, errs atomic.Uint64
+
+	// sync, when set, gets each write and removal as it happens, under
+	// mu (so in the order of the writes): the sender of --state-sync-peer
+	// (statesync.go). Records applied from the peer are not passed on.
+	sync func(op byte, k mangle.FlowKey, state []byte)
 }
 
 // openJournal opens (creating) dir and lists the connections a previous
@@ -145,7 +150,10 @@ func parseJournalName(s string) (rules.Conn, bool) {
 
 // SaveFlow writes the state; the first save of a connection adds it to
 // the set of shifted connections first.
-func (j *journal) SaveFlow(k mangle.FlowKey, state []byte) {
+func (j *journal) SaveFlow(k mangle.FlowKey, state []byte) { j.save(k, state, true) }
+
+// save is SaveFlow; replicate passes the write on to j.sync.
+func (j *journal) save(k mangle.FlowKey, state []byte, replicate bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if _, ok := j.known[k]; !ok {
@@ -183,6 +191,9 @@ func (j *journal) SaveFlow(k mangle.FlowKey, state []byte) {
 		return
 	}
 	j.saves.Add(1)
+	if replicate && j.sync != nil {
+		j.sync(syncSave, k, state)
+	}
 }
 
 // LoadFlow reads the state of a connection the journal knows.
@@ -206,11 +217,17 @@ func (j *journal) LoadFlow(k mangle.FlowKey, buf []byte) []byte {
 }
 
 // DropFlow removes the connection's file and its set elements.
-func (j *journal) DropFlow(k mangle.FlowKey) {
+func (j *journal) DropFlow(k mangle.FlowKey) { j.drop(k, true) }
+
+// drop is DropFlow; replicate passes the removal on to j.sync.
+func (j *journal) drop(k mangle.FlowKey, replicate bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if _, ok := j.known[k]; !ok {
 		return
+	}
+	if replicate && j.sync != nil {
+		j.sync(syncDrop, k, nil)
 	}
 	delete(j.known, k)
 	delete(j.closed, k)

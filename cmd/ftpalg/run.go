@@ -243,6 +243,14 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 			}
 		}()
 	}
+	if jn != nil && cfg.SyncPeer != "" {
+		ss, err := startStateSync(jn, cfg.SyncPeer, cfg.SyncListen, cfg.SyncKey, log)
+		if err != nil {
+			return err
+		}
+		defer ss.Close()
+		log.Info("state sync on", "peer", cfg.SyncPeer, "listen", cfg.SyncListen, "key", cfg.SyncKey != "")
+	}
 	if mapper.guard != nil {
 		if err := mapper.guard.open(); err != nil {
 			if !cfg.NoRules {

@@ -40,6 +40,9 @@ type runConfig struct {
 	// restarted daemon (--state-dir, journal.go).
 	StateDir  string
 	KeepRules string
+	// SyncPeer, SyncListen and SyncKey replicate the journal to a standby
+	// router's daemon (--state-sync-*, statesync.go).
+	SyncPeer, SyncListen, SyncKey string
 	// RunDir holds what must survive a crash of the daemon: the Jool
 	// static BIB entries it added (per --table) and, with --state-dir
 	// auto, the journal (--run-dir).
@@ -164,6 +167,9 @@ func newRunFlags(cfg *runConfig) *cmdFlags {
 	fl.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json (one JSON object per line)")
 	fl.StringVar(&cfg.StatusSocket, "status-socket", defaultStatusSocket, "unix socket `path` that 'ftpalg status' reads (empty: none)")
 	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "`directory` (on tmpfs) where the state of translated control connections is kept for a restarted\ndaemon to resume them (docs/STATE.md; auto: RUN-DIR/netns-INODE of this network namespace;\nempty: none, a restart breaks them)")
+	fl.StringVar(&cfg.SyncPeer, "state-sync-peer", "", "for router failover: send each write of the state (--state-dir) to the daemon of the peer\nrouter at `address:port` (UDP; docs/STATE.md), and take records only from its address")
+	fl.StringVar(&cfg.SyncListen, "state-sync-listen", "", "for router failover: receive the peer's records (--state-sync-peer) on `address:port` (UDP)\nand apply them to this daemon's state and set of shifted connections")
+	fl.StringVar(&cfg.SyncKey, "state-sync-key", "", "`file` holding a shared secret (16 bytes or more, the same on both routers): records carry\nan HMAC-SHA256 tag and those without a valid one are dropped")
 	fl.StringVar(&cfg.RunDir, "run-dir", defaultRunDir, "`directory` (on tmpfs) for what must outlive the daemon: the Jool BIB entries it added,\nand the journal with --state-dir auto (the template unit gives each instance its own)")
 	fl.StringVar(&cfg.KeepRules, "keep-rules", "auto", "on exit keep the rules (`mode`): auto (while shifted connections are open, so that they wait\nfor the next daemon), yes or no")
 	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
@@ -226,6 +232,17 @@ func (c *runConfig) check() error {
 	}
 	if c.KeepRules != "auto" && c.KeepRules != "yes" && c.KeepRules != "no" {
 		return fmt.Errorf("--keep-rules %q: want auto, yes or no", c.KeepRules)
+	}
+	if (c.SyncListen != "" || c.SyncKey != "") && c.SyncPeer == "" {
+		return errors.New("--state-sync-listen and --state-sync-key need --state-sync-peer (the only address records are taken from)")
+	}
+	if c.SyncPeer != "" && c.StateDir == "" {
+		return errors.New("--state-sync-peer needs --state-dir (the state it replicates)")
+	}
+	for _, a := range []struct{ flag, v string }{{"--state-sync-peer", c.SyncPeer}, {"--state-sync-listen", c.SyncListen}} {
+		if _, err := netip.ParseAddrPort(a.v); a.v != "" && err != nil {
+			return fmt.Errorf("%s %q: want address:port ([address]:port for IPv6)", a.flag, a.v)
+		}
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
@@ -73,8 +74,10 @@ func keepRules(ctx context.Context, log *slog.Logger, k *rules.Keeper) {
 }
 
 // serviceLoop is the daemon's side of systemd (ready, watchdog, stopping)
-// and of SIGHUP, until ctx is done.
-func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs []*engineHandler, log *slog.Logger) {
+// and of SIGHUP, until ctx is done. A daemon handing over (handingOver,
+// may be nil) says nothing as it stops: its successor is the service's
+// main process by then, and systemd would take the stop as the service's.
+func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs []*engineHandler, log *slog.Logger, handingOver *atomic.Bool) {
 	notify := func(state string) {
 		if _, err := sdNotify(state); err != nil {
 			log.Warn("systemd notification", "state", state, "err", err)
@@ -82,7 +85,11 @@ func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs [
 	}
 	// The queues are open and the rules in: ready.
 	notify("READY=1\nSTATUS=running")
-	defer notify("STOPPING=1\nSTATUS=stopping")
+	defer func() {
+		if handingOver == nil || !handingOver.Load() {
+			notify("STOPPING=1\nSTATUS=stopping")
+		}
+	}()
 	var wd <-chan time.Time
 	interval, ok := watchdogInterval()
 	if ok {

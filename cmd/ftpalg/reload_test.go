@@ -147,7 +147,7 @@ func TestServiceLoop(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		serviceLoop(ctx, cfg, dm, []*engineHandler{h}, slog.New(slog.DiscardHandler))
+		serviceLoop(ctx, cfg, dm, []*engineHandler{h}, slog.New(slog.DiscardHandler), nil)
 	}()
 	if got := f.next(); got != "READY=1\nSTATUS=running" {
 		t.Errorf("first notification %q, want READY=1", got)

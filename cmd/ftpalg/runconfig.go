@@ -44,7 +44,14 @@ type runConfig struct {
 	// static BIB entries it added (per --table) and, with --state-dir
 	// auto, the journal (--run-dir).
 	RunDir string
+	// Takeover starts this daemon beside a running one of the same table
+	// and takes its queues' traffic over without losing a packet
+	// (--takeover, handover.go).
+	Takeover bool
 
+	// Not a flag: the daemon uses the queues QueueNum+Queues onwards, not
+	// QueueNum onwards (a takeover from a daemon on those: handover.go).
+	AltQueues bool
 	// Not flags: runMain sets them for a reload on SIGHUP (the command
 	// line to parse again, and the signal).
 	Args   []string
@@ -156,6 +163,7 @@ func newRunFlags(cfg *runConfig) *cmdFlags {
 	fl.StringVar(&cfg.StateDir, "state-dir", defaultStateDir, "`directory` (on tmpfs) where the state of translated control connections is kept for a restarted\ndaemon to resume them (docs/STATE.md; auto: RUN-DIR/netns-INODE of this network namespace;\nempty: none, a restart breaks them)")
 	fl.StringVar(&cfg.RunDir, "run-dir", defaultRunDir, "`directory` (on tmpfs) for what must outlive the daemon: the Jool BIB entries it added,\nand the journal with --state-dir auto (the template unit gives each instance its own)")
 	fl.StringVar(&cfg.KeepRules, "keep-rules", "auto", "on exit keep the rules (`mode`): auto (while shifted connections are open, so that they wait\nfor the next daemon), yes or no")
+	fl.BoolVar(&cfg.Takeover, "takeover", false, "start beside the running daemon of this --table (in this network namespace) and take over\nfrom it without losing a packet: bind the other queue range (QUEUE-NUM+QUEUES onwards,\nor QUEUE-NUM if the running one uses that), point the rules at it in one transaction, let\nthe running daemon verdict what it has queued and exit, then go on with its state\n(docs/STATE.md, Handover); without a running daemon, start as usual. Tayga only")
 	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
 	return fl
 }
@@ -208,6 +216,15 @@ func (c *runConfig) check() error {
 	if int(c.QueueNum)+int(c.Queues)-1 > 0xffff {
 		return fmt.Errorf("--queue-num %d with --queues %d goes past queue 65535", c.QueueNum, c.Queues)
 	}
+	if c.Takeover && int(c.QueueNum)+2*int(c.Queues)-1 > 0xffff {
+		return fmt.Errorf("--takeover: --queue-num %d with --queues %d: the other range goes past queue 65535", c.QueueNum, c.Queues)
+	}
+	if c.Takeover && c.NoRules {
+		return errors.New("--takeover needs the daemon's own rules (not --no-rules): it points them at its queues")
+	}
+	if c.Takeover && c.JoolInstance != "" {
+		return errors.New("--takeover is for Tayga only for now (the Jool mapper's peer filter and BIB records are not handed over)")
+	}
 	if c.HoldTimeout <= 0 {
 		return fmt.Errorf("--hold-timeout %v: want a positive duration", c.HoldTimeout)
 	}
@@ -221,6 +238,33 @@ func (c *runConfig) check() error {
 		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
 	}
 	return nil
+}
+
+// pickQueues chooses the daemon's queues beside those of the running
+// daemon it takes over from (first, count): QueueNum onwards if they are
+// free, else QueueNum+Queues onwards.
+func (c *runConfig) pickQueues(first, count uint16) error {
+	overlaps := func(a uint16) bool {
+		return int(a) < int(first)+int(count) && int(first) < int(a)+int(c.Queues)
+	}
+	c.AltQueues = false
+	if !overlaps(c.QueueNum) {
+		return nil
+	}
+	c.AltQueues = true
+	if !overlaps(c.firstQueue()) {
+		return nil
+	}
+	return fmt.Errorf("takeover: the running daemon uses queues %d-%d: neither %d nor %d onwards is free (--queue-num, --queues)",
+		first, int(first)+int(count)-1, c.QueueNum, c.firstQueue())
+}
+
+// firstQueue is the first queue the daemon binds.
+func (c *runConfig) firstQueue() uint16 {
+	if c.AltQueues {
+		return c.QueueNum + c.Queues
+	}
+	return c.QueueNum
 }
 
 func (c *runConfig) translator() string {
@@ -239,7 +283,7 @@ func (c *runConfig) rules(scope []netip.Prefix) *rules.Config {
 		Translator: c.translator(),
 		Leg:        c.Leg,
 		Ports:      c.Ports,
-		QueueNum:   c.QueueNum,
+		QueueNum:   c.firstQueue(),
 		Queues:     c.Queues,
 		Bypass:     c.FailOpen,
 		Helper:     c.translator() == rules.Tayga && !c.NoPinholes,

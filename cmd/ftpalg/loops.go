@@ -98,6 +98,7 @@ func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs [
 		wd = t.C
 	}
 	r := &reloader{args: cfg.Args, cfg: cfg, mapper: mapper, handlers: hs, log: log, notify: notify}
+	var upgrading <-chan error // the running upgrade's new daemon, until it exits
 	for {
 		select {
 		case <-ctx.Done():
@@ -108,6 +109,20 @@ func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs [
 			} else {
 				log.Error("a queue loop has not ticked within the watchdog interval: no watchdog ping", "interval", interval.String())
 			}
+		case <-cfg.Upgrade:
+			if upgrading != nil {
+				log.Warn("SIGUSR2: an upgrade is under way already")
+				continue
+			}
+			log.Info("SIGUSR2: starting a new daemon to take over")
+			var err error
+			if upgrading, err = startSuccessor(cfg.Args); err != nil {
+				log.Error("upgrade: the new daemon did not start; this one goes on", "err", err)
+			}
+		case err := <-upgrading:
+			// Had it taken over, this daemon would be gone.
+			upgrading = nil
+			log.Error("upgrade: the new daemon exited before taking over; this one goes on", "err", err)
 		case <-cfg.Reload:
 			log.Info("SIGHUP: reloading the configuration", "config", cfg.Config)
 			if err := r.reload(); err != nil {

@@ -44,7 +44,11 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	cfg.Args, cfg.Reload = args, hup
+	// SIGUSR2 starts the binary anew, which takes over (upgrade.go).
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	cfg.Args, cfg.Reload, cfg.Upgrade = args, hup, usr2
 	go func() {
 		// A second signal during shutdown ends the process at once (the
 		// rules may then stay: "ftpalg rules remove" removes them).
@@ -405,7 +409,7 @@ func takeOver(cfg *runConfig, log *slog.Logger, ho *handoverClient, keeper *rule
 	if jn != nil {
 		resumed = jn.rescan()
 	}
-	log.Info("took over from the old daemon", "old_queues", fmt.Sprintf("%d-%d", ho.first, int(ho.first)+int(ho.count)-1),
+	log.Info("took over from the old daemon", "pid", os.Getpid(), "old_queues", fmt.Sprintf("%d-%d", ho.first, int(ho.first)+int(ho.count)-1),
 		"queues", queueRange(cfg), "switched_in_place", switched, "old_left_without_verdict", left,
 		"shifted", resumed, "took", time.Since(start).Round(time.Millisecond).String())
 	return switched

@@ -54,8 +54,9 @@ type runConfig struct {
 	AltQueues bool
 	// Not flags: runMain sets them for a reload on SIGHUP (the command
 	// line to parse again, and the signal).
-	Args   []string
-	Reload <-chan os.Signal
+	Args    []string
+	Reload  <-chan os.Signal
+	Upgrade <-chan os.Signal // SIGUSR2: start the binary anew with --takeover (upgrade.go)
 }
 
 const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [flags]
@@ -73,6 +74,13 @@ configuration (tayga.conf and its map-file; Jool's pool4) without
 breaking a connection; a bad file is logged and the old settings kept.
 Under systemd (NOTIFY_SOCKET), the daemon reports ready once its queues
 and rules are up, and pings the watchdog (WatchdogSec=).
+
+SIGUSR2 upgrades without losing a packet: the daemon starts its binary
+again (the file on disk, so a newer one after a package upgrade) with the
+same flags and --takeover; the new daemon takes over the queues' traffic,
+the rules and the state, tells systemd it is the main process now
+(NotifyAccess=all) and this one exits. If the new one fails to start, this
+one goes on.
 `
 
 const runExit = `Exit status:

@@ -21,7 +21,16 @@ import (
 // chaosDaemon is one `ftpalg run` of the chaos test.
 type chaosDaemon struct {
 	cmd  *exec.Cmd
+	pid  int // without cmd: a daemon another one started (handover_test.go)
 	done chan error
+}
+
+func (d *chaosDaemon) signal(s syscall.Signal) {
+	if d.cmd != nil {
+		d.cmd.Process.Signal(s)
+		return
+	}
+	syscall.Kill(d.pid, s)
 }
 
 // startChaosDaemon runs bin in nat with the test's own state directory

@@ -79,12 +79,13 @@ func TestIntegrationHandover(t *testing.T) {
 		waitRunning(t, logPath, 1)
 		started := 1
 
+		// Counted from before the clients start (no packet in flight).
+		in0, out0 := l.countedSettled(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 		results := l.runChaosClients(ctx, conns, transfers, "handover.bin", sha)
 		// As in the chaos test: every connection in the journal first.
 		waitJournal(t, state, 2*conns)
 		before := l.retransSegs(t)
-		l.resetCounted(t)
 
 		var got []chaosResult
 		for i := 0; len(got) < 2; i++ {
@@ -102,13 +103,23 @@ func TestIntegrationHandover(t *testing.T) {
 			case "none":
 				continue
 			case "takeover":
+				// A new binary started with --takeover, and in turn
+				// SIGUSR2: the daemon starts its own binary so.
+				if i%2 == 1 {
+					d.signal(syscall.SIGUSR2)
+					if err := <-d.done; err != nil {
+						t.Errorf("old daemon after SIGUSR2: %v", err)
+					}
+					d = adoptDaemon(t, logPath, started)
+					break
+				}
 				next := l.startChaosDaemon(t, bin, state, logPath, "--takeover")
 				if err := <-d.done; err != nil {
 					t.Errorf("old daemon after the takeover: %v", err)
 				}
 				d = next
 			case "sigterm":
-				d.cmd.Process.Signal(syscall.SIGTERM)
+				d.signal(syscall.SIGTERM)
 				if err := <-d.done; err != nil {
 					t.Errorf("daemon after SIGTERM: %v", err)
 				}
@@ -120,7 +131,8 @@ func TestIntegrationHandover(t *testing.T) {
 		cancel()
 		after := l.retransSegs(t)
 		in, out := l.countedSettled(t)
-		d.cmd.Process.Signal(syscall.SIGTERM)
+		in, out = in-in0, out-out0
+		d.signal(syscall.SIGTERM)
 		if err := <-d.done; err != nil {
 			t.Errorf("last daemon after SIGTERM: %v", err)
 		}
@@ -162,6 +174,37 @@ func TestIntegrationHandover(t *testing.T) {
 			t.Errorf("%s: the clients finished after %d replacements: raise FTPALG_HANDOVER_TRANSFERS", p.name, p.replaced)
 		}
 	}
+}
+
+// adoptDaemon follows the daemon an earlier one started on SIGUSR2: the
+// pid of the n-th "took over" line of the log. It is not this process's
+// child: its exit is seen in /proc.
+func adoptDaemon(t *testing.T, logPath string, n int) *chaosDaemon {
+	t.Helper()
+	re := regexp.MustCompile(`msg="took over from the old daemon" pid=(\d+)`)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(logPath)
+		m := re.FindAllSubmatch(b, -1)
+		if len(m) < n {
+			continue
+		}
+		pid, _ := strconv.Atoi(string(m[n-1][1]))
+		d := &chaosDaemon{pid: pid, done: make(chan error, 1)}
+		addCleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+		go func() {
+			for {
+				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+				if f := strings.Fields(string(b)); err != nil || len(f) > 2 && f[2] == "Z" {
+					d.done <- nil
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+		return d
+	}
+	t.Fatalf("no daemon took over after SIGUSR2 within 20 s; log:\n%s", tail(logPath, 20))
+	return nil
 }
 
 // chaosResult is what one chaos.py process reported.
@@ -264,13 +307,6 @@ func (l *lab) addCounted(t *testing.T) {
 		t.Fatalf("nft -f count.nft: %v: %s", err, out)
 	}
 	addCleanup(func() { l.exec(context.Background(), "nat", "nft", "delete", "table", "ip", countTable) })
-}
-
-func (l *lab) resetCounted(t *testing.T) {
-	t.Helper()
-	if out, err := l.exec(context.Background(), "nat", "nft", "reset", "counters", "table", "ip", countTable); err != nil {
-		t.Fatalf("nft reset counters: %v: %s", err, out)
-	}
 }
 
 // counted reads the packets counted in and out.

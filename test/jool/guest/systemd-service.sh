@@ -8,7 +8,7 @@
 # configuration only: the daemon reads tayga.conf; no Tayga runs), then:
 # start (ready = the table is in), the process's user and capabilities,
 # reload (same PID, the change logged), a watchdog of 2 s that the daemon's
-# pings keep happy, kill -9 (restarted, the table back), stop (no table, no
+# pings keep happy, an upgrade by SIGUSR2 (a new main PID, no restart), kill -9 (restarted, the table back), stop (no table, no
 # socket), and the template ftpalg@NAME. Exit status 0 when all held.
 set -uo pipefail
 fail=0
@@ -91,6 +91,19 @@ pid=$(mainpid)
 sleep 7 # more than three watchdog intervals: no ping would have meant a kill
 active && [ "$(mainpid)" = "$pid" ] && [ "$(systemctl show -p NRestarts --value ftpalg)" = 0 ] &&
 	ok "alive after 7 s with a 2 s watchdog, no restart" || bad "watchdog: PID $(mainpid) (was $pid), NRestarts $(systemctl show -p NRestarts --value ftpalg)"
+
+step "upgrade without loss: kill -USR2 (the new daemon takes over and becomes the main PID)"
+kill -USR2 "$pid"
+wait_for 20 sh -c "[ \"\$(systemctl show -p MainPID --value ftpalg)\" != $pid ] && [ \"\$(systemctl show -p MainPID --value ftpalg)\" != 0 ] && ! kill -0 $pid" &&
+	ok "main PID $(mainpid) after SIGUSR2 (was $pid), the old one gone" || bad "after SIGUSR2: main PID $(mainpid) (was $pid)"
+active && table && [ "$(systemctl show -p NRestarts --value ftpalg)" = 0 ] && ok "active, table in place, no restart" ||
+	bad "after SIGUSR2: $(systemctl is-active ftpalg), table $(table && echo yes || echo no), NRestarts $(systemctl show -p NRestarts --value ftpalg)"
+journalctl -u ftpalg --no-pager | grep -q "took over from the old daemon.*switched_in_place=true" && ok "took over, rules switched in place" ||
+	bad "no 'took over ... switched_in_place=true' in the journal"
+pid=$(mainpid)
+sleep 7 # the new main process pings the watchdog
+active && [ "$(mainpid)" = "$pid" ] && [ "$(systemctl show -p NRestarts --value ftpalg)" = 0 ] &&
+	ok "the new daemon alive after 7 s with a 2 s watchdog" || bad "after the takeover, watchdog: PID $(mainpid) (was $pid)"
 rm -r /etc/systemd/system/ftpalg.service.d
 systemctl daemon-reload
 

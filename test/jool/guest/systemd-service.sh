@@ -8,7 +8,8 @@
 # configuration only: the daemon reads tayga.conf; no Tayga runs), then:
 # start (ready = the table is in), the process's user and capabilities,
 # reload (same PID, the change logged), a watchdog of 2 s that the daemon's
-# pings keep happy, an upgrade by SIGUSR2 (a new main PID, no restart), kill -9 (restarted, the table back), stop (no table, no
+# pings keep happy, an upgrade by SIGUSR2 (a new main PID, no restart), kill -9,
+# a package upgrade (postinst sends SIGUSR2) (restarted, the table back), stop (no table, no
 # socket), and the template ftpalg@NAME. Exit status 0 when all held.
 set -uo pipefail
 fail=0
@@ -113,6 +114,17 @@ kill -9 "$pid"
 wait_for 20 sh -c "[ \"\$(systemctl show -p MainPID --value ftpalg)\" != $pid ] && [ \"\$(systemctl show -p MainPID --value ftpalg)\" != 0 ] && [ \"\$(systemctl is-active ftpalg)\" = active ]" &&
 	ok "restarted after kill -9: PID $(mainpid), NRestarts $(systemctl show -p NRestarts --value ftpalg)" || bad "not restarted after kill -9"
 table && ok "table back after the restart" || bad "no table after the restart"
+
+step "package upgrade (dpkg -i again): postinst hands the daemon over by SIGUSR2"
+pid=$(mainpid)
+restarts=$(systemctl show -p NRestarts --value ftpalg)
+dpkg -i --no-triggers "$deb" || bad "dpkg -i (upgrade)"
+[ "$(mainpid)" != "$pid" ] && [ "$(mainpid)" != 0 ] && active && ! kill -0 "$pid" 2>/dev/null &&
+	[ "$(systemctl show -p NRestarts --value ftpalg)" = "$restarts" ] && ok "main PID $(mainpid) after the upgrade (was $pid), no restart" ||
+	bad "after the upgrade: main PID $(mainpid) (was $pid), $(systemctl is-active ftpalg), NRestarts $(systemctl show -p NRestarts --value ftpalg) (was $restarts)"
+[ "$(journalctl -u ftpalg --no-pager | grep -c 'took over from the old daemon.*switched_in_place=true')" = 2 ] &&
+	ok "took over at the upgrade" || bad "no second 'took over' in the journal"
+table && ok "table in place after the upgrade" || bad "no table after the upgrade"
 
 step "stop"
 systemctl stop ftpalg || bad "systemctl stop"

@@ -83,15 +83,21 @@ func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs [
 			log.Warn("systemd notification", "state", state, "err", err)
 		}
 	}
-	// The queues are open and the rules in: ready.
-	notify("READY=1\nSTATUS=running")
+	// The queues are open and the rules in: ready. A ping at once: a
+	// daemon that took over from another must not leave systemd's
+	// watchdog waiting for half an interval (the old one stopped pinging).
+	interval, ok := watchdogInterval()
+	if ok {
+		notify("READY=1\nSTATUS=running\nWATCHDOG=1")
+	} else {
+		notify("READY=1\nSTATUS=running")
+	}
 	defer func() {
 		if handingOver == nil || !handingOver.Load() {
 			notify("STOPPING=1\nSTATUS=stopping")
 		}
 	}()
 	var wd <-chan time.Time
-	interval, ok := watchdogInterval()
 	if ok {
 		t := time.NewTicker(interval / 2)
 		defer t.Stop()

@@ -379,7 +379,11 @@ func takeOver(cfg *runConfig, log *slog.Logger, ho *handoverClient, keeper *rule
 	start := time.Now()
 	// The old daemon may be the service's main process: systemd must
 	// follow this one before it exits (the units' NotifyAccess=all).
-	if _, err := sdNotify(fmt.Sprintf("MAINPID=%d", os.Getpid())); err != nil {
+	state := fmt.Sprintf("MAINPID=%d", os.Getpid())
+	if _, ok := watchdogInterval(); ok {
+		state += "\nWATCHDOG=1" // the old daemon pings no more
+	}
+	if _, err := sdNotify(state); err != nil {
 		log.Warn("takeover: systemd notification", "err", err)
 	}
 	if err := keeper.SwitchQueues(); err != nil {

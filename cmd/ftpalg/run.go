@@ -279,10 +279,6 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules, "table", cfg.Table,
 		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket, "metrics_addr", cfg.MetricsAddr)
 
-	// Keep the rules when the next daemon must find the shifted
-	// connections waiting: then the packets the engines hold get no
-	// verdict (the kernel drops them as the queues close, TCP resends them
-	// to the next daemon) rather than going out with a line half-rewritten.
 	// A successor (run --takeover) may ask this daemon to finish: the
 	// loops then end once the packets queued before the rules switched
 	// have been read, and the rules stay, the successor's now.
@@ -310,6 +306,10 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 			}()
 		}
 	}
+	// Keep the rules when the next daemon must find the shifted
+	// connections waiting: then the packets the engines hold get no
+	// verdict (the kernel drops them as the queues close, TCP resends them
+	// to the next daemon) rather than going out with a line half-rewritten.
 	keepRules := func() bool {
 		return handingOver.Load() || !cfg.NoRules && (cfg.KeepRules == "yes" || cfg.KeepRules == "auto" && jn != nil && jn.open() > 0)
 	}

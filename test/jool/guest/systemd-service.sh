@@ -127,7 +127,12 @@ dpkg -i --no-triggers "$deb" || bad "dpkg -i (upgrade)"
 table && ok "table in place after the upgrade" || bad "no table after the upgrade"
 
 step "stop"
+for p in $(cat /sys/fs/cgroup/system.slice/ftpalg.service/cgroup.procs 2>/dev/null); do
+	echo "in the unit's cgroup: $p ppid $(awk '/^PPid/ { print $2 }' /proc/$p/status) $(tr '\0' ' ' </proc/$p/cmdline)"
+done
+t0=$(date +%s%N)
 systemctl stop ftpalg || bad "systemctl stop"
+echo "stop returned after $((($(date +%s%N) - t0) / 1000000)) ms"
 [ "$(systemctl is-active ftpalg)" = inactive ] && ok "inactive" || bad "$(systemctl is-active ftpalg) after stop"
 table && bad "table ip ftpalg left after stop" || ok "no table left"
 [ -e /run/ftpalg/ftpalg.sock ] && bad "socket left after stop" || ok "no socket left"

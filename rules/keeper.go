@@ -2,6 +2,7 @@ package rules
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,10 @@ type keeperKernel interface {
 	// (coalesced), and closes it when it can no longer watch.
 	watch(ctx context.Context) (<-chan struct{}, error)
 }
+
+// ErrNotInstalled is returned by Keeper.SwitchQueues when the table is not
+// in place with every chain and rule of the plan.
+var ErrNotInstalled = errors.New("the table is not installed with the same chains and rules")
 
 // KeeperEvent is what Run reports: a restored ruleset, or an error it
 // will retry.

@@ -209,24 +209,7 @@ func (p *plan) add(conn *nftables.Conn, native bool) {
 			}
 		}
 		if divert != nil {
-			if shifted != nil {
-				conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: p.shiftedExprs(shifted, native)})
-			}
-			// TCP header offsets of the destination and source ports, in
-			// the order Render prints the rules.
-			for _, off := range []uint32{2, 0} {
-				var e []expr.Any
-				if established != nil {
-					e = p.establishedQueueExprs(conn, t, established, off, native)
-				} else {
-					e = p.ruleExprs(conn, t, off, native)
-				}
-				conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: e})
-			}
-			if established != nil {
-				e := append(p.portMatch(conn, t, 2), &expr.Counter{})
-				conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: e})
-			}
+			p.addDivertRules(conn, t, divert, shifted, established, native)
 		}
 		if track != nil {
 			if set == nil {
@@ -375,4 +358,30 @@ func (p *plan) xtInfo() *xt.Unknown {
 	}
 	binary.NativeEndian.PutUint16(info[4:], flags)
 	return &info
+}
+
+// addDivertRules fills the divert chain: the shifted connections' rule
+// (without bypass) first, then the queue rules (of the established
+// connections only, when established is not nil) and the counter of the
+// clients' packets left unqueued. Install and the handover's queue switch
+// both use it, so the two cannot drift.
+func (p *plan) addDivertRules(conn *nftables.Conn, t *nftables.Table, divert *nftables.Chain, shifted, established *nftables.Set, native bool) {
+	if shifted != nil {
+		conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: p.shiftedExprs(shifted, native)})
+	}
+	// TCP header offsets of the destination and source ports, in the order
+	// Render prints the rules.
+	for _, off := range []uint32{2, 0} {
+		var e []expr.Any
+		if established != nil {
+			e = p.establishedQueueExprs(conn, t, established, off, native)
+		} else {
+			e = p.ruleExprs(conn, t, off, native)
+		}
+		conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: e})
+	}
+	if established != nil {
+		e := append(p.portMatch(conn, t, 2), &expr.Counter{})
+		conn.AddRule(&nftables.Rule{Table: t, Chain: divert, Exprs: e})
+	}
 }

@@ -50,3 +50,6 @@ func NewKeeper(cfg *Config) (*Keeper, error) {
 	}
 	return nil, fmt.Errorf("keep rules: %w", errors.ErrUnsupported)
 }
+
+// SwitchQueues needs Linux nftables.
+func (k *Keeper) SwitchQueues() error { return fmt.Errorf("switch queues: %w", errors.ErrUnsupported) }

@@ -24,7 +24,10 @@ func claimInstance(table string, queues []uint16) (release func(), err error) {
 			l.Close()
 		}
 	}
-	names := []string{"table/" + table}
+	var names []string
+	if table != "" { // a daemon that takes over claims the table last (run.go)
+		names = append(names, "table/"+table)
+	}
 	for _, q := range queues {
 		names = append(names, fmt.Sprintf("queue/%d", q))
 	}

@@ -287,3 +287,30 @@ func (j *journal) fail(what string, k mangle.FlowKey, err error) {
 		j.log.Warn("state journal: "+what, "flow", k.String(), "err", err)
 	}
 }
+
+// rescan lists the directory again, for a daemon that took over from a
+// running one (handover.go): the connections the old daemon saved or
+// dropped after openJournal listed them. It returns how many it holds.
+func (j *journal) rescan() int {
+	ents, err := os.ReadDir(j.dir)
+	if err != nil {
+		j.log.Warn("state journal: list again after the handover", "err", err)
+		return j.open()
+	}
+	known, closed := map[mangle.FlowKey]struct{}{}, map[mangle.FlowKey]struct{}{}
+	for _, e := range ents {
+		c, ok := parseJournalName(e.Name())
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		k := mangle.FlowKeyOf(c.Client, c.Server)
+		known[k] = struct{}{}
+		if journalClosed(filepath.Join(j.dir, e.Name())) {
+			closed[k] = struct{}{}
+		}
+	}
+	j.mu.Lock()
+	j.known, j.closed = known, closed
+	j.mu.Unlock()
+	return j.open()
+}

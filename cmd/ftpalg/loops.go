@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/internal/nfq"
@@ -73,24 +74,37 @@ func keepRules(ctx context.Context, log *slog.Logger, k *rules.Keeper) {
 }
 
 // serviceLoop is the daemon's side of systemd (ready, watchdog, stopping)
-// and of SIGHUP, until ctx is done.
-func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs []*engineHandler, log *slog.Logger) {
+// and of SIGHUP, until ctx is done. A daemon handing over (handingOver,
+// may be nil) says nothing as it stops: its successor is the service's
+// main process by then, and systemd would take the stop as the service's.
+func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs []*engineHandler, log *slog.Logger, handingOver *atomic.Bool) {
 	notify := func(state string) {
 		if _, err := sdNotify(state); err != nil {
 			log.Warn("systemd notification", "state", state, "err", err)
 		}
 	}
-	// The queues are open and the rules in: ready.
-	notify("READY=1\nSTATUS=running")
-	defer notify("STOPPING=1\nSTATUS=stopping")
-	var wd <-chan time.Time
+	// The queues are open and the rules in: ready. A ping at once: a
+	// daemon that took over from another must not leave systemd's
+	// watchdog waiting for half an interval (the old one stopped pinging).
 	interval, ok := watchdogInterval()
+	if ok {
+		notify("READY=1\nSTATUS=running\nWATCHDOG=1")
+	} else {
+		notify("READY=1\nSTATUS=running")
+	}
+	defer func() {
+		if handingOver == nil || !handingOver.Load() {
+			notify("STOPPING=1\nSTATUS=stopping")
+		}
+	}()
+	var wd <-chan time.Time
 	if ok {
 		t := time.NewTicker(interval / 2)
 		defer t.Stop()
 		wd = t.C
 	}
 	r := &reloader{args: cfg.Args, cfg: cfg, mapper: mapper, handlers: hs, log: log, notify: notify}
+	var upgrading <-chan error // the running upgrade's new daemon, until it exits
 	for {
 		select {
 		case <-ctx.Done():
@@ -101,6 +115,20 @@ func serviceLoop(ctx context.Context, cfg *runConfig, mapper *daemonMapper, hs [
 			} else {
 				log.Error("a queue loop has not ticked within the watchdog interval: no watchdog ping", "interval", interval.String())
 			}
+		case <-cfg.Upgrade:
+			if upgrading != nil {
+				log.Warn("SIGUSR2: an upgrade is under way already")
+				continue
+			}
+			log.Info("SIGUSR2: starting a new daemon to take over")
+			var err error
+			if upgrading, err = startSuccessor(cfg.Args); err != nil {
+				log.Error("upgrade: the new daemon did not start; this one goes on", "err", err)
+			}
+		case err := <-upgrading:
+			// Had it taken over, this daemon would be gone.
+			upgrading = nil
+			log.Error("upgrade: the new daemon exited before taking over; this one goes on", "err", err)
 		case <-cfg.Reload:
 			log.Info("SIGHUP: reloading the configuration", "config", cfg.Config)
 			if err := r.reload(); err != nil {

@@ -147,10 +147,12 @@ func TestServiceLoop(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		serviceLoop(ctx, cfg, dm, []*engineHandler{h}, slog.New(slog.DiscardHandler))
+		serviceLoop(ctx, cfg, dm, []*engineHandler{h}, slog.New(slog.DiscardHandler), nil)
 	}()
-	if got := f.next(); got != "READY=1\nSTATUS=running" {
-		t.Errorf("first notification %q, want READY=1", got)
+	// With a watchdog, the first ping goes with READY=1: a daemon that took
+	// over must not leave the watchdog waiting (handover.go).
+	if got := f.next(); got != "READY=1\nSTATUS=running\nWATCHDOG=1" {
+		t.Errorf("first notification %q, want READY=1 and WATCHDOG=1", got)
 	}
 	f.waitFor("WATCHDOG=1")
 	hup <- os.Interrupt // any value: the channel is the SIGHUP one

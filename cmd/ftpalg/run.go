@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -42,7 +44,11 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	cfg.Args, cfg.Reload = args, hup
+	// SIGUSR2 starts the binary anew, which takes over (upgrade.go).
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	cfg.Args, cfg.Reload, cfg.Upgrade = args, hup, usr2
 	go func() {
 		// A second signal during shutdown ends the process at once (the
 		// rules may then stay: "ftpalg rules remove" removes them).
@@ -110,17 +116,38 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	if ok, known := hasNetAdmin(); known && !ok {
 		return errNotRoot
 	}
+	// A takeover (--takeover) starts beside the running daemon of the
+	// table: it binds the other queue range now, and claims the table
+	// once the old one is gone (handover.go).
+	var ho *handoverClient
+	if cfg.Takeover {
+		if ho, err = dialHandover(cfg.Table); err != nil {
+			return err
+		}
+		if ho == nil {
+			log.Info("takeover: no daemon of this table runs here: starting as usual", "table", cfg.Table)
+		} else {
+			defer ho.c.Close()
+			if err := cfg.pickQueues(ho.first, ho.count); err != nil {
+				return err
+			}
+		}
+	}
 	// One daemon per table and per queue in a namespace: a second one
 	// stops here, before it touches the first one's rules or queues.
 	queueNums := make([]uint16, cfg.Queues)
 	for i := range queueNums {
-		queueNums[i] = cfg.QueueNum + uint16(i)
+		queueNums[i] = cfg.firstQueue() + uint16(i)
 	}
-	release, err := claimInstance(cfg.Table, queueNums)
+	table := cfg.Table
+	if ho != nil {
+		table = ""
+	}
+	release, err := claimInstance(table, queueNums)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer func() { release() }() // a takeover adds the table's claim
 
 	// Queues first: a second daemon stops here, before it touches the
 	// first one's rules.
@@ -191,6 +218,12 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		}
 		defer keeper.Close()
 	}
+	// The takeover: the rules switch to this daemon's queues, where the
+	// packets wait while the old daemon verdicts what it has queued.
+	switched := false
+	if ho != nil {
+		switched = takeOver(cfg, log, ho, keeper, jn, &release)
+	}
 	getReport := func() statusReport { return report(cfg, started, queues, handlers, keeper, mapper.pinholes) }
 	ready := func() error {
 		if keeper != nil && !keeper.Installed() {
@@ -210,8 +243,10 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	// its shifted connections in the new table's set.
 	keep := false
 	if keeper != nil {
-		if err := keeper.Install(); err != nil {
-			return err
+		if !switched {
+			if err := keeper.Install(); err != nil {
+				return err
+			}
 		}
 		if jn != nil {
 			if jn.set, err = rules.OpenShifted(rc); err != nil {
@@ -224,8 +259,12 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		// flag (--fail-open) or are dropped.
 		defer func() {
 			if keep {
+				shifted := 0
+				if jn != nil {
+					shifted = jn.open()
+				}
 				log.Info("rules kept for the next daemon: shifted connections wait for it (ftpalg rules remove removes them)",
-					"shifted", jn.open())
+					"shifted", shifted)
 				return
 			}
 			// The mappings go before the peer filter that guards them.
@@ -266,24 +305,73 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 		"leg", cfg.Leg, "ports", cfg.Ports, "queue_nums", queueRange(cfg), "rules", !cfg.NoRules, "table", cfg.Table,
 		"fail_open", cfg.FailOpen, "status_socket", cfg.StatusSocket, "metrics_addr", cfg.MetricsAddr)
 
+	// A successor (run --takeover) may ask this daemon to finish: the
+	// loops then end once the packets queued before the rules switched
+	// have been read, and the rules stay, the successor's now.
+	var handingOver atomic.Bool
+	var successor chan *net.UnixConn
+	loopCtx, cancelLoops := context.WithCancel(ctx)
+	defer cancelLoops()
+	if keeper != nil {
+		if hl, err := listenHandover(cfg.Table, cfg.firstQueue(), cfg.Queues); err != nil {
+			log.Warn("no handover socket: 'ftpalg run --takeover' cannot take over from this daemon", "err", err)
+		} else {
+			defer hl.Close()
+			successor = make(chan *net.UnixConn, 1)
+			go func() {
+				select {
+				case c := <-hl.requests:
+					hl.Close()
+					handingOver.Store(true)
+					log.Info("handing over to a new daemon: finishing the packets queued here")
+					waitQuiet(queues, handoverQuiet, handoverTimeout/2)
+					successor <- c
+					cancelLoops()
+				case <-loopCtx.Done():
+				}
+			}()
+		}
+	}
 	// Keep the rules when the next daemon must find the shifted
 	// connections waiting: then the packets the engines hold get no
 	// verdict (the kernel drops them as the queues close, TCP resends them
 	// to the next daemon) rather than going out with a line half-rewritten.
 	keepRules := func() bool {
-		return !cfg.NoRules && (cfg.KeepRules == "yes" || cfg.KeepRules == "auto" && jn != nil && jn.open() > 0)
+		return handingOver.Load() || !cfg.NoRules && (cfg.KeepRules == "yes" || cfg.KeepRules == "auto" && jn != nil && jn.open() > 0)
 	}
 	for _, h := range handlers {
 		h.dropHeld = keepRules
 	}
 	loopsUp.Store(true)
-	loopErr := runLoops(ctx, log, queues, handlers, keeper, mapper.expire, func(ctx context.Context) {
-		serviceLoop(ctx, cfg, mapper, handlers, log)
+	loopErr := runLoops(loopCtx, log, queues, handlers, keeper, mapper.expire, func(ctx context.Context) {
+		serviceLoop(ctx, cfg, mapper, handlers, log, &handingOver)
 	})
 	keep = keepRules()
 	// The loops gave every held packet its verdict (unless dropHeld); the
-	// kernel drops what is still queued when a queue closes.
+	// kernel drops what is still queued when a queue closes: at a
+	// handover, those are the packets this daemon held (a line's start
+	// waiting for its end, which went to the new queues), resent by TCP.
+	var left uint64
+	if handingOver.Load() {
+		for _, q := range queues {
+			if ks, ok := q.KernelStats(); ok {
+				left += uint64(ks.Waiting)
+			}
+		}
+	}
 	closeQueues()
+	if handingOver.Load() {
+		select {
+		case c := <-successor:
+			// The successor takes the table's claim, the status socket
+			// and the metrics address next: let go of them first.
+			stopServers()
+			release()
+			handoverDone(c, left)
+			log.Info("handed over to the new daemon", "left_without_verdict", left)
+		default:
+		}
+	}
 
 	sum := report(cfg, started, queues, handlers, keeper, mapper.pinholes).total()
 	log.Info("ftpalg stopped", "uptime", time.Since(started).Round(time.Millisecond).String(),
@@ -298,6 +386,92 @@ func run(ctx context.Context, cfg *runConfig, log *slog.Logger) (err error) {
 	return loopErr
 }
 
+// handoverTimeout bounds a takeover: the old daemon's wait for the
+// packets queued before the switch (half of it), and the new one's wait
+// for the old one to be done; past it the new daemon goes on (logged).
+const handoverTimeout = 5 * time.Second
+
+// handoverQuiet is how long no packet must arrive in the old daemon's
+// queues after the switch, with none left unread, before it stops reading
+// them: the packets that matched the old rules reach the queues within
+// microseconds of the switch. Meanwhile packets wait in the new queues.
+const handoverQuiet = 20 * time.Millisecond
+
+// takeOver is the new daemon's side of a handover (handover.go): it
+// tells systemd to follow this process, switches the rules to its queues
+// in place, lets the old daemon finish, claims the table (adding that to
+// *release) and lists the journal again. switched is false when the rules
+// could not be switched in place: the caller installs them.
+func takeOver(cfg *runConfig, log *slog.Logger, ho *handoverClient, keeper *rules.Keeper, jn *journal, release *func()) (switched bool) {
+	start := time.Now()
+	// The old daemon may be the service's main process: systemd must
+	// follow this one before it exits (the units' NotifyAccess=all).
+	state := fmt.Sprintf("MAINPID=%d", os.Getpid())
+	if _, ok := watchdogInterval(); ok {
+		state += "\nWATCHDOG=1" // the old daemon pings no more
+	}
+	if _, err := sdNotify(state); err != nil {
+		log.Warn("takeover: systemd notification", "err", err)
+	}
+	if err := keeper.SwitchQueues(); err != nil {
+		log.Warn("takeover: the rules could not be switched in place; they are installed anew once the old daemon is gone (what it has queued then is dropped and resent by TCP)", "err", err)
+	} else {
+		switched = true
+	}
+	left, err := ho.finish(start.Add(handoverTimeout))
+	if err != nil {
+		log.Warn("takeover: the old daemon did not say it is done: going on", "err", err, "timeout", handoverTimeout.String())
+	}
+	// The old daemon lets go of the table as it exits.
+	for {
+		rt, err := claimInstance(cfg.Table, nil)
+		if err == nil {
+			prev := *release
+			*release = func() { rt(); prev() }
+			break
+		}
+		if !errors.Is(err, errInstance) || time.Since(start) > 2*handoverTimeout {
+			log.Warn("takeover: the table is still claimed: going on", "err", err)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resumed := 0
+	if jn != nil {
+		resumed = jn.rescan()
+	}
+	log.Info("took over from the old daemon", "pid", os.Getpid(), "old_queues", fmt.Sprintf("%d-%d", ho.first, int(ho.first)+int(ho.count)-1),
+		"queues", queueRange(cfg), "switched_in_place", switched, "old_left_without_verdict", left,
+		"shifted", resumed, "took", time.Since(start).Round(time.Millisecond).String())
+	return switched
+}
+
+// waitQuiet returns once the queues received no packet for quiet and the
+// kernel has none waiting that the loops did not read (those read and
+// not verdicted are held by the engines), or after limit.
+func waitQuiet(queues []*nfq.Queue, quiet, limit time.Duration) {
+	end := time.Now().Add(limit)
+	var last uint64
+	since := time.Now()
+	for first := true; time.Now().Before(end); first = false {
+		var n uint64
+		unread := false
+		for _, q := range queues {
+			st := q.Stats()
+			n += st.Packets
+			if ks, ok := q.KernelStats(); ok && uint64(ks.Waiting) > st.Packets-st.Verdicts {
+				unread = true
+			}
+		}
+		if first || n != last || unread {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= quiet {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // openQueues binds the configured queues. On an error it returns those
 // already bound, for the caller to close.
 func openQueues(cfg *runConfig) ([]*nfq.Queue, error) {
@@ -307,7 +481,7 @@ func openQueues(cfg *runConfig) ([]*nfq.Queue, error) {
 		// packets unchanged) would let a shifted connection's packets
 		// pass unshifted: with a state directory a full queue drops, and
 		// TCP resends (docs/STATE.md).
-		q, err := nfq.Open(&nfq.Config{Queue: cfg.QueueNum + i, FailOpen: cfg.FailOpen && cfg.StateDir == ""})
+		q, err := nfq.Open(&nfq.Config{Queue: cfg.firstQueue() + i, FailOpen: cfg.FailOpen && cfg.StateDir == ""})
 
 		if err != nil {
 			return queues, err
@@ -322,10 +496,13 @@ func openQueues(cfg *runConfig) ([]*nfq.Queue, error) {
 // /readyz whether the daemon translates.
 func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport, sess func() sessionsReport, ready func() error) (stop func(), err error) {
 	var closers []func() error
+	var once sync.Once
 	stop = func() {
-		for _, c := range closers {
-			c()
-		}
+		once.Do(func() {
+			for _, c := range closers {
+				c()
+			}
+		})
 	}
 	if cfg.StatusSocket != "" {
 		// Only a window on the daemon: translating matters more. Daemons
@@ -352,9 +529,9 @@ func serveReports(cfg *runConfig, log *slog.Logger, get func() statusReport, ses
 
 func queueRange(cfg *runConfig) string {
 	if cfg.Queues == 1 {
-		return strconv.Itoa(int(cfg.QueueNum))
+		return strconv.Itoa(int(cfg.firstQueue()))
 	}
-	return fmt.Sprintf("%d-%d", cfg.QueueNum, int(cfg.QueueNum)+int(cfg.Queues)-1)
+	return fmt.Sprintf("%d-%d", cfg.firstQueue(), int(cfg.firstQueue())+int(cfg.Queues)-1)
 }
 
 // hasNetAdmin reads CAP_NET_ADMIN from the effective capabilities of this

@@ -454,3 +454,33 @@ func TestDefaultQueues(t *testing.T) {
 		t.Errorf("defaultQueues() = %d with %d CPUs", n, runtime.NumCPU())
 	}
 }
+
+// A takeover binds the queue range the running daemon does not use.
+func TestPickQueues(t *testing.T) {
+	for _, tc := range []struct {
+		num, n       uint16 // --queue-num, --queues
+		first, count uint16 // the running daemon's
+		want         uint16
+		wantErr      bool
+	}{
+		{num: 0, n: 2, first: 0, count: 2, want: 2},
+		{num: 0, n: 2, first: 2, count: 2, want: 0},
+		{num: 10, n: 1, first: 10, count: 1, want: 11},
+		{num: 10, n: 1, first: 11, count: 1, want: 10},
+		{num: 0, n: 2, first: 5, count: 1, want: 0},       // another range: ours is free
+		{num: 0, n: 2, first: 1, count: 2, wantErr: true}, // 1-2 overlaps 0-1 and 2-3
+		{num: 0, n: 2, first: 0, count: 4, wantErr: true},
+	} {
+		cfg := &runConfig{QueueNum: tc.num, Queues: tc.n}
+		err := cfg.pickQueues(tc.first, tc.count)
+		if tc.wantErr {
+			if err == nil {
+				t.Errorf("%+v: got queues %d onwards, want an error", tc, cfg.firstQueue())
+			}
+			continue
+		}
+		if err != nil || cfg.firstQueue() != tc.want {
+			t.Errorf("%+v: got %d, %v; want %d", tc, cfg.firstQueue(), err, tc.want)
+		}
+	}
+}

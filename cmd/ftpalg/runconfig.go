@@ -52,10 +52,19 @@ type runConfig struct {
 	// address (--jool-origin-marks; zero: off).
 	JoolOriginMarks [2]uint32
 
+	// Takeover starts this daemon beside a running one of the same table
+	// and takes its queues' traffic over without losing a packet
+	// (--takeover, handover.go).
+	Takeover bool
+
+	// Not a flag: the daemon uses the queues QueueNum+Queues onwards, not
+	// QueueNum onwards (a takeover from a daemon on those: handover.go).
+	AltQueues bool
 	// Not flags: runMain sets them for a reload on SIGHUP (the command
 	// line to parse again, and the signal).
-	Args   []string
-	Reload <-chan os.Signal
+	Args    []string
+	Reload  <-chan os.Signal
+	Upgrade <-chan os.Signal // SIGUSR2: start the binary anew with --takeover (upgrade.go)
 }
 
 const runUsage = `Usage: ftpalg run (--tayga-conf FILE | --jool-instance NAME) [flags]
@@ -73,6 +82,13 @@ configuration (tayga.conf and its map-file; Jool's pool4) without
 breaking a connection; a bad file is logged and the old settings kept.
 Under systemd (NOTIFY_SOCKET), the daemon reports ready once its queues
 and rules are up, and pings the watchdog (WatchdogSec=).
+
+SIGUSR2 upgrades without losing a packet: the daemon starts its binary
+again (the file on disk, so a newer one after a package upgrade) with the
+same flags and --takeover; the new daemon takes over the queues' traffic,
+the rules and the state, tells systemd it is the main process now
+(NotifyAccess=all) and this one exits. If the new one fails to start, this
+one goes on.
 `
 
 const runExit = `Exit status:
@@ -172,6 +188,7 @@ func newRunFlags(cfg *runConfig) *cmdFlags {
 	fl.StringVar(&cfg.SyncKey, "state-sync-key", "", "`file` holding a shared secret (16 bytes or more, the same on both routers): records carry\nan HMAC-SHA256 tag and those without a valid one are dropped")
 	fl.StringVar(&cfg.RunDir, "run-dir", defaultRunDir, "`directory` (on tmpfs) for what must outlive the daemon: the Jool BIB entries it added,\nand the journal with --state-dir auto (the template unit gives each instance its own)")
 	fl.StringVar(&cfg.KeepRules, "keep-rules", "auto", "on exit keep the rules (`mode`): auto (while shifted connections are open, so that they wait\nfor the next daemon), yes or no")
+	fl.BoolVar(&cfg.Takeover, "takeover", false, "start beside the running daemon of this --table (in this network namespace) and take over\nfrom it without losing a packet: bind the other queue range (QUEUE-NUM+QUEUES onwards,\nor QUEUE-NUM if the running one uses that), point the rules at it in one transaction, let\nthe running daemon verdict what it has queued and exit, then go on with its state\n(docs/STATE.md, Handover); without a running daemon, start as usual. Tayga only")
 	fl.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`address`/metrics (for example 127.0.0.1:9421; empty: none)")
 	return fl
 }
@@ -224,6 +241,15 @@ func (c *runConfig) check() error {
 	if int(c.QueueNum)+int(c.Queues)-1 > 0xffff {
 		return fmt.Errorf("--queue-num %d with --queues %d goes past queue 65535", c.QueueNum, c.Queues)
 	}
+	if c.Takeover && int(c.QueueNum)+2*int(c.Queues)-1 > 0xffff {
+		return fmt.Errorf("--takeover: --queue-num %d with --queues %d: the other range goes past queue 65535", c.QueueNum, c.Queues)
+	}
+	if c.Takeover && c.NoRules {
+		return errors.New("--takeover needs the daemon's own rules (not --no-rules): it points them at its queues")
+	}
+	if c.Takeover && c.JoolInstance != "" {
+		return errors.New("--takeover is for Tayga only for now (the Jool mapper's peer filter and BIB records are not handed over)")
+	}
 	if c.HoldTimeout <= 0 {
 		return fmt.Errorf("--hold-timeout %v: want a positive duration", c.HoldTimeout)
 	}
@@ -250,6 +276,33 @@ func (c *runConfig) check() error {
 	return nil
 }
 
+// pickQueues chooses the daemon's queues beside those of the running
+// daemon it takes over from (first, count): QueueNum onwards if they are
+// free, else QueueNum+Queues onwards.
+func (c *runConfig) pickQueues(first, count uint16) error {
+	overlaps := func(a uint16) bool {
+		return int(a) < int(first)+int(count) && int(first) < int(a)+int(c.Queues)
+	}
+	c.AltQueues = false
+	if !overlaps(c.QueueNum) {
+		return nil
+	}
+	c.AltQueues = true
+	if !overlaps(c.firstQueue()) {
+		return nil
+	}
+	return fmt.Errorf("takeover: the running daemon uses queues %d-%d: neither %d nor %d onwards is free (--queue-num, --queues)",
+		first, int(first)+int(count)-1, c.QueueNum, c.firstQueue())
+}
+
+// firstQueue is the first queue the daemon binds.
+func (c *runConfig) firstQueue() uint16 {
+	if c.AltQueues {
+		return c.QueueNum + c.Queues
+	}
+	return c.QueueNum
+}
+
 func (c *runConfig) translator() string {
 	if c.JoolInstance != "" {
 		return rules.Jool
@@ -266,7 +319,7 @@ func (c *runConfig) rules(scope []netip.Prefix) *rules.Config {
 		Translator: c.translator(),
 		Leg:        c.Leg,
 		Ports:      c.Ports,
-		QueueNum:   c.QueueNum,
+		QueueNum:   c.firstQueue(),
 		Queues:     c.Queues,
 		Bypass:     c.FailOpen,
 		Helper:     c.translator() == rules.Tayga && !c.NoPinholes,

@@ -21,14 +21,23 @@ import (
 // chaosDaemon is one `ftpalg run` of the chaos test.
 type chaosDaemon struct {
 	cmd  *exec.Cmd
+	pid  int // without cmd: a daemon another one started (handover_test.go)
 	done chan error
+}
+
+func (d *chaosDaemon) signal(s syscall.Signal) {
+	if d.cmd != nil {
+		d.cmd.Process.Signal(s)
+		return
+	}
+	syscall.Kill(d.pid, s)
 }
 
 // startChaosDaemon runs bin in nat with the test's own state directory
 // and no status socket, and waits until its rules are in (the previous
 // daemon's table, if kept, is replaced by the new one's: the log line
 // "ftpalg running" says the new one is in place).
-func (l *lab) startChaosDaemon(t *testing.T, bin, state, logPath string) *chaosDaemon {
+func (l *lab) startChaosDaemon(t *testing.T, bin, state, logPath string, extra ...string) *chaosDaemon {
 	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -37,6 +46,7 @@ func (l *lab) startChaosDaemon(t *testing.T, bin, state, logPath string) *chaosD
 	defer f.Close()
 	cmd := exec.Command("ip", "netns", "exec", l.ns("nat"), bin, "run",
 		"--tayga-conf", filepath.Join(l.dir, "tayga.conf"), "--state-dir", state, "--status-socket=", "--log-level", envStr("FTPALG_CHAOS_LOG", "info"))
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start ftpalg: %v", err)

@@ -8,7 +8,8 @@
 # configuration only: the daemon reads tayga.conf; no Tayga runs), then:
 # start (ready = the table is in), the process's user and capabilities,
 # reload (same PID, the change logged), a watchdog of 2 s that the daemon's
-# pings keep happy, kill -9 (restarted, the table back), stop (no table, no
+# pings keep happy, an upgrade by SIGUSR2 (a new main PID, no restart), kill -9,
+# a package upgrade (postinst sends SIGUSR2) (restarted, the table back), stop (no table, no
 # socket), and the template ftpalg@NAME. Exit status 0 when all held.
 set -uo pipefail
 fail=0
@@ -91,6 +92,19 @@ pid=$(mainpid)
 sleep 7 # more than three watchdog intervals: no ping would have meant a kill
 active && [ "$(mainpid)" = "$pid" ] && [ "$(systemctl show -p NRestarts --value ftpalg)" = 0 ] &&
 	ok "alive after 7 s with a 2 s watchdog, no restart" || bad "watchdog: PID $(mainpid) (was $pid), NRestarts $(systemctl show -p NRestarts --value ftpalg)"
+
+step "upgrade without loss: kill -USR2 (the new daemon takes over and becomes the main PID)"
+kill -USR2 "$pid"
+wait_for 20 sh -c "[ \"\$(systemctl show -p MainPID --value ftpalg)\" != $pid ] && [ \"\$(systemctl show -p MainPID --value ftpalg)\" != 0 ] && ! kill -0 $pid" &&
+	ok "main PID $(mainpid) after SIGUSR2 (was $pid), the old one gone" || bad "after SIGUSR2: main PID $(mainpid) (was $pid)"
+active && table && [ "$(systemctl show -p NRestarts --value ftpalg)" = 0 ] && ok "active, table in place, no restart" ||
+	bad "after SIGUSR2: $(systemctl is-active ftpalg), table $(table && echo yes || echo no), NRestarts $(systemctl show -p NRestarts --value ftpalg)"
+journalctl -u ftpalg --no-pager | grep -q "took over from the old daemon.*switched_in_place=true" && ok "took over, rules switched in place" ||
+	bad "no 'took over ... switched_in_place=true' in the journal"
+pid=$(mainpid)
+sleep 7 # the new main process pings the watchdog
+active && [ "$(mainpid)" = "$pid" ] && [ "$(systemctl show -p NRestarts --value ftpalg)" = 0 ] &&
+	ok "the new daemon alive after 7 s with a 2 s watchdog" || bad "after the takeover, watchdog: PID $(mainpid) (was $pid)"
 rm -r /etc/systemd/system/ftpalg.service.d
 systemctl daemon-reload
 
@@ -101,8 +115,24 @@ wait_for 20 sh -c "[ \"\$(systemctl show -p MainPID --value ftpalg)\" != $pid ] 
 	ok "restarted after kill -9: PID $(mainpid), NRestarts $(systemctl show -p NRestarts --value ftpalg)" || bad "not restarted after kill -9"
 table && ok "table back after the restart" || bad "no table after the restart"
 
+step "package upgrade (dpkg -i again): postinst hands the daemon over by SIGUSR2"
+pid=$(mainpid)
+restarts=$(systemctl show -p NRestarts --value ftpalg)
+dpkg -i --no-triggers "$deb" || bad "dpkg -i (upgrade)"
+[ "$(mainpid)" != "$pid" ] && [ "$(mainpid)" != 0 ] && active && ! kill -0 "$pid" 2>/dev/null &&
+	[ "$(systemctl show -p NRestarts --value ftpalg)" = "$restarts" ] && ok "main PID $(mainpid) after the upgrade (was $pid), no restart" ||
+	bad "after the upgrade: main PID $(mainpid) (was $pid), $(systemctl is-active ftpalg), NRestarts $(systemctl show -p NRestarts --value ftpalg) (was $restarts)"
+[ "$(journalctl -u ftpalg --no-pager | grep -c 'took over from the old daemon.*switched_in_place=true')" = 2 ] &&
+	ok "took over at the upgrade" || bad "no second 'took over' in the journal"
+table && ok "table in place after the upgrade" || bad "no table after the upgrade"
+
 step "stop"
+for p in $(cat /sys/fs/cgroup/system.slice/ftpalg.service/cgroup.procs 2>/dev/null); do
+	echo "in the unit's cgroup: $p ppid $(awk '/^PPid/ { print $2 }' /proc/$p/status) $(tr '\0' ' ' </proc/$p/cmdline)"
+done
+t0=$(date +%s%N)
 systemctl stop ftpalg || bad "systemctl stop"
+echo "stop returned after $((($(date +%s%N) - t0) / 1000000)) ms"
 [ "$(systemctl is-active ftpalg)" = inactive ] && ok "inactive" || bad "$(systemctl is-active ftpalg) after stop"
 table && bad "table ip ftpalg left after stop" || ok "no table left"
 [ -e /run/ftpalg/ftpalg.sock ] && bad "socket left after stop" || ok "no socket left"

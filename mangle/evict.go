@@ -76,8 +76,9 @@ func (e *Engine) unlinkHalfOpen(f *flow) {
 	e.nHalfOpen--
 }
 
-// HalfOpen returns the number of flows that have seen no payload yet.
-func (e *Engine) HalfOpen() int { return e.nHalfOpen }
+// HalfOpen returns the number of connections that have seen no payload
+// yet: half-open records and flows.
+func (e *Engine) HalfOpen() int { return e.nHalfOpen + e.ho.n }
 
 // makeRoom frees one place in a full flow table, or reports that none can
 // be freed without breaking a session.

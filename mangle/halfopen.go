@@ -191,7 +191,28 @@ func (t *hoTable) remove(i int32) {
 done:
 	*r = hoRec{nxt: t.free}
 	t.free = i
-	t.n--
+	if t.n--; t.n == 0 {
+		t.shrink()
+	}
+}
+
+// shrink gives back the memory of an empty table (a flood is over, or
+// every session of a burst got its payload) but for one chunk and a small
+// index, so that connections coming one at a time allocate nothing.
+func (t *hoTable) shrink() {
+	if len(t.idx) > 64 {
+		t.idx = make([]uint32, 64) // the old one is all empty
+	}
+	if len(t.chunks) <= 1 {
+		return
+	}
+	clear(t.chunks[1:])
+	t.chunks = t.chunks[:1]
+	t.free = -1
+	for j := int32(hoChunk - 1); j >= 0; j-- {
+		t.chunks[0][j].nxt = t.free
+		t.free = j
+	}
 }
 
 // isClientSYN reports whether the current packet opens a connection: a

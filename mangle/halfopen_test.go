@@ -132,6 +132,23 @@ func TestHalfOpenTable(t *testing.T) {
 	if n != len(order) {
 		t.Fatalf("age list %d long, want %d", n, len(order))
 	}
+	// Emptied, the table keeps one chunk, and works on.
+	for tb.n > 0 {
+		tb.remove(tb.head)
+	}
+	if len(tb.chunks) != 1 || len(tb.idx) != 64 || tb.head != -1 || tb.tail != -1 {
+		t.Fatalf("emptied: %d chunks, index of %d, list %d..%d", len(tb.chunks), len(tb.idx), tb.head, tb.tail)
+	}
+	for i := range 2 * hoChunk {
+		k := FlowKeyOf(fleetAddr(i), netip.AddrPortFrom(sess46.Server4, 21))
+		tb.add(k)
+		if tb.find(&k) < 0 {
+			t.Fatalf("%v added, not found", k)
+		}
+	}
+	if len(tb.chunks) != 2 || tb.n != 2*hoChunk {
+		t.Fatalf("%d chunks, %d records", len(tb.chunks), tb.n)
+	}
 }
 
 // A record idle for longer than the idle timeout is forgotten, like a

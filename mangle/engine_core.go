@@ -17,6 +17,7 @@ type Engine struct {
 
 	hoHead, hoTail *flow   // half-open flows, oldest first (evict.go)
 	ho             hoTable // half-open connections opened by a SYN (halfopen.go)
+	noRecords      bool    // tests: every connection a flow from its first packet, as before records
 	nHalfOpen      int
 	noRoom         int // new flows to refuse before looking for room again
 
@@ -178,7 +179,7 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 			e.forceRelease(f, ToClient)
 			e.dropFlow(f)
 		}
-		if e.isClientSYN(d) {
+		if e.isClientSYN(d) && !e.noRecords {
 			e.startHalfOpen(key, tag, b, now)
 			return
 		}

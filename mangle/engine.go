@@ -14,12 +14,17 @@ type Config struct {
 	// the server's own with 425 instead of translating it (with a counter).
 	Strict bool
 	// MaxFlows bounds the flow table (default 131072: about 100 MB of
-	// idle established flows). A new flow past the
-	// bound evicts the oldest half-open flow (no payload yet), else a flow
-	// whose state its next packet rebuilds; a flow that carries state its
-	// session needs (shifted sequence numbers, held packets, a reply to
-	// translate) is never evicted: the new flow is refused instead (its
-	// packets pass unchanged, counted in Stats.FlowsRefused).
+	// idle established flows), and apart from it the half-open records
+	// (halfopen.go: a connection opened by a client's SYN, until its first
+	// payload; about 100 bytes each, so about 13 MB more at the default).
+	// A new record past its bound evicts the oldest record. A new flow
+	// past the bound (a record's first payload, or a connection met
+	// without its SYN) evicts the oldest half-open flow (no payload yet),
+	// else a flow whose state its next packet rebuilds; a flow that
+	// carries state its session needs (shifted sequence numbers, held
+	// packets, a reply to translate) is never evicted: the new flow is
+	// refused instead (its packets pass unchanged, counted in
+	// Stats.FlowsRefused).
 	MaxFlows int
 	// MaxHeld bounds the packets held per flow while a command or reply is
 	// incomplete (default 4); past it they are released unmodified.
@@ -137,8 +142,8 @@ type Stats struct {
 	FlowsEvicted  uint64 // established flows without state of their own dropped from a full table
 	Restored      uint64 // flows resumed from a StateStore
 	RestoreFailed uint64 // saved states that did not decode (the flow starts afresh)
-	// HalfOpenEvicted counts half-open flows (no payload yet) dropped from
-	// a full table.
+	// HalfOpenEvicted counts half-open connections (no payload yet)
+	// dropped from a full table: records and flows.
 	HalfOpenEvicted uint64
 	// FlowsRefused counts packets of new flows not followed because the
 	// table was full of flows that matter (passed unchanged).

@@ -15,7 +15,9 @@ type Engine struct {
 	free  []*flow
 	heldF []*flow // flows holding packets
 
-	hoHead, hoTail *flow // half-open flows, oldest first (evict.go)
+	hoHead, hoTail *flow   // half-open flows, oldest first (evict.go)
+	ho             hoTable // half-open connections opened by a SYN (halfopen.go)
+	noRecords      bool    // tests: every connection a flow from its first packet, as before records
 	nHalfOpen      int
 	noRoom         int // new flows to refuse before looking for room again
 
@@ -54,6 +56,7 @@ func New(cfg *Config) *Engine {
 	e.watcher, _ = e.cfg.Mapper.(LengthWatcher)
 	e.active, _ = e.cfg.Mapper.(ActiveChecker)
 	e.flows = make(map[FlowKey]*flow)
+	e.ho.init()
 	e.lineOut = make([]byte, 0, 2*maxRegionBytes)
 	e.textBuf = make([]byte, 0, 2*maxRegionBytes)
 	e.scratch = make([]byte, 0, 4096)
@@ -66,8 +69,9 @@ func (e *Engine) Stats() Stats {
 	return s
 }
 
-// Flows returns the number of flows the engine follows.
-func (e *Engine) Flows() int { return len(e.flows) }
+// Flows returns the number of connections the engine follows: flows and
+// half-open records.
+func (e *Engine) Flows() int { return len(e.flows) + e.ho.n }
 
 func (e *Engine) begin(res *Result) {
 	res.reset()
@@ -132,6 +136,18 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 	if f == nil || f.key != key {
 		f = e.flows[key]
 	}
+	if f == nil && e.ho.n > 0 {
+		if i := e.ho.find(&key); i >= 0 {
+			if e.halfOpenPacket(i, d, tag, b, now, false) {
+				return
+			}
+			if f = e.promote(i); f == nil {
+				e.stats.FlowsRefused++
+				e.emitOrig(tag, b)
+				return
+			}
+		}
+	}
 	if f != nil && !f.translate {
 		e.stats.Untranslated++
 		e.emitOrig(tag, b)
@@ -162,6 +178,10 @@ func (e *Engine) Process(b []byte, tag uint64, now time.Time, res *Result) {
 			e.forceRelease(f, ToServer)
 			e.forceRelease(f, ToClient)
 			e.dropFlow(f)
+		}
+		if e.isClientSYN(d) && !e.noRecords {
+			e.startHalfOpen(key, tag, b, now)
+			return
 		}
 		if f = e.newFlow(key, now); f == nil {
 			e.stats.FlowsRefused++
@@ -205,6 +225,16 @@ func (e *Engine) emitOrig(tag uint64, b []byte) {
 // newFlow starts following a connection, or returns nil when the table
 // is full and no flow can go (evict.go).
 func (e *Engine) newFlow(key FlowKey, now time.Time) *flow {
+	f := e.allocFlow(key, now)
+	if f != nil {
+		e.stats.Flows++
+	}
+	return f
+}
+
+// allocFlow puts a new flow for key in the table, or returns nil when the
+// table is full and no flow can go.
+func (e *Engine) allocFlow(key FlowKey, now time.Time) *flow {
 	if len(e.flows) >= e.cfg.MaxFlows && !e.makeRoom() {
 		return nil
 	}
@@ -224,7 +254,6 @@ func (e *Engine) newFlow(key FlowKey, now time.Time) *flow {
 	}
 	e.flows[key] = f
 	e.linkHalfOpen(f)
-	e.stats.Flows++
 	return f
 }
 

@@ -4,8 +4,10 @@ package mangle
 // whose loss costs nothing, and never one whose loss breaks its session:
 //
 //   - Half-open flows (no payload seen yet in either direction: a SYN, a
-//     SYN-ACK, bare ACKs) go first, oldest first. A flood of spoofed SYNs
-//     only ever evicts its own flows.
+//     SYN-ACK, bare ACKs) go first, oldest first. A connection that a
+//     client's SYN opens is not even a flow until its first payload, but a
+//     record in a table of its own with its own bound (halfopen.go): a
+//     flood of spoofed SYNs only ever evicts its own records.
 //   - Then a flow whose state its next packet rebuilds: established, but
 //     with nothing rewritten, held or awaited (closed flows first).
 //   - A flow that matters (shifted sequence numbers, a held packet, a
@@ -76,8 +78,9 @@ func (e *Engine) unlinkHalfOpen(f *flow) {
 	e.nHalfOpen--
 }
 
-// HalfOpen returns the number of flows that have seen no payload yet.
-func (e *Engine) HalfOpen() int { return e.nHalfOpen }
+// HalfOpen returns the number of connections that have seen no payload
+// yet: half-open records and flows.
+func (e *Engine) HalfOpen() int { return e.nHalfOpen + e.ho.n }
 
 // makeRoom frees one place in a full flow table, or reports that none can
 // be freed without breaking a session.

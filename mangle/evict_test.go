@@ -85,14 +85,16 @@ func TestSYNFloodKeepsSessions(t *testing.T) {
 	if st.FlowsEvicted != 0 || st.FlowsRefused != 0 || st.HalfOpenEvicted < flood-maxFlows {
 		t.Errorf("evicted %d, refused %d, half-open evicted %d", st.FlowsEvicted, st.FlowsRefused, st.HalfOpenEvicted)
 	}
-	if fl.e.Flows() > maxFlows {
-		t.Errorf("%d flows, bound %d", fl.e.Flows(), maxFlows)
+	if len(fl.e.flows) > maxFlows || fl.e.ho.n > maxFlows {
+		t.Errorf("%d flows and %d half-open records, bound %d each", len(fl.e.flows), fl.e.ho.n, maxFlows)
 	}
 }
 
 // A table full of flows that matter refuses a new one (its packets pass
 // unchanged) instead of evicting one of them; a flow that stops mattering
-// makes room again.
+// makes room again. SYNs meanwhile are kept as half-open records, which
+// have their own bound: the flood evicts only its own records, and a
+// record that needs a flow (its first payload) is refused.
 func TestFullTableRefuses(t *testing.T) {
 	const maxFlows = 50
 	fl := newFleet(t, &Config{MaxFlows: maxFlows})
@@ -107,22 +109,36 @@ func TestFullTableRefuses(t *testing.T) {
 		}
 	}
 	st := fl.e.Stats()
-	if st.FlowsRefused != 3*evictSample || st.FlowsEvicted != 0 || st.HalfOpenEvicted != 0 {
+	if st.FlowsRefused != 0 || st.FlowsEvicted != 0 || st.HalfOpenEvicted != 3*evictSample-maxFlows {
 		t.Errorf("refused %d, evicted %d, half-open evicted %d", st.FlowsRefused, st.FlowsEvicted, st.HalfOpenEvicted)
 	}
-	// A new session's command passes unchanged: it is not followed.
-	c := fleetConn{client: fleetAddr(maxFlows), server: fl.conns[0].server}
-	if _, got := fl.emitted(fl.send(&c, ToServer, "PASV\r\n")); got != "PASV\r\n" {
+	if len(fl.e.flows) != maxFlows || fl.e.ho.n != maxFlows {
+		t.Errorf("%d flows, %d half-open records", len(fl.e.flows), fl.e.ho.n)
+	}
+	// A new session: its handshake is a record, its greeting finds no
+	// room (refused, the record forgotten), its command passes unchanged
+	// (refused again): it is not followed.
+	fl.open(maxFlows, 1)
+	c := &fl.conns[maxFlows]
+	if st := fl.e.Stats(); st.FlowsRefused != 1 || st.HalfOpenEvicted != 3*evictSample-maxFlows+1 {
+		t.Errorf("after a handshake and greeting: refused %d, half-open evicted %d", st.FlowsRefused, st.HalfOpenEvicted)
+	}
+	if _, got := fl.emitted(fl.send(c, ToServer, "PASV\r\n")); got != "PASV\r\n" {
 		t.Errorf("refused flow's PASV sent as %q", got)
 	}
+	if st := fl.e.Stats(); st.FlowsRefused != 2 {
+		t.Errorf("refused %d, want 2", st.FlowsRefused)
+	}
+	fl.conns = fl.conns[:maxFlows]
 	for i := range fl.conns {
 		fl.checkShifted(&fl.conns[i])
 	}
 	// The sessions still have shifted numbers: they still matter, and
 	// still nothing is evicted.
 	fl.spoofed(1 << 20)
-	if st := fl.e.Stats(); st.FlowsEvicted != 0 || fl.e.Flows() != maxFlows {
-		t.Errorf("evicted %d, %d flows", st.FlowsEvicted, fl.e.Flows())
+	fl.send(c, ToServer, "NOOP\r\n")
+	if st := fl.e.Stats(); st.FlowsEvicted != 0 || st.FlowsRefused != 3 || len(fl.e.flows) != maxFlows {
+		t.Errorf("evicted %d, refused %d, %d flows", st.FlowsEvicted, st.FlowsRefused, len(fl.e.flows))
 	}
 }
 
@@ -159,8 +175,8 @@ func TestHalfOpenOldestFirst(t *testing.T) {
 		t.Fatalf("%d half-open flows, want 4", n)
 	}
 	var got []netip.Addr
-	for f := fl.e.hoHead; f != nil; f = f.hoNext {
-		got = append(got, f.key.Client().Addr())
+	for i := fl.e.ho.head; i >= 0; i = fl.e.ho.rec(i).nxt {
+		got = append(got, fl.e.ho.rec(i).key.Client().Addr())
 	}
 	want := []netip.Addr{netip.MustParseAddr("172.16.0.2"), netip.MustParseAddr("172.16.0.3"), netip.MustParseAddr("172.16.0.4"), netip.MustParseAddr("172.16.0.5")}
 	if len(got) != len(want) {

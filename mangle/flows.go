@@ -43,5 +43,13 @@ func (e *Engine) AppendFlows(dst []FlowInfo) []FlowInfo {
 		}
 		dst = append(dst, fi)
 	}
+	for i := e.ho.head; i >= 0; {
+		r := e.ho.rec(i)
+		fi := FlowInfo{Client: r.key.Client(), Server: r.key.Server(), Started: time.Unix(0, r.started), Last: r.last()}
+		fi.Session, _ = e.cfg.Mapper.Classify(fi.Client, fi.Server)
+		fi.Translated = r.flags&hoTranslate != 0
+		dst = append(dst, fi)
+		i = r.nxt
+	}
 	return dst
 }

@@ -259,6 +259,7 @@ func (e *Engine) Expire(now time.Time, holdTimeout time.Duration, res *Result) {
 		return
 	}
 	e.lastSweep = now
+	e.expireHalfOpen(now)
 	for _, f := range e.flows {
 		if f.inHeldList {
 			continue

@@ -179,7 +179,7 @@ var queueCounters = []counter{
 		explain: "More concurrent control connections than --max-flows: nothing is lost yet, but the table is full.",
 		get:     func(q queueStatus) (uint64, bool) { return q.Engine.FlowsEvicted, true }},
 	{key: "engine_half_open_evicted", label: "half-open connections evicted",
-		help:    "Connections that had sent no payload yet (a SYN, a bare ACK) dropped from a full flow table, oldest first.",
+		help:    "Connections that had sent no payload yet (a SYN, a bare ACK) dropped from a full table, oldest first: --max-flows of them are kept apart from the established ones.",
 		explain: "A flood of SYNs or more connection attempts than --max-flows; real sessions with state are never evicted.",
 		get:     func(q queueStatus) (uint64, bool) { return q.Engine.HalfOpenEvicted, true }},
 	{key: "engine_flows_refused", label: "packets of refused connections",

@@ -106,7 +106,9 @@ func defaultQueues() int { return min(runtime.NumCPU(), 4) }
 
 // defaultMaxFlows bounds the flow table of each queue's engine: an idle
 // established control connection costs about 800 bytes (a flow of 704
-// bytes and its slot in the map), so 131072 of them about 100 MB.
+// bytes and its slot in the map), so 131072 of them about 100 MB. As many
+// half-open connections (a SYN, no payload yet) are kept apart, about 100
+// bytes each: 13 MB more.
 const defaultMaxFlows = 131072
 
 // defaultRunDir is where the daemon keeps its records under /run.
@@ -170,7 +172,7 @@ func newRunFlags(cfg *runConfig) *cmdFlags {
 	fl.BoolVar(&cfg.NoPinholes, "no-pinholes", false, "Tayga: attach no conntrack helpers and create no expectations for data connections\n(the firewall pinholes, see rules/README.md)")
 	fl.BoolVar(&cfg.FailOpen, "fail-open", true, failOpenUsage)
 	fl.DurationVar(&cfg.HoldTimeout, "hold-timeout", 200*time.Millisecond, "longest `duration` a segment ending inside a command is held, then it is sent unchanged\n(a reply the ALG has committed to translate is never sent half translated)")
-	fl.IntVar(&cfg.MaxFlows, "max-flows", defaultMaxFlows, "`count` of control connections each queue follows; past it half-open ones are forgotten first,\nthose with rewritten state never (new ones then pass unchanged, counted as flows_refused)")
+	fl.IntVar(&cfg.MaxFlows, "max-flows", defaultMaxFlows, "`count` of established control connections each queue follows, and as many half-open ones (a SYN,\nno payload yet: about 100 bytes each); past it half-open ones are forgotten first, those with\nrewritten state never (new ones then pass unchanged, counted as flows_refused)")
 	fl.BoolVar(&cfg.Strict, "strict", false, "answer 425 to an IPv6 client when the IPv4 server's 227 names another address")
 	fl.Func("log-level", "log `level`: debug (every rewritten line), info, warn or error (default info)", func(s string) error {
 		var l slog.Level

@@ -46,7 +46,9 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(hup)
 	// SIGUSR2 starts the binary anew, which takes over (upgrade.go).
 	usr2 := make(chan os.Signal, 1)
-	signal.Notify(usr2, syscall.SIGUSR2)
+	if upgradeSignal != nil {
+		signal.Notify(usr2, upgradeSignal)
+	}
 	defer signal.Stop(usr2)
 	cfg.Args, cfg.Reload, cfg.Upgrade = args, hup, usr2
 	go func() {
